@@ -1,0 +1,34 @@
+//! # sqskit
+//!
+//! Consume Amazon SQS in production, on containers (the [`poller`](crate::poller)) and
+//! in Lambda (the [`lambda`] adapter), with one [`processor`] deciding every
+//! message's fate:
+//!
+//! ```text
+//!           receive (long poll, ≤10)            handler result                 SQS actions (batched)
+//! SQS ──► client::Queue ──► Message<T> ──► processor ──► Outcome ──► client::Queue
+//!                                              │    success     → delete
+//!   poller (ECS)  ── feeds ────────────────────┤    retry(after)→ change visibility (backoff)
+//!   lambda adapter (SqsEvent) ── feeds ────────┘    permanent   → send to DLQ + delete
+//! ```
+//!
+//! - [`client`]: the [`Queue`] handle: send / send_batch (chunked to SQS limits), receive,
+//!   delete_batch, change_visibility_batch, attributes.
+//! - [`limits`]: SQS limits and the batching arithmetic.
+//! - [`message`]: messages sent, received, and handed to handlers.
+//! - [`processor`]: handlers, outcomes, the FIFO rules, settling on SQS.
+//! - [`retry`]: exponential backoff with full jitter.
+//! - [`error`]: the client's error type.
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod error;
+pub mod limits;
+pub mod message;
+pub mod processor;
+pub mod retry;
+
+pub use client::{load_aws_config, BatchReport, Queue, QueueAttributes, RedrivePolicy, SendBatchReport, SentMessage};
+pub use error::{EntryFailure, Error};
+pub use message::{AttributeValue, Message, OutgoingMessage, ReceivedMessage};
+pub use processor::{Decision, Failure, FailureKind, Handler, HandlerError, Outcome, Processor, ProcessorConfig, QueueContext};

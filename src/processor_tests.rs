@@ -1,0 +1,276 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn msg(id: &str, body: &str, group: Option<&str>, receive_count: u32) -> ReceivedMessage {
+    let mut sys = HashMap::new();
+    sys.insert("ApproximateReceiveCount".to_string(), receive_count.to_string());
+    if let Some(g) = group {
+        sys.insert("MessageGroupId".to_string(), g.to_string());
+    }
+    ReceivedMessage {
+        message_id: id.to_string(),
+        receipt_handle: format!("rh-{id}"),
+        body: body.to_string(),
+        attributes: HashMap::new(),
+        system_attributes: sys,
+        received_at: Instant::now(),
+    }
+}
+
+fn dummy_queue(name: &str) -> Queue {
+    let conf = aws_sdk_sqs::Config::builder().behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest()).build();
+    Queue::new(aws_sdk_sqs::Client::from_conf(conf), format!("http://127.0.0.1:9/queue/us-east-1/000000000000/{name}"))
+}
+
+fn with_dlq() -> QueueContext {
+    QueueContext::new(dummy_queue("src"), Some(dummy_queue("dlq")))
+}
+
+/// A raw processor whose behaviour is chosen by the body: "ok", "retry", "retry-after-7",
+/// "perm", "panic", "sleep"; it records the order of calls.
+fn scripted(calls: Arc<Mutex<Vec<String>>>) -> Processor<String> {
+    Processor::raw(move |m: Message<String>| {
+        let calls = calls.clone();
+        async move {
+            calls.lock().unwrap().push(m.id().to_string());
+            match m.body.as_str() {
+                "ok" => Ok(()),
+                "retry" => Err(HandlerError::retryable("downstream 503")),
+                "retry-after-7" => Err(HandlerError::retry_after("rate limited", Duration::from_secs(7))),
+                "perm" => Err(HandlerError::permanent("unknown customer")),
+                "panic" => panic!("boom in handler"),
+                "sleep" => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(())
+                }
+                other => Err(HandlerError::permanent(format!("unexpected script {other}"))),
+            }
+        }
+    })
+}
+
+fn outcomes(decisions: &[Decision]) -> Vec<(String, Outcome)> {
+    decisions.iter().map(|d| (d.message.message_id.clone(), d.outcome.clone())).collect()
+}
+
+#[tokio::test]
+async fn success_is_deleted() {
+    let p = scripted(Default::default());
+    let d = p.process_batch(&with_dlq(), vec![msg("a", "ok", None, 1)]).await;
+    assert_eq!(d[0].outcome, Outcome::Succeeded);
+    let plan = Actions::plan(&d);
+    assert_eq!(plan.delete.len(), 1);
+    assert!(plan.visibility.is_empty() && plan.dead_letter.is_empty());
+}
+
+#[tokio::test]
+async fn retryable_failure_gets_backoff_visibility_within_the_ceiling() {
+    let p = scripted(Default::default());
+    for rc in 1..=12 {
+        let d = p.process_batch(&with_dlq(), vec![msg("a", "retry", None, rc)]).await;
+        match &d[0].outcome {
+            Outcome::Retry { visibility, failure } => {
+                assert_eq!(failure.kind, FailureKind::Retryable);
+                assert_eq!(failure.error, "downstream 503");
+                assert!(u64::from(*visibility) <= Backoff::default().ceiling(rc).as_secs());
+            }
+            other => panic!("expected retry, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn explicit_retry_after_is_honoured() {
+    let p = scripted(Default::default());
+    let d = p.process_batch(&with_dlq(), vec![msg("a", "retry-after-7", None, 1)]).await;
+    assert!(matches!(d[0].outcome, Outcome::Retry { visibility: 7, .. }));
+}
+
+#[tokio::test]
+async fn permanent_failure_goes_to_the_dlq_when_there_is_one() {
+    let p = scripted(Default::default());
+    let d = p.process_batch(&with_dlq(), vec![msg("a", "perm", None, 1)]).await;
+    match &d[0].outcome {
+        Outcome::DeadLetter { failure } => assert_eq!(failure.kind, FailureKind::Permanent),
+        other => panic!("expected dead letter, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn permanent_failure_without_dlq_falls_back_to_retry() {
+    let p = scripted(Default::default());
+    let ctx = QueueContext::new(dummy_queue("src"), None);
+    let d = p.process_batch(&ctx, vec![msg("a", "perm", None, 1)]).await;
+    assert!(matches!(&d[0].outcome, Outcome::Retry { failure, .. } if failure.kind == FailureKind::Permanent));
+}
+
+#[derive(serde::Deserialize)]
+struct Order {
+    #[allow(dead_code)]
+    id: u64,
+}
+
+#[tokio::test]
+async fn undecodable_body_fails_that_message_alone() {
+    let p = Processor::json(|_m: Message<Order>| async { Ok(()) });
+    let d = p
+        .process_batch(&with_dlq(), vec![msg("good", r#"{"id":1}"#, None, 1), msg("bad", "{not json", None, 1), msg("good2", r#"{"id":2}"#, None, 1)])
+        .await;
+    assert_eq!(d[0].outcome, Outcome::Succeeded);
+    assert_eq!(d[2].outcome, Outcome::Succeeded);
+    match &d[1].outcome {
+        Outcome::DeadLetter { failure } => {
+            assert_eq!(failure.kind, FailureKind::Undecodable);
+            assert!(failure.error.contains("Order"), "{}", failure.error);
+        }
+        other => panic!("expected dead letter, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_panic_is_a_retryable_failure_of_that_message_alone() {
+    let p = scripted(Default::default());
+    let d = p.process_batch(&with_dlq(), vec![msg("a", "ok", None, 1), msg("b", "panic", None, 1), msg("c", "ok", None, 1)]).await;
+    assert_eq!(d[0].outcome, Outcome::Succeeded);
+    assert_eq!(d[2].outcome, Outcome::Succeeded);
+    match &d[1].outcome {
+        Outcome::Retry { failure, .. } => {
+            assert_eq!(failure.kind, FailureKind::Panicked);
+            assert!(failure.error.contains("boom in handler"));
+        }
+        other => panic!("expected retry, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overrunning_handler_times_out_as_retryable() {
+    let p = scripted(Default::default()).with_config(ProcessorConfig { timeout: Some(Duration::from_secs(1)), ..Default::default() });
+    let d = p.process_batch(&with_dlq(), vec![msg("a", "sleep", None, 1), msg("b", "ok", None, 1)]).await;
+    assert!(matches!(&d[0].outcome, Outcome::Retry { failure, .. } if failure.kind == FailureKind::TimedOut));
+    assert_eq!(d[1].outcome, Outcome::Succeeded);
+}
+
+#[tokio::test]
+async fn fifo_failure_holds_the_rest_of_its_group_only() {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let p = scripted(calls.clone());
+    let batch = vec![
+        msg("a1", "ok", Some("A"), 1),
+        msg("b1", "ok", Some("B"), 1),
+        msg("a2", "retry-after-7", Some("A"), 1),
+        msg("b2", "ok", Some("B"), 1),
+        msg("a3", "ok", Some("A"), 1),
+        msg("c1", "ok", Some("C"), 1),
+        msg("a4", "ok", Some("A"), 1),
+    ];
+    let d = p.process_batch(&with_dlq(), batch).await;
+    let o = outcomes(&d);
+    assert_eq!(o.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a1", "b1", "a2", "b2", "a3", "c1", "a4"], "input order kept");
+    assert_eq!(o[0].1, Outcome::Succeeded);
+    assert!(matches!(o[2].1, Outcome::Retry { visibility: 7, .. }));
+    assert_eq!(o[4].1, Outcome::Held { visibility: 7, behind: "a2".into() });
+    assert_eq!(o[6].1, Outcome::Held { visibility: 7, behind: "a2".into() });
+    assert_eq!(o[1].1, Outcome::Succeeded);
+    assert_eq!(o[3].1, Outcome::Succeeded);
+    assert_eq!(o[5].1, Outcome::Succeeded);
+    let calls = calls.lock().unwrap().clone();
+    assert!(!calls.contains(&"a3".to_string()) && !calls.contains(&"a4".to_string()), "held messages are not attempted");
+    let pos = |id: &str| calls.iter().position(|c| c == id).unwrap();
+    assert!(pos("a1") < pos("a2") && pos("b1") < pos("b2"), "in order within a group: {calls:?}");
+
+    // the failed message first, then the held ones, in one visibility plan
+    let plan = Actions::plan(&d);
+    let ids: Vec<(&str, u32)> = plan.visibility.iter().map(|(m, v)| (m.message_id.as_str(), *v)).collect();
+    assert_eq!(ids, [("a2", 7), ("a3", 7), ("a4", 7)]);
+    assert_eq!(plan.delete.len(), 4);
+}
+
+#[tokio::test]
+async fn fifo_permanent_failure_is_dead_lettered_and_the_group_continues() {
+    let p = scripted(Default::default());
+    let d = p
+        .process_batch(&with_dlq(), vec![msg("a1", "ok", Some("A"), 1), msg("a2", "perm", Some("A"), 1), msg("a3", "ok", Some("A"), 1)])
+        .await;
+    assert_eq!(d[0].outcome, Outcome::Succeeded);
+    assert!(matches!(d[1].outcome, Outcome::DeadLetter { .. }));
+    assert_eq!(d[2].outcome, Outcome::Succeeded);
+}
+
+#[tokio::test]
+async fn sequence_stops_at_first_retry_across_groups() {
+    // the Lambda FIFO rule: strictly in batch order, stop at the first failure
+    let p = scripted(Default::default());
+    let batch: Vec<Arc<ReceivedMessage>> =
+        vec![msg("a1", "ok", Some("A"), 1), msg("b1", "retry", Some("B"), 1), msg("a2", "ok", Some("A"), 1)].into_iter().map(Arc::new).collect();
+    let d = p.process_sequence(&with_dlq(), batch).await;
+    assert_eq!(d[0].outcome, Outcome::Succeeded);
+    assert!(matches!(d[1].outcome, Outcome::Retry { .. }));
+    assert!(matches!(&d[2].outcome, Outcome::Held { behind, .. } if behind == "b1"));
+}
+
+#[tokio::test]
+async fn standard_batch_runs_concurrently_up_to_the_limit() {
+    let current = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (c, pk) = (current.clone(), peak.clone());
+    let p = Processor::raw(move |_m: Message<String>| {
+        let (c, pk) = (c.clone(), pk.clone());
+        async move {
+            let now = c.fetch_add(1, Ordering::SeqCst) + 1;
+            pk.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            c.fetch_sub(1, Ordering::SeqCst);
+            Ok(())
+        }
+    })
+    .with_config(ProcessorConfig { concurrency: 4, ..Default::default() });
+    let batch = (0..10).map(|i| msg(&i.to_string(), "x", None, 1)).collect();
+    let d = p.process_batch(&with_dlq(), batch).await;
+    assert!(d.iter().all(|d| d.outcome.is_success()));
+    assert_eq!(peak.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn retry_visibility_never_passes_twelve_hours_from_receipt() {
+    let p = scripted(Default::default());
+    let mut m = msg("a", "x", None, 1);
+    m.received_at = Instant::now() - Duration::from_secs(43_100);
+    let f = Failure { kind: FailureKind::Retryable, error: "e".into(), retry_after: Some(Duration::from_secs(3600)) };
+    assert!(matches!(p.decide(&m, Err(f), true), Outcome::Retry { visibility: 100, .. }));
+}
+
+#[test]
+fn dead_letter_message_carries_error_attributes() {
+    let mut m = msg("id-1", "payload", Some("G"), 3);
+    m.attributes.insert("tenant".into(), AttributeValue::string("acme"));
+    let f = Failure { kind: FailureKind::Undecodable, error: "x".repeat(1000), retry_after: None };
+    let out = dead_letter_message(&m, &f, "orders", false);
+    assert_eq!(out.body, "payload");
+    assert_eq!(out.attributes["tenant"].as_str(), Some("acme"));
+    assert_eq!(out.attributes[dead_letter_attributes::ERROR_KIND].as_str(), Some("undecodable"));
+    assert_eq!(out.attributes[dead_letter_attributes::ERROR].as_str().unwrap().len(), 256);
+    assert_eq!(out.attributes[dead_letter_attributes::SOURCE_QUEUE].as_str(), Some("orders"));
+    assert_eq!(out.attributes[dead_letter_attributes::RECEIVE_COUNT].as_str(), Some("3"));
+    assert!(out.group_id.is_none());
+    let fifo = dead_letter_message(&m, &f, "orders.fifo", true);
+    assert_eq!(fifo.group_id.as_deref(), Some("G"));
+    assert_eq!(fifo.dedup_id.as_deref(), Some("id-1"));
+}
+
+#[test]
+fn dead_letter_attributes_are_combined_when_the_message_has_many() {
+    let mut m = msg("id", "b", None, 1);
+    for i in 0..8 {
+        m.attributes.insert(format!("a{i}"), AttributeValue::string("v"));
+    }
+    let f = Failure { kind: FailureKind::Permanent, error: "nope".into(), retry_after: None };
+    let out = dead_letter_message(&m, &f, "q", false);
+    assert_eq!(out.attributes.len(), 9);
+    let v: serde_json::Value = serde_json::from_str(out.attributes[dead_letter_attributes::COMBINED].as_str().unwrap()).unwrap();
+    assert_eq!(v["kind"], "permanent");
+    assert_eq!(v["source_queue"], "q");
+}
