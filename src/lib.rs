@@ -18,13 +18,17 @@
 //! - [`message`]: messages sent, received, and handed to handlers.
 //! - [`processor`]: handlers, outcomes, the FIFO rules, settling on SQS.
 //! - [`retry`]: exponential backoff with full jitter.
+//! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
+//! - [`metrics`]: Prometheus exporter and CloudWatch EMF lines.
 //! - [`error`]: the client's error type.
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod error;
+pub mod lambda;
 pub mod limits;
 pub mod message;
+pub mod metrics;
 pub mod processor;
 pub mod retry;
 

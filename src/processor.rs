@@ -324,7 +324,7 @@ impl<T: Send + 'static> Processor<T> {
             },
             None => fut.await,
         };
-        metrics::histogram!("sqskit_handler_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!(crate::metrics::names::HANDLER_DURATION).record(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(HandlerError::Retryable { message, retry_after })) => {
@@ -446,9 +446,9 @@ impl<T: Send + 'static> Processor<T> {
 
 fn record(outcome: &Outcome) {
     match outcome {
-        Outcome::Succeeded => metrics::counter!("sqskit_messages_succeeded_total").increment(1),
+        Outcome::Succeeded => metrics::counter!(crate::metrics::names::SUCCEEDED).increment(1),
         Outcome::Retry { failure, .. } | Outcome::DeadLetter { failure } => {
-            metrics::counter!("sqskit_messages_failed_total", "kind" => failure.kind.as_str()).increment(1)
+            metrics::counter!(crate::metrics::names::FAILED, "kind" => failure.kind.as_str()).increment(1)
         }
         Outcome::Held { .. } => metrics::counter!("sqskit_messages_held_total").increment(1),
     }
@@ -584,7 +584,7 @@ pub(crate) async fn send_dead_letters(
             }
             let sent = report.sent.iter().map(|s| letters[s.index].0.clone()).collect();
             let failed = report.failed.iter().map(|f| letters[f.index].0.clone()).collect();
-            metrics::counter!("sqskit_messages_dead_lettered_total").increment(report.sent.len() as u64);
+            metrics::counter!(crate::metrics::names::DEAD_LETTERED).increment(report.sent.len() as u64);
             (sent, failed)
         }
         Err(e) => {
