@@ -175,7 +175,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             .map(|d| match &d.outcome {
                 Outcome::Succeeded => false,
                 Outcome::DeadLetter { .. } => !sent_ids.contains(d.message.message_id.as_str()),
-                Outcome::Retry { .. } | Outcome::Held { .. } => true,
+                Outcome::Retry { .. } | Outcome::Held { .. } | Outcome::Released => true,
             })
             .collect();
         if fifo {

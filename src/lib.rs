@@ -18,6 +18,8 @@
 //! - [`message`]: messages sent, received, and handed to handlers.
 //! - [`processor`]: handlers, outcomes, the FIFO rules, settling on SQS.
 //! - [`retry`]: exponential backoff with full jitter.
+//! - [`poller`]: the long-running consumer (concurrency, heartbeat, ack batching, shutdown).
+//! - [`handlers`]: ready-made exec / HTTP handlers for the poller.
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
 //! - [`metrics`]: Prometheus exporter and CloudWatch EMF lines.
 //! - [`error`]: the client's error type.
@@ -25,10 +27,12 @@
 
 pub mod client;
 pub mod error;
+pub mod handlers;
 pub mod lambda;
 pub mod limits;
 pub mod message;
 pub mod metrics;
+pub mod poller;
 pub mod processor;
 pub mod retry;
 

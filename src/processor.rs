@@ -145,6 +145,8 @@ pub enum Outcome {
         /// Message id of the failed message it waits behind.
         behind: String,
     },
+    /// Not attempted because the consumer is shutting down: make it visible again at once.
+    Released,
 }
 
 impl Outcome {
@@ -159,6 +161,7 @@ impl Outcome {
             Outcome::Retry { failure, .. } => failure.kind.as_str(),
             Outcome::DeadLetter { failure } => failure.kind.as_str(),
             Outcome::Held { .. } => "held",
+            Outcome::Released => "released",
         }
     }
 }
@@ -368,7 +371,7 @@ impl<T: Send + 'static> Processor<T> {
                 Outcome::DeadLetter { failure } => {
                     tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, "failed permanently; dead-lettering")
                 }
-                Outcome::Held { .. } => {}
+                Outcome::Held { .. } | Outcome::Released => {}
             }
             outcome
         }
@@ -380,11 +383,23 @@ impl<T: Send + 'static> Processor<T> {
     /// After the first message that will be retried, the rest are not attempted and are
     /// [`Outcome::Held`] with its visibility. Dead-lettered messages do not stop the sequence.
     pub async fn process_sequence(&self, ctx: &QueueContext, messages: Vec<Arc<ReceivedMessage>>) -> Vec<Decision> {
+        self.process_sequence_until(ctx, messages, None).await
+    }
+
+    /// As [`Processor::process_sequence`], but once `stop` is cancelled no further message is
+    /// started: the rest are [`Outcome::Released`] (or held, when an earlier one failed).
+    pub async fn process_sequence_until(
+        &self,
+        ctx: &QueueContext,
+        messages: Vec<Arc<ReceivedMessage>>,
+        stop: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Vec<Decision> {
         let mut out = Vec::with_capacity(messages.len());
         let mut blocked: Option<(String, u32)> = None;
         for m in messages {
             let outcome = match &blocked {
                 Some((behind, visibility)) => Outcome::Held { visibility: *visibility, behind: behind.clone() },
+                None if stop.is_some_and(|s| s.is_cancelled()) => Outcome::Released,
                 None => {
                     let outcome = self.process_one(ctx, m.clone()).await;
                     if let Outcome::Retry { visibility, .. } = &outcome {
@@ -450,7 +465,7 @@ fn record(outcome: &Outcome) {
         Outcome::Retry { failure, .. } | Outcome::DeadLetter { failure } => {
             metrics::counter!(crate::metrics::names::FAILED, "kind" => failure.kind.as_str()).increment(1)
         }
-        Outcome::Held { .. } => metrics::counter!("sqskit_messages_held_total").increment(1),
+        Outcome::Held { .. } | Outcome::Released => {}
     }
 }
 
@@ -493,6 +508,7 @@ impl Actions {
                         }
                     }
                 }
+                Outcome::Released => a.visibility.push((d.message.clone(), 0)),
                 Outcome::Held { .. } => {}
             }
         }

@@ -1,1 +1,45 @@
-fn main() {}
+//! `sqskit`: run an SQS worker (`poll`) and operate queues.
+//! Thin: parsing, wiring and output; every behaviour lives in the library.
+
+mod common;
+mod poll;
+mod queue;
+
+use clap::{Parser, Subcommand};
+
+/// sqskit: consume and operate Amazon SQS queues.
+#[derive(Parser, Debug)]
+#[command(name = "sqskit", version, about, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: common::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the worker: receive, handle (via --exec or --http), settle, until SIGTERM.
+    Poll(poll::Args),
+    /// Create a queue (optionally with a dead-letter queue and redrive policy); prints its URL.
+    CreateQueue(queue::CreateArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    common::init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return common::fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Poll(args) => poll::run(&cli.global, args).await,
+            Command::CreateQueue(args) => queue::create(&cli.global, args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => common::fail(e),
+    }
+}

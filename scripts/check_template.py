@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""Check properties of template.yaml that cfn-lint does not check.
+
+Usage: scripts/check_template.py [TEMPLATE] [--root DIR]
+
+Prints one PASS/FAIL line per check and a closing line `N passed, M failed`;
+exits 1 when any check fails. Needs PyYAML and Python >= 3.11 (tomllib);
+`scripts/tools check-template` runs it with the project's tools venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Environment variables that a Lambda or container may set without the Rust code
+# naming them (read by libraries or the runtime, not by our code).
+ENV_EXEMPT = {"RUST_LOG"}
+
+# Allow statements may use Resource "*" only when every action in them has no
+# resource-level permissions in IAM (so "*" is the only valid resource).
+RESOURCE_STAR_EXEMPT_ACTIONS = {
+    "ecr:GetAuthorizationToken",  # account-wide registry token
+    "xray:PutTraceSegments",  # X-Ray has no resource types
+    "xray:PutTelemetryRecords",
+    "cloudwatch:PutMetricData",  # metrics have no ARNs (scope with cloudwatch:namespace)
+    "sqs:ListQueues",  # listing has no queue resource
+    "sns:ListTopics",
+}
+
+# AWS managed policies that roles in this template may attach.
+ALLOWED_MANAGED_POLICIES = {
+    # ECS task execution role: image pull + awslogs, the documented policy for it
+    "service-role/AmazonECSTaskExecutionRolePolicy",
+    "service-role/AWSLambdaBasicExecutionRole",
+}
+
+# SAM policy templates used by the functions: curated by AWS, each scoped to the
+# one queue/topic named by its parameter (so not "*" resources).
+SAM_POLICY_TEMPLATES = {
+    "SQSPollerPolicy",
+    "SQSSendMessagePolicy",
+    "SNSPublishMessagePolicy",
+    "S3WritePolicy",
+    "S3CrudPolicy",
+    "S3ReadPolicy",
+    "KMSDecryptPolicy",
+    "KMSEncryptPolicy",
+}
+
+SQS_RETENTION_MAX = 1209600  # 14 days
+
+
+# ---------------------------------------------------------------- YAML with CloudFormation tags
+
+
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short tags into their long forms."""
+
+
+def _cfn_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "Condition":
+        return {"Condition": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        return {"Fn::GetAtt": value.split(".", 1)}
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _cfn_tag)
+
+
+def load_template(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+# ---------------------------------------------------------------- helpers
+
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, ok: bool, what: str, detail: str = "") -> bool:
+        if ok:
+            self.passed += 1
+            print(f"PASS  {what}")
+        else:
+            self.failed += 1
+            print(f"FAIL  {what}" + (f": {detail}" if detail else ""))
+        return ok
+
+
+def as_list(v: Any) -> list[Any]:
+    if v is None:
+        return []
+    return v if isinstance(v, list) else [v]
+
+
+def leaves(v: Any) -> Iterator[Any]:
+    """Values of v through lists and both branches of Fn::If; AWS::NoValue dropped."""
+    if isinstance(v, list):
+        for x in v:
+            yield from leaves(x)
+    elif isinstance(v, dict) and set(v) == {"Fn::If"} and isinstance(v["Fn::If"], list) and len(v["Fn::If"]) == 3:
+        yield from leaves(v["Fn::If"][1])
+        yield from leaves(v["Fn::If"][2])
+    elif v is None or v == {"Ref": "AWS::NoValue"}:
+        return
+    else:
+        yield v
+
+
+def ref_target(v: Any) -> str | None:
+    """Logical id named by {Ref: X} or {Fn::GetAtt: [X, ...]}."""
+    if isinstance(v, dict):
+        if "Ref" in v and isinstance(v["Ref"], str):
+            return v["Ref"]
+        if "Fn::GetAtt" in v:
+            ga = v["Fn::GetAtt"]
+            if isinstance(ga, list) and ga:
+                return ga[0]
+            if isinstance(ga, str):
+                return ga.split(".", 1)[0]
+    return None
+
+
+def to_int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+class Template:
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.resources: dict[str, dict[str, Any]] = doc.get("Resources") or {}
+        self.globals_fn: dict[str, Any] = (doc.get("Globals") or {}).get("Function") or {}
+
+    def of_type(self, *types: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, res in self.resources.items():
+            if isinstance(res, dict) and res.get("Type") in types:
+                yield name, res
+
+    def props(self, name: str) -> dict[str, Any]:
+        res = self.resources.get(name) or {}
+        p = dict(res.get("Properties") or {})
+        if res.get("Type") == "AWS::Serverless::Function":
+            merged = dict(self.globals_fn)
+            merged.update(p)
+            # Globals Environment.Variables merge with the function's own
+            genv = ((self.globals_fn.get("Environment") or {}).get("Variables")) or {}
+            fenv = ((p.get("Environment") or {}).get("Variables")) or {}
+            if genv or fenv:
+                merged["Environment"] = {"Variables": {**genv, **fenv}}
+            p = merged
+        return p
+
+    def type_of(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        res = self.resources.get(name)
+        return res.get("Type") if isinstance(res, dict) else None
+
+
+# ---------------------------------------------------------------- checks
+
+
+def lambda_binaries(root: Path) -> set[str]:
+    names: set[str] = set()
+    for cargo in sorted(root.glob("lambdas/*/Cargo.toml")):
+        with cargo.open("rb") as f:
+            data = tomllib.load(f)
+        for b in data.get("bin") or []:
+            if isinstance(b, dict) and "name" in b:
+                names.add(b["name"])
+    return names
+
+
+def check_functions(t: Template, r: Report, root: Path) -> None:
+    bins = lambda_binaries(root)
+    fns = list(t.of_type("AWS::Serverless::Function"))
+    r.check(bool(fns), "template defines AWS::Serverless::Function resources")
+    for name, res in fns:
+        p = t.props(name)
+        r.check(p.get("Runtime") == "provided.al2023", f"{name}: Runtime provided.al2023", f"got {p.get('Runtime')!r}")
+        r.check(p.get("Architectures") == ["arm64"], f"{name}: Architectures [arm64]", f"got {p.get('Architectures')!r}")
+        r.check(p.get("Handler") == "bootstrap", f"{name}: Handler bootstrap", f"got {p.get('Handler')!r}")
+        md = res.get("Metadata") or {}
+        r.check(md.get("BuildMethod") == "rust-cargolambda", f"{name}: Metadata.BuildMethod rust-cargolambda",
+                f"got {md.get('BuildMethod')!r}")
+        binary = (md.get("BuildProperties") or {}).get("Binary")
+        r.check(isinstance(binary, str) and binary in bins,
+                f"{name}: BuildProperties.Binary {binary!r} is a [[bin]] in lambdas/*/Cargo.toml",
+                f"known binaries: {sorted(bins)}")
+
+
+def sqs_mappings(t: Template) -> Iterator[tuple[str, str | None, str | None, dict[str, Any]]]:
+    """(label, function logical id, queue logical id, properties) for every SQS event source."""
+    for name, _ in t.of_type("AWS::Serverless::Function"):
+        for ev_name, ev in (t.props(name).get("Events") or {}).items():
+            if isinstance(ev, dict) and ev.get("Type") == "SQS":
+                p = ev.get("Properties") or {}
+                yield f"{name}.Events.{ev_name}", name, ref_target(p.get("Queue")), p
+    for name, res in t.of_type("AWS::Lambda::EventSourceMapping"):
+        p = res.get("Properties") or {}
+        queue = ref_target(p.get("EventSourceArn"))
+        if t.type_of(queue) == "AWS::SQS::Queue" or "sqs" in str(p.get("EventSourceArn", "")):
+            yield name, ref_target(p.get("FunctionName")), queue, p
+
+
+def check_event_sources(t: Template, r: Report) -> None:
+    maps = list(sqs_mappings(t))
+    r.check(bool(maps), "template has SQS event sources")
+    for label, fn, queue, p in maps:
+        frt = as_list(p.get("FunctionResponseTypes"))
+        r.check("ReportBatchItemFailures" in frt, f"{label}: FunctionResponseTypes has ReportBatchItemFailures",
+                f"got {frt!r}")
+        # AWS: source queue visibility timeout >= 6 x function timeout
+        vt = to_int(t.props(queue).get("VisibilityTimeout")) if queue else None
+        ft = to_int(t.props(fn).get("Timeout")) if fn else None
+        if vt is not None and ft is not None:
+            r.check(vt >= 6 * ft, f"{label}: {queue} VisibilityTimeout {vt} >= 6 x {fn} Timeout {ft}")
+
+
+def check_work_queue_visibility(t: Template, r: Report) -> None:
+    vt = to_int(t.props("WorkQueue").get("VisibilityTimeout"))
+    ft = to_int(t.props("WorkerFunction").get("Timeout"))
+    r.check(vt is not None and ft is not None and vt >= 6 * ft,
+            f"WorkQueue VisibilityTimeout ({vt}) >= 6 x WorkerFunction Timeout ({ft})")
+
+
+def check_queues(t: Template, r: Report) -> None:
+    queues = dict(t.of_type("AWS::SQS::Queue"))
+    dlqs: set[str] = set()
+    for name in queues:
+        rp = t.props(name).get("RedrivePolicy")
+        if isinstance(rp, dict):
+            target = ref_target(rp.get("deadLetterTargetArn"))
+            if target:
+                dlqs.add(target)
+    r.check("WorkDeadLetterQueue" in dlqs, "WorkQueue redrives to WorkDeadLetterQueue", f"DLQs: {sorted(dlqs)}")
+    for dlq in sorted(dlqs):
+        ret = to_int(t.props(dlq).get("MessageRetentionPeriod"))
+        r.check(ret == SQS_RETENTION_MAX, f"{dlq}: MessageRetentionPeriod {SQS_RETENTION_MAX}", f"got {ret}")
+    for name in sorted(queues):
+        p = t.props(name)
+        ok = p.get("SqsManagedSseEnabled") is True or bool(p.get("KmsMasterKeyId"))
+        r.check(ok, f"{name}: encrypted at rest (SqsManagedSseEnabled or KmsMasterKeyId)")
+
+
+def env_var_names(t: Template) -> dict[str, list[str]]:
+    """env var name -> resources that set it."""
+    out: dict[str, list[str]] = {}
+    for name, _ in t.of_type("AWS::Serverless::Function", "AWS::Lambda::Function"):
+        for var in ((t.props(name).get("Environment") or {}).get("Variables") or {}):
+            out.setdefault(var, []).append(name)
+    for name, _ in t.of_type("AWS::ECS::TaskDefinition"):
+        for cd in as_list(t.props(name).get("ContainerDefinitions")):
+            for env in as_list((cd or {}).get("Environment")):
+                if isinstance(env, dict) and isinstance(env.get("Name"), str):
+                    out.setdefault(env["Name"], []).append(f"{name}/{cd.get('Name')}")
+    return out
+
+
+def rust_sources(root: Path) -> str:
+    chunks = []
+    for sub in ("src", "lambdas"):
+        for f in sorted((root / sub).rglob("*.rs")):
+            if "target" in f.relative_to(root).parts:
+                continue
+            chunks.append(f.read_text(encoding="utf-8", errors="replace"))
+    return "\n".join(chunks)
+
+
+def check_env_vars(t: Template, r: Report, root: Path) -> None:
+    names = env_var_names(t)
+    r.check(bool(names), "template sets environment variables")
+    code = rust_sources(root)
+    for var in sorted(names):
+        if var in ENV_EXEMPT:
+            continue
+        r.check(f'"{var}"' in code, f'env {var} (set on {", ".join(names[var])}) is read by the code as "{var}"',
+                "no *.rs file under src/ or lambdas/ names it")
+
+
+def iter_statements(doc: Any) -> Iterator[dict[str, Any]]:
+    if not isinstance(doc, dict):
+        return
+    for st in leaves(doc.get("Statement")):
+        if isinstance(st, dict):
+            yield st
+
+
+def policy_docs(t: Template) -> Iterator[tuple[str, Any]]:
+    """(label, policy document) for identity policies and resource policies (KMS key policies excluded)."""
+    for name, _ in t.of_type("AWS::IAM::Role", "AWS::IAM::User", "AWS::IAM::Group"):
+        for pol in leaves(t.props(name).get("Policies")):
+            if isinstance(pol, dict):
+                yield f"{name}/{pol.get('PolicyName')}", pol.get("PolicyDocument")
+    for name, _ in t.of_type("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::SQS::QueuePolicy",
+                             "AWS::SNS::TopicPolicy", "AWS::S3::BucketPolicy"):
+        yield name, t.props(name).get("PolicyDocument")
+    for name, _ in t.of_type("AWS::Serverless::Function"):
+        for i, pol in enumerate(leaves(t.props(name).get("Policies"))):
+            if isinstance(pol, dict) and "Statement" in pol:
+                yield f"{name}/Policies[{i}]", pol
+
+
+def check_iam(t: Template, r: Report) -> None:
+    docs = list(policy_docs(t))
+    r.check(bool(docs), "template has IAM policy statements to check")
+    for label, doc in docs:
+        problems = []
+        for st in iter_statements(doc):
+            if st.get("Effect") != "Allow":
+                continue  # Deny statements (e.g. TLS-only bucket policy) grant nothing
+            sid = st.get("Sid", "?")
+            if "NotAction" in st or "NotResource" in st:
+                problems.append(f"{sid}: Allow with NotAction/NotResource")
+            actions = [a for a in leaves(st.get("Action")) if isinstance(a, str)]
+            for a in actions:
+                if a == "*" or a.endswith(":*"):
+                    problems.append(f"{sid}: wildcard action {a!r}")
+            resources = list(leaves(st.get("Resource")))
+            if "*" in resources and not (actions and all(a in RESOURCE_STAR_EXEMPT_ACTIONS for a in actions)):
+                problems.append(f"{sid}: Resource '*' for {actions}")
+        r.check(not problems, f"IAM least privilege: {label}", "; ".join(problems))
+
+    for name, _ in t.of_type("AWS::Serverless::Function"):
+        for pol in leaves(t.props(name).get("Policies")):
+            if isinstance(pol, dict) and "Statement" not in pol:
+                for tmpl in pol:
+                    r.check(tmpl in SAM_POLICY_TEMPLATES, f"{name}: SAM policy template {tmpl} is allow-listed")
+            elif isinstance(pol, str):
+                r.check(False, f"{name}: managed policy {pol!r} in Policies", "use a scoped statement or template")
+
+    for name, _ in t.of_type("AWS::IAM::Role"):
+        for arn in leaves(t.props(name).get("ManagedPolicyArns")):
+            text = arn.get("Fn::Sub") if isinstance(arn, dict) else arn
+            ok = isinstance(text, str) and any(text.endswith(":policy/" + m) for m in ALLOWED_MANAGED_POLICIES)
+            r.check(ok, f"{name}: managed policy {text!r} is allow-listed")
+
+
+def check_alarms(t: Template, r: Report) -> None:
+    alarms = dict(t.of_type("AWS::CloudWatch::Alarm"))
+    for required in ("DeadLetterQueueNotEmptyAlarm", "WorkQueueOldestMessageAlarm"):
+        r.check(required in alarms, f"alarm {required} exists")
+    for name in sorted(alarms):
+        targets = [ref_target(a) for a in leaves(t.props(name).get("AlarmActions"))]
+        r.check("AlertTopic" in targets, f"{name}: AlarmActions notify AlertTopic", f"got {targets}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("template", nargs="?", default=str(ROOT / "template.yaml"))
+    ap.add_argument("--root", default=str(ROOT), help="project root with src/ and lambdas/ (default: this repo)")
+    args = ap.parse_args()
+    root = Path(args.root)
+
+    t = Template(load_template(Path(args.template)))
+    r = Report()
+    check_functions(t, r, root)
+    check_event_sources(t, r)
+    check_work_queue_visibility(t, r)
+    check_queues(t, r)
+    check_env_vars(t, r, root)
+    check_iam(t, r)
+    check_alarms(t, r)
+    print(f"{r.passed} passed, {r.failed} failed")
+    return 1 if r.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

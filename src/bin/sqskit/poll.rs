@@ -1,0 +1,151 @@
+//! `sqskit poll`: the worker for ECS (and anywhere).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqskit::handlers::{ExecHandler, HttpHandler};
+use sqskit::poller::{PollStats, Poller, PollerConfig, QueueSpec};
+use sqskit::retry::Backoff;
+use sqskit::{Processor, ProcessorConfig, Queue};
+
+use crate::common::{aws_config, Global};
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("handler").required(true).args(["http", "exec"])))]
+pub struct Args {
+    /// Queue URL to poll, optionally with a weight: URL=3. Repeat for several queues
+    /// (in the env var: comma-separated).
+    #[arg(long = "queue-url", env = "SQSKIT_QUEUE_URL", value_delimiter = ',', required = true, value_parser = parse_spec)]
+    pub queue_urls: Vec<QueueSpec>,
+    /// Messages in flight at most (independent of the receive batch size of 10).
+    #[arg(long, env = "SQSKIT_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+    /// Visibility timeout requested on receive, in seconds; the heartbeat extends it while a handler runs.
+    #[arg(long, env = "SQSKIT_VISIBILITY_TIMEOUT", default_value_t = 30)]
+    pub visibility_timeout: u64,
+    /// Longest total invisibility since receipt the heartbeat may give a message, in seconds (≤ 43200).
+    #[arg(long, env = "SQSKIT_MAX_VISIBILITY_EXTENSION", default_value_t = 3600)]
+    pub max_visibility_extension: u64,
+    /// Backoff base for retryable failures, in seconds (delay ≤ base × 2^(receives−1), full jitter).
+    #[arg(long, env = "SQSKIT_BACKOFF_BASE", default_value_t = 2)]
+    pub backoff_base: u64,
+    /// Backoff cap, in seconds.
+    #[arg(long, env = "SQSKIT_BACKOFF_MAX", default_value_t = 900)]
+    pub backoff_max: u64,
+    /// Seconds running handlers get to finish after SIGTERM (keep it below ECS's stopTimeout).
+    #[arg(long, env = "SQSKIT_SHUTDOWN_TIMEOUT", default_value_t = 25)]
+    pub shutdown_timeout: u64,
+    /// Per-message handler timeout in seconds (overrun = retryable failure); none by default.
+    #[arg(long, env = "SQSKIT_HANDLER_TIMEOUT")]
+    pub handler_timeout: Option<u64>,
+    /// Long-poll wait in seconds (0–20).
+    #[arg(long, env = "SQSKIT_WAIT_TIME", default_value_t = 20)]
+    pub wait_time: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090); off by default.
+    #[arg(long, env = "SQSKIT_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// DLQ for permanent failures when the queue's redrive policy names none.
+    #[arg(long, env = "SQSKIT_DLQ_URL")]
+    pub dlq_url: Option<String>,
+    /// Handler: POST each message to this URL (Elastic Beanstalk worker / sqsd style).
+    #[arg(long, env = "SQSKIT_HTTP")]
+    pub http: Option<String>,
+    /// Timeout of each --http request, in seconds.
+    #[arg(long, env = "SQSKIT_HTTP_TIMEOUT", default_value_t = 30)]
+    pub http_timeout: u64,
+    /// Handler: run this command per message (split like a shell would), body on stdin.
+    /// Exit 0 = success, 65 = permanent failure (DLQ), other = retry.
+    #[arg(long, env = "SQSKIT_EXEC")]
+    pub exec: Option<String>,
+    /// Exit by itself once the queues are empty (nothing visible, in flight or delayed).
+    #[arg(long, env = "SQSKIT_UNTIL_EMPTY")]
+    pub until_empty: bool,
+    /// Seconds between progress log lines (0 = none).
+    #[arg(long, env = "SQSKIT_PROGRESS_INTERVAL", default_value_t = 10)]
+    pub progress_interval: u64,
+}
+
+fn parse_spec(s: &str) -> Result<QueueSpec, String> {
+    s.parse().map_err(|e: sqskit::Error| e.to_string())
+}
+
+pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    if let Some(addr) = args.metrics_addr {
+        sqskit::metrics::install_prometheus(addr)?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
+    let config = aws_config(global).await;
+    let client = aws_sdk_sqs::Client::new(&config);
+    let processor_config = ProcessorConfig {
+        backoff: Backoff { base: Duration::from_secs(args.backoff_base), factor: 2.0, max: Duration::from_secs(args.backoff_max) },
+        timeout: args.handler_timeout.map(Duration::from_secs),
+        concurrency: args.concurrency,
+    };
+    let poller_config = PollerConfig {
+        concurrency: args.concurrency,
+        visibility_timeout: Duration::from_secs(args.visibility_timeout),
+        max_visibility_extension: Duration::from_secs(args.max_visibility_extension),
+        wait_time: Duration::from_secs(args.wait_time),
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        until_empty: args.until_empty,
+        dead_letter_url: args.dlq_url.clone(),
+        ..PollerConfig::default()
+    };
+    let queues: Vec<(Queue, u32)> = args.queue_urls.iter().map(|s| (Queue::new(client.clone(), s.url.clone()), s.weight)).collect();
+    let first = &args.queue_urls[0].url;
+    let processor = if let Some(url) = &args.http {
+        let name = first.rsplit('/').next().unwrap_or_default();
+        Processor::raw(HttpHandler::new(url.clone(), Duration::from_secs(args.http_timeout), name)?)
+    } else {
+        let line = args.exec.as_deref().unwrap_or_default();
+        let words = shlex::split(line).with_context(|| format!("--exec {line:?} is not valid shell syntax"))?;
+        Processor::raw(ExecHandler::new(words, first.clone())?)
+    }
+    .with_config(processor_config);
+    let poller = Poller::new(processor, queues, poller_config).await.context("starting the poller")?;
+    let stats = poller.stats();
+    let progress = tokio::spawn(report_progress(stats.clone(), args.progress_interval));
+    let summary = poller.run(shutdown_signal()).await;
+    progress.abort();
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(())
+}
+
+async fn report_progress(stats: std::sync::Arc<PollStats>, every: u64) {
+    if every == 0 {
+        return;
+    }
+    let mut last = stats.snapshot();
+    loop {
+        tokio::time::sleep(Duration::from_secs(every)).await;
+        let now = stats.snapshot();
+        if now != last {
+            tracing::info!(
+                received = now.received,
+                succeeded = now.succeeded,
+                retried = now.retried,
+                dead_lettered = now.dead_lettered,
+                in_flight = now.in_flight,
+                rate_per_s = (now.succeeded - last.succeeded) as f64 / every as f64,
+                "progress"
+            );
+            last = now;
+        }
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT; a second one exits at once.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("sqskit: second signal: exiting now");
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,762 @@
+//! The poller: a long-running consumer that keeps SQS busy and never loses a message.
+//!
+//! It owns time: receiving only when there is room (a semaphore of `concurrency`
+//! permits, taken *before* each receive), heartbeats that extend the visibility of
+//! long-running handlers, coalescing deletes and visibility changes into batch calls
+//! (the acker), and graceful shutdown. What happens to each message is decided by
+//! the [`Processor`]; the poller only carries it out.
+//!
+//! Shutdown (when the `shutdown` future completes): in-flight long polls are
+//! cancelled at once; messages received but not started are released (visibility 0);
+//! running handlers get `shutdown_timeout` to finish; pending acks are flushed.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::client::Queue;
+use crate::error::Error;
+use crate::limits::{clamp_visibility, MAX_BATCH_ENTRIES, MAX_VISIBILITY_SECONDS};
+use crate::message::ReceivedMessage;
+use crate::metrics::names;
+use crate::processor::{send_dead_letters, Actions, Decision, Failure, Outcome, Processor, QueueContext};
+use crate::retry::Backoff;
+
+/// A queue to poll and its weight (share of receives relative to the other queues).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Queue URL.
+    pub url: String,
+    /// Weight ≥ 1.
+    pub weight: u32,
+}
+
+impl std::str::FromStr for QueueSpec {
+    type Err = Error;
+    /// `URL` or `URL=WEIGHT`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let (url, weight) = match s.rsplit_once('=') {
+            Some((url, w)) if !w.contains('/') => {
+                let weight = w.trim().parse::<u32>().ok().filter(|w| *w >= 1).ok_or_else(|| Error::Invalid {
+                    what: "queue-url",
+                    reason: format!("weight {w:?} in {s:?} is not a whole number ≥ 1"),
+                })?;
+                (url, weight)
+            }
+            _ => (s, 1),
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::Invalid { what: "queue-url", reason: format!("{url:?} is not an http(s) queue URL") });
+        }
+        Ok(Self { url: url.to_string(), weight })
+    }
+}
+
+/// Poller settings.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    /// Messages in flight at most (handlers running or about to).
+    pub concurrency: usize,
+    /// Visibility timeout requested on receive; the heartbeat extends by this much.
+    pub visibility_timeout: Duration,
+    /// Longest total time a message may be kept invisible by heartbeats (≤ 12 h).
+    pub max_visibility_extension: Duration,
+    /// Long-poll wait (≤ 20 s).
+    pub wait_time: Duration,
+    /// Time running handlers get to finish after shutdown starts.
+    pub shutdown_timeout: Duration,
+    /// Longest time an ack waits to be batched with others.
+    pub ack_flush_interval: Duration,
+    /// How often queue depth is read for the metrics (zero: never).
+    pub depth_interval: Duration,
+    /// Stop by itself once the queues are empty (nothing visible, in flight or delayed).
+    pub until_empty: bool,
+    /// DLQ to use for queues whose redrive policy names none.
+    pub dead_letter_url: Option<String>,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            visibility_timeout: Duration::from_secs(30),
+            max_visibility_extension: Duration::from_secs(3600),
+            wait_time: Duration::from_secs(20),
+            shutdown_timeout: Duration::from_secs(25),
+            ack_flush_interval: Duration::from_millis(20),
+            depth_interval: Duration::from_secs(15),
+            until_empty: false,
+            dead_letter_url: None,
+        }
+    }
+}
+
+impl PollerConfig {
+    /// Check the settings against SQS limits, naming the field at fault.
+    ///
+    /// # Errors
+    /// [`Error::Limit`] / [`Error::Invalid`] naming the setting.
+    pub fn validate(&self) -> Result<(), Error> {
+        use crate::limits::check_range;
+        check_range("concurrency", self.concurrency as u64, 1, 100_000u64)?;
+        check_range("visibility_timeout", self.visibility_timeout.as_secs(), 1, MAX_VISIBILITY_SECONDS)?;
+        check_range("max_visibility_extension", self.max_visibility_extension.as_secs(), 0, MAX_VISIBILITY_SECONDS)?;
+        check_range("wait_time", self.wait_time.as_secs(), 0, crate::limits::MAX_WAIT_SECONDS)?;
+        Ok(())
+    }
+}
+
+/// Counters of a poller run.
+#[derive(Debug, Default)]
+pub struct PollStats {
+    received: AtomicU64,
+    succeeded: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    released: AtomicU64,
+    extensions: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// A snapshot of [`PollStats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PollSummary {
+    /// Messages received.
+    pub received: u64,
+    /// Handled successfully (deleted).
+    pub succeeded: u64,
+    /// Failed and set to come back later (including FIFO held ones).
+    pub retried: u64,
+    /// Sent to the DLQ.
+    pub dead_lettered: u64,
+    /// Released unstarted at shutdown.
+    pub released: u64,
+    /// Visibility extensions by the heartbeat.
+    pub extensions: u64,
+    /// In flight at the time of the snapshot.
+    pub in_flight: u64,
+}
+
+impl PollStats {
+    /// Current counts.
+    pub fn snapshot(&self) -> PollSummary {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PollSummary {
+            received: g(&self.received),
+            succeeded: g(&self.succeeded),
+            retried: g(&self.retried),
+            dead_lettered: g(&self.dead_lettered),
+            released: g(&self.released),
+            extensions: g(&self.extensions),
+            in_flight: g(&self.in_flight),
+        }
+    }
+    fn add(a: &AtomicU64, n: usize) {
+        a.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+struct Source {
+    ctx: QueueContext,
+    queue: Queue,
+    weight: u32,
+    acker: mpsc::UnboundedSender<Ack>,
+}
+
+/// The poller.
+///
+/// # Example
+/// ```no_run
+/// use sqskit::poller::{Poller, PollerConfig};
+/// use sqskit::{HandlerError, Message, Processor, Queue};
+/// # async fn run() -> Result<(), sqskit::Error> {
+/// let queue = Queue::from_env("http://127.0.0.1:4566/queue/us-east-1/000000000000/jobs").await;
+/// let processor = Processor::raw(|m: Message<String>| async move {
+///     tracing::info!(id = m.id(), "working");
+///     Ok::<_, HandlerError>(())
+/// });
+/// let poller = Poller::new(processor, vec![(queue, 1)], PollerConfig::default()).await?;
+/// let summary = poller.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
+/// println!("{summary:?}");
+/// # Ok(()) }
+/// ```
+pub struct Poller<T> {
+    processor: Processor<T>,
+    queues: Vec<(QueueContext, u32)>,
+    config: PollerConfig,
+    stats: Arc<PollStats>,
+}
+
+impl<T: Send + 'static> Poller<T> {
+    /// A poller for `queues` (`(queue, weight)`); discovers each queue's DLQ.
+    ///
+    /// # Errors
+    /// An invalid setting, or a queue that does not exist / cannot be read.
+    pub async fn new(processor: Processor<T>, queues: Vec<(Queue, u32)>, config: PollerConfig) -> Result<Self, Error> {
+        config.validate()?;
+        if queues.is_empty() {
+            return Err(Error::Invalid { what: "queue-url", reason: "at least one queue is needed".into() });
+        }
+        let mut contexts = Vec::new();
+        for (q, w) in queues {
+            let mut ctx = QueueContext::discover(q.clone()).await?;
+            if ctx.dlq.is_none() {
+                ctx.dlq = config.dead_letter_url.as_ref().map(|u| Queue::new(q.client().clone(), u.clone()));
+            }
+            tracing::info!(queue = q.name(), dlq = ctx.dlq.as_ref().map(|d| d.name()), weight = w, "polling");
+            contexts.push((ctx, w.max(1)));
+        }
+        Ok(Self { processor, queues: contexts, config, stats: Arc::default() })
+    }
+
+    /// Live counters (for progress reporting while [`Poller::run`] runs).
+    pub fn stats(&self) -> Arc<PollStats> {
+        self.stats.clone()
+    }
+
+    /// Run until `shutdown` completes (or, with `until_empty`, until the queues are empty),
+    /// then drain: stop receiving, let handlers finish within the deadline, flush acks.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> PollSummary {
+        let Poller { processor, queues, config, stats } = self;
+        let config = Arc::new(config);
+        let stop = CancellationToken::new();
+        let drain_acks = CancellationToken::new();
+        let mut ackers = JoinSet::new();
+        let sources: Vec<Arc<Source>> = queues
+            .into_iter()
+            .map(|(ctx, weight)| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let queue = ctx.queue.clone().expect("poller contexts always have a queue");
+                ackers.spawn(acker(ctx.clone(), rx, config.clone(), processor.config().backoff, stats.clone(), drain_acks.clone()));
+                Arc::new(Source { ctx, queue, weight, acker: tx })
+            })
+            .collect();
+        let sem = Arc::new(Semaphore::new(config.concurrency));
+        let tracker = TaskTracker::new();
+        let picker = Arc::new(Mutex::new(Picker::new(sources.iter().map(|s| s.weight).collect())));
+        let receivers = config.concurrency.div_ceil(MAX_BATCH_ENTRIES).clamp(sources.len(), 64);
+        let mut recv_tasks = JoinSet::new();
+        for _ in 0..receivers {
+            recv_tasks.spawn(receiver(
+                sources.clone(),
+                picker.clone(),
+                sem.clone(),
+                processor.clone(),
+                config.clone(),
+                stats.clone(),
+                stop.clone(),
+                tracker.clone(),
+            ));
+        }
+        let mut side = JoinSet::new();
+        if !config.depth_interval.is_zero() {
+            side.spawn(depth_reporter(sources.clone(), config.depth_interval, stop.clone()));
+        }
+        let empty = until_empty(sources.clone(), stats.clone(), config.until_empty);
+        tokio::select! {
+            _ = shutdown => tracing::info!("shutdown requested: stopping receives, draining"),
+            _ = empty => tracing::info!("queues are empty: stopping"),
+        }
+        stop.cancel();
+        while recv_tasks.join_next().await.is_some() {}
+        side.abort_all();
+        tracker.close();
+        if tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await.is_err() {
+            tracing::warn!(
+                still_running = tracker.len(),
+                deadline = ?config.shutdown_timeout,
+                "handlers still running at the shutdown deadline; their messages come back after the visibility timeout"
+            );
+        }
+        drop(sources);
+        drain_acks.cancel();
+        while ackers.join_next().await.is_some() {}
+        let summary = stats.snapshot();
+        tracing::info!(?summary, "poller stopped");
+        summary
+    }
+}
+
+/// Smooth weighted round robin over the queues, skipping queues that were just found empty.
+struct Picker {
+    weights: Vec<i64>,
+    current: Vec<i64>,
+    paused_until: Vec<Option<Instant>>,
+}
+
+impl Picker {
+    fn new(weights: Vec<u32>) -> Self {
+        let n = weights.len();
+        Self { weights: weights.into_iter().map(i64::from).collect(), current: vec![0; n], paused_until: vec![None; n] }
+    }
+    fn next(&mut self) -> usize {
+        let now = Instant::now();
+        let active: Vec<usize> = (0..self.weights.len()).filter(|&i| self.paused_until[i].is_none_or(|t| t <= now)).collect();
+        let candidates = if active.is_empty() { (0..self.weights.len()).collect() } else { active };
+        let total: i64 = candidates.iter().map(|&i| self.weights[i]).sum();
+        let mut best = candidates[0];
+        for &i in &candidates {
+            self.current[i] += self.weights[i];
+            if self.current[i] > self.current[best] {
+                best = i;
+            }
+        }
+        self.current[best] -= total;
+        best
+    }
+    fn empty(&mut self, i: usize) {
+        if self.weights.len() > 1 {
+            self.paused_until[i] = Some(Instant::now() + Duration::from_secs(1));
+        }
+    }
+    fn busy(&mut self, i: usize) {
+        self.paused_until[i] = None;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn receiver<T: Send + 'static>(
+    sources: Vec<Arc<Source>>,
+    picker: Arc<Mutex<Picker>>,
+    sem: Arc<Semaphore>,
+    processor: Processor<T>,
+    config: Arc<PollerConfig>,
+    stats: Arc<PollStats>,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let retry = Backoff { base: Duration::from_millis(200), factor: 2.0, max: Duration::from_secs(30) };
+    let mut failures: u32 = 0;
+    loop {
+        // Take room first: at least one permit, then as many more as are free (≤ 10).
+        let mut permits = tokio::select! {
+            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.cancelled() => return,
+        };
+        while permits.num_permits() < MAX_BATCH_ENTRIES {
+            match sem.clone().try_acquire_owned() {
+                Ok(p) => permits.merge(p),
+                Err(_) => break,
+            }
+        }
+        let idx = lock(&picker).next();
+        let source = sources[idx].clone();
+        let max = permits.num_permits() as u32;
+        let received = tokio::select! {
+            r = source.queue.receive(max, config.wait_time, Some(config.visibility_timeout)) => r,
+            _ = stop.cancelled() => return,
+        };
+        let messages = match received {
+            Ok(m) => {
+                failures = 0;
+                m
+            }
+            Err(e) => {
+                failures += 1;
+                let pause = retry.ceiling(failures).max(Duration::from_millis(100));
+                let pause = pause.mul_f64(0.5 + fastrand::f64() * 0.5);
+                tracing::warn!(queue = source.queue.name(), error = %e, retry_in = ?pause, consecutive = failures, "receive failed");
+                drop(permits);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => continue,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        };
+        if messages.is_empty() {
+            lock(&picker).empty(idx);
+            continue;
+        }
+        lock(&picker).busy(idx);
+        PollStats::add(&stats.received, messages.len());
+        metrics::counter!(names::RECEIVED, "queue" => source.queue.name().to_string()).increment(messages.len() as u64);
+        if stop.is_cancelled() {
+            // Received as the shutdown began: hand them back at once.
+            PollStats::add(&stats.released, messages.len());
+            let _ = source.acker.send(Ack::Visibility(messages.into_iter().map(|m| (Arc::new(m), 0)).collect()));
+            continue;
+        }
+        let units = if source.ctx.queue.as_ref().is_some_and(Queue::is_fifo) { fifo_groups(messages) } else { messages.into_iter().map(|m| vec![m]).collect() };
+        for unit in units {
+            let Some(permit) = permits.split(unit.len()) else {
+                tracing::error!("more messages than permits; releasing");
+                let _ = source.acker.send(Ack::Visibility(unit.into_iter().map(|m| (Arc::new(m), 0)).collect()));
+                continue;
+            };
+            let unit: Vec<Arc<ReceivedMessage>> = unit.into_iter().map(Arc::new).collect();
+            tracker.spawn(run_unit(unit, permit, processor.clone(), source.clone(), config.clone(), stats.clone(), stop.clone()));
+        }
+        // unused permits go back to the semaphore here
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Split a FIFO receive into its groups, each in receive order.
+fn fifo_groups(messages: Vec<ReceivedMessage>) -> Vec<Vec<ReceivedMessage>> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: HashMap<String, Vec<ReceivedMessage>> = HashMap::new();
+    for m in messages {
+        let g = m.group_id().unwrap_or("").to_string();
+        if !groups.contains_key(&g) {
+            order.push(g.clone());
+        }
+        groups.entry(g).or_default().push(m);
+    }
+    order.into_iter().filter_map(|g| groups.remove(&g)).collect()
+}
+
+/// Handle one message (standard queue) or one FIFO group, with a heartbeat, then hand the
+/// decisions to the acker.
+async fn run_unit<T: Send + 'static>(
+    unit: Vec<Arc<ReceivedMessage>>,
+    permit: OwnedSemaphorePermit,
+    processor: Processor<T>,
+    source: Arc<Source>,
+    config: Arc<PollerConfig>,
+    stats: Arc<PollStats>,
+    stop: CancellationToken,
+) {
+    let n = unit.len();
+    stats.in_flight.fetch_add(n as u64, Ordering::Relaxed);
+    metrics::gauge!(names::IN_FLIGHT).increment(n as f64);
+    let beat = heartbeat(unit.clone(), &source, &config, &stats);
+    let work = async {
+        if unit.len() == 1 && unit[0].group_id().is_none() {
+            let m = unit[0].clone();
+            let outcome = processor.process_one(&source.ctx, m.clone()).await;
+            vec![Decision { message: m, outcome }]
+        } else {
+            processor.process_sequence_until(&source.ctx, unit.clone(), Some(&stop)).await
+        }
+    };
+    let decisions = tokio::select! {
+        d = work => d,
+        never = beat => match never {},
+    };
+    for d in &decisions {
+        match &d.outcome {
+            Outcome::Succeeded => PollStats::add(&stats.succeeded, 1),
+            Outcome::Retry { .. } | Outcome::Held { .. } => PollStats::add(&stats.retried, 1),
+            Outcome::Released => PollStats::add(&stats.released, 1),
+            Outcome::DeadLetter { .. } => {}
+        }
+    }
+    let actions = Actions::plan(&decisions);
+    for m in actions.delete {
+        let _ = source.acker.send(Ack::Delete(m));
+    }
+    if !actions.visibility.is_empty() {
+        let _ = source.acker.send(Ack::Visibility(actions.visibility));
+    }
+    if !actions.dead_letter.is_empty() {
+        let _ = source.acker.send(Ack::DeadLetter(actions.dead_letter));
+    }
+    stats.in_flight.fetch_sub(n as u64, Ordering::Relaxed);
+    metrics::gauge!(names::IN_FLIGHT).decrement(n as f64);
+    drop(permit);
+}
+
+/// Extend the visibility of `unit` while its handler runs: every half visibility timeout,
+/// by one visibility timeout, until `max_visibility_extension` since receipt is reached.
+async fn heartbeat(unit: Vec<Arc<ReceivedMessage>>, source: &Source, config: &PollerConfig, stats: &PollStats) -> std::convert::Infallible {
+    let vis = config.visibility_timeout;
+    let Some(received_at) = unit.iter().map(|m| m.received_at).min() else { return std::future::pending().await };
+    let limit = config.max_visibility_extension.as_secs().min(u64::from(MAX_VISIBILITY_SECONDS));
+    let mut next = received_at + vis / 2;
+    loop {
+        tokio::time::sleep_until(next.into()).await;
+        let elapsed = received_at.elapsed().as_secs();
+        let room = limit.saturating_sub(elapsed);
+        let extend = clamp_visibility(vis.as_secs().min(room), elapsed);
+        if extend == 0 {
+            tracing::warn!(queue = source.queue.name(), "handler passed max visibility extension; the message may be received again");
+            return std::future::pending().await;
+        }
+        PollStats::add(&stats.extensions, unit.len());
+        metrics::counter!(names::VISIBILITY_EXTENSIONS).increment(unit.len() as u64);
+        tracing::debug!(messages = unit.len(), seconds = extend, "extending visibility");
+        let _ = source.acker.send(Ack::Visibility(unit.iter().map(|m| (m.clone(), extend)).collect()));
+        next = Instant::now() + Duration::from_secs(u64::from(extend)) / 2;
+    }
+}
+
+enum Ack {
+    Delete(Arc<ReceivedMessage>),
+    /// One unit of visibility changes, kept together and in order in one call.
+    Visibility(Vec<(Arc<ReceivedMessage>, u32)>),
+    DeadLetter(Vec<(Arc<ReceivedMessage>, Failure)>),
+}
+
+const ACK_CALLS_IN_FLIGHT: usize = 8;
+
+/// Coalesces acks of one queue into batch calls: flush by size (10) or interval.
+async fn acker(
+    ctx: QueueContext,
+    mut rx: mpsc::UnboundedReceiver<Ack>,
+    config: Arc<PollerConfig>,
+    backoff: Backoff,
+    stats: Arc<PollStats>,
+    drain: CancellationToken,
+) {
+    let Some(queue) = ctx.queue.clone() else { return };
+    let mut deletes: Vec<Arc<ReceivedMessage>> = Vec::new();
+    let mut vis: Vec<Vec<(Arc<ReceivedMessage>, u32)>> = Vec::new();
+    let mut letters: Vec<(Arc<ReceivedMessage>, Failure)> = Vec::new();
+    let mut calls = JoinSet::new();
+    let limit = Arc::new(Semaphore::new(ACK_CALLS_IN_FLIGHT));
+    let mut tick = tokio::time::interval(config.ack_flush_interval.max(Duration::from_millis(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            biased;
+            msg = rx.recv(), if !closing => match msg {
+                Some(Ack::Delete(m)) => deletes.push(m),
+                Some(Ack::Visibility(unit)) => vis.push(unit),
+                Some(Ack::DeadLetter(l)) => letters.extend(l),
+                None => closing = true,
+            },
+            _ = drain.cancelled(), if !closing => {
+                // take whatever is queued, then stop
+                while let Ok(msg) = rx.try_recv() {
+                    match msg {
+                        Ack::Delete(m) => deletes.push(m),
+                        Ack::Visibility(unit) => vis.push(unit),
+                        Ack::DeadLetter(l) => letters.extend(l),
+                    }
+                }
+                closing = true;
+            }
+            _ = tick.tick() => {
+                flush_all(&queue, &ctx, &mut deletes, &mut vis, &mut letters, &mut calls, &limit, &backoff, &stats).await;
+            }
+        }
+        if deletes.len() >= MAX_BATCH_ENTRIES {
+            let batch: Vec<_> = deletes.drain(..MAX_BATCH_ENTRIES).collect();
+            spawn_delete(&queue, batch, &mut calls, &limit).await;
+        }
+        while calls.try_join_next().is_some() {}
+        if closing {
+            flush_all(&queue, &ctx, &mut deletes, &mut vis, &mut letters, &mut calls, &limit, &backoff, &stats).await;
+            while calls.join_next().await.is_some() {}
+            return;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn flush_all(
+    queue: &Queue,
+    ctx: &QueueContext,
+    deletes: &mut Vec<Arc<ReceivedMessage>>,
+    vis: &mut Vec<Vec<(Arc<ReceivedMessage>, u32)>>,
+    letters: &mut Vec<(Arc<ReceivedMessage>, Failure)>,
+    calls: &mut JoinSet<()>,
+    limit: &Arc<Semaphore>,
+    backoff: &Backoff,
+    stats: &Arc<PollStats>,
+) {
+    if !letters.is_empty() {
+        let batch = std::mem::take(letters);
+        let (queue, ctx, backoff, stats) = (queue.clone(), ctx.clone(), *backoff, stats.clone());
+        let permit = limit.clone().acquire_owned().await;
+        calls.spawn(async move {
+            let _permit = permit;
+            let mut errors = Vec::new();
+            let (sent, unsent) = send_dead_letters(&ctx, &batch, &mut errors).await;
+            for e in errors {
+                tracing::error!(queue = queue.name(), error = %e, "dead-lettering");
+            }
+            PollStats::add(&stats.dead_lettered, sent.len());
+            PollStats::add(&stats.retried, unsent.len());
+            if !sent.is_empty() {
+                delete_with_retry(&queue, &sent).await;
+            }
+            if !unsent.is_empty() {
+                let entries: Vec<(Arc<ReceivedMessage>, u32)> = unsent
+                    .into_iter()
+                    .map(|m| {
+                        let v = clamp_visibility(backoff.delay(m.receive_count()).as_secs(), m.received_at.elapsed().as_secs());
+                        (m, v)
+                    })
+                    .collect();
+                change_visibility(&queue, &entries).await;
+            }
+        });
+    }
+    while !deletes.is_empty() {
+        let n = deletes.len().min(MAX_BATCH_ENTRIES);
+        let batch: Vec<_> = deletes.drain(..n).collect();
+        spawn_delete(queue, batch, calls, limit).await;
+    }
+    // Visibility changes in arrival order, units never split across calls (unless > 10).
+    let mut pending: Vec<(Arc<ReceivedMessage>, u32)> = Vec::new();
+    for unit in vis.drain(..) {
+        if !pending.is_empty() && pending.len() + unit.len() > MAX_BATCH_ENTRIES {
+            change_visibility(queue, &pending).await;
+            pending.clear();
+        }
+        pending.extend(unit);
+    }
+    if !pending.is_empty() {
+        change_visibility(queue, &pending).await;
+    }
+}
+
+async fn spawn_delete(queue: &Queue, batch: Vec<Arc<ReceivedMessage>>, calls: &mut JoinSet<()>, limit: &Arc<Semaphore>) {
+    let permit = limit.clone().acquire_owned().await;
+    let queue = queue.clone();
+    calls.spawn(async move {
+        let _permit = permit;
+        delete_with_retry(&queue, &batch).await;
+    });
+}
+
+async fn delete_with_retry(queue: &Queue, batch: &[Arc<ReceivedMessage>]) {
+    let handles: Vec<&str> = batch.iter().map(|m| m.receipt_handle.as_str()).collect();
+    for attempt in 0..4u32 {
+        match queue.delete_batch(&handles).await {
+            Ok(r) => {
+                for f in r.failed {
+                    tracing::warn!(queue = queue.name(), message_id = %batch[f.index].message_id, code = %f.code,
+                        "delete failed; the message will be received again");
+                }
+                return;
+            }
+            Err(e) if e.is_transient() && attempt < 3 => {
+                tracing::warn!(queue = queue.name(), error = %e, "delete failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            Err(e) => {
+                tracing::error!(queue = queue.name(), error = %e, messages = batch.len(), "delete failed; the messages will be received again");
+                return;
+            }
+        }
+    }
+}
+
+async fn change_visibility(queue: &Queue, entries: &[(Arc<ReceivedMessage>, u32)]) {
+    let list: Vec<(&str, u32)> = entries.iter().map(|(m, v)| (m.receipt_handle.as_str(), *v)).collect();
+    for attempt in 0..3u32 {
+        match queue.change_visibility_each(&list).await {
+            Ok(r) => {
+                for f in r.failed {
+                    // an extension racing a delete lands here harmlessly
+                    tracing::debug!(queue = queue.name(), message_id = %entries[f.index].0.message_id, code = %f.code, "visibility change failed");
+                }
+                return;
+            }
+            Err(e) if e.is_transient() && attempt < 2 => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
+            Err(e) => {
+                tracing::warn!(queue = queue.name(), error = %e, "visibility change failed; the queue's visibility timeout applies");
+                return;
+            }
+        }
+    }
+}
+
+async fn depth_reporter(sources: Vec<Arc<Source>>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
+        for s in &sources {
+            if let Ok(a) = s.queue.attributes().await {
+                let q = s.queue.name().to_string();
+                metrics::gauge!(names::QUEUE_DEPTH, "queue" => q.clone(), "state" => "visible").set(a.visible as f64);
+                metrics::gauge!(names::QUEUE_DEPTH, "queue" => q.clone(), "state" => "in_flight").set(a.in_flight as f64);
+                metrics::gauge!(names::QUEUE_DEPTH, "queue" => q, "state" => "delayed").set(a.delayed as f64);
+            }
+        }
+    }
+}
+
+/// Completes when every queue is empty (nothing visible, in flight or delayed) and nothing
+/// is in flight here, twice in a row one second apart. Never completes when `enabled` is false.
+async fn until_empty(sources: Vec<Arc<Source>>, stats: Arc<PollStats>, enabled: bool) {
+    if !enabled {
+        return std::future::pending().await;
+    }
+    let mut quiet = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut empty = stats.in_flight.load(Ordering::Relaxed) == 0;
+        for s in &sources {
+            if !empty {
+                break;
+            }
+            match s.queue.attributes().await {
+                Ok(a) => empty = a.visible + a.in_flight + a.delayed == 0,
+                Err(_) => empty = false,
+            }
+        }
+        quiet = if empty { quiet + 1 } else { 0 };
+        if quiet >= 2 {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_spec_parses_url_and_weight() {
+        let s: QueueSpec = "http://h:4566/queue/us-east-1/000000000000/high=3".parse().unwrap();
+        assert_eq!(s.weight, 3);
+        assert!(s.url.ends_with("/high"));
+        let s: QueueSpec = "https://sqs.eu-west-1.amazonaws.com/1/q".parse().unwrap();
+        assert_eq!(s.weight, 1);
+        let e = "http://h/q=0".parse::<QueueSpec>().unwrap_err();
+        assert!(e.to_string().contains("queue-url"), "{e}");
+        assert!("not a url".parse::<QueueSpec>().is_err());
+    }
+
+    #[test]
+    fn weighted_round_robin_follows_weights() {
+        let mut p = Picker::new(vec![3, 1]);
+        let picks: Vec<usize> = (0..8).map(|_| p.next()).collect();
+        assert_eq!(picks.iter().filter(|&&i| i == 0).count(), 6);
+        assert_eq!(picks.iter().filter(|&&i| i == 1).count(), 2);
+        // an empty queue is skipped while paused
+        p.empty(0);
+        assert_eq!(p.next(), 1);
+        assert_eq!(p.next(), 1);
+        p.busy(0);
+        assert!((0..4).map(|_| p.next()).any(|i| i == 0));
+    }
+
+    #[test]
+    fn config_validation_names_the_field() {
+        let c = PollerConfig { wait_time: Duration::from_secs(30), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("wait_time"));
+        let c = PollerConfig { concurrency: 0, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().contains("concurrency"));
+        assert!(PollerConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn fifo_groups_keep_receive_order() {
+        let m = |id: &str, g: &str| ReceivedMessage {
+            message_id: id.into(),
+            receipt_handle: id.into(),
+            body: String::new(),
+            attributes: Default::default(),
+            system_attributes: [("MessageGroupId".to_string(), g.to_string())].into_iter().collect(),
+            received_at: Instant::now(),
+        };
+        let groups = fifo_groups(vec![m("a1", "A"), m("b1", "B"), m("a2", "A")]);
+        let ids: Vec<Vec<&str>> = groups.iter().map(|g| g.iter().map(|m| m.message_id.as_str()).collect()).collect();
+        assert_eq!(ids, vec![vec!["a1", "a2"], vec!["b1"]]);
+    }
+}
