@@ -73,7 +73,8 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     }
 
     /// From the environment: the SDK config from the standard chain; `SQSKIT_QUEUE_URL`
-    /// and `SQSKIT_DLQ_URL`, when set, name the source queue and DLQ (no discovery calls).
+    /// and `SQSKIT_DLQ_URL`, when set, name the source queue and its DLQ (no discovery calls
+    /// for events from that queue; events from any other queue are discovered).
     pub async fn from_env(processor: Processor<T>) -> Self {
         let config = crate::client::load_aws_config().await;
         let client = aws_sdk_sqs::Client::new(&config);
@@ -85,7 +86,8 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         adapter
     }
 
-    /// Use this queue context for every event instead of discovering it.
+    /// Use this queue context for events from its queue (and events without a source ARN)
+    /// instead of discovering it.
     pub fn with_context(mut self, ctx: QueueContext) -> Self {
         self.fixed = Some(ctx);
         self
@@ -99,7 +101,14 @@ impl<T: Send + 'static> LambdaAdapter<T> {
 
     async fn context(&self, source_arn: Option<&str>) -> QueueContext {
         if let Some(ctx) = &self.fixed {
-            return ctx.clone();
+            // the configured queue serves its own events (and events without a source ARN)
+            let own = match (source_arn, &ctx.queue) {
+                (Some(arn), Some(q)) => arn.rsplit(':').next() == Some(q.name()),
+                _ => true,
+            };
+            if own {
+                return ctx.clone();
+            }
         }
         let Some(arn) = source_arn else { return QueueContext::default() };
         let mut cache = self.contexts.lock().await;

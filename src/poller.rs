@@ -163,6 +163,26 @@ impl PollStats {
     }
 }
 
+/// Long polls cancelled at shutdown live on server-side until their wait ends, and grab any
+/// message that becomes visible meanwhile (verified on LocalStack): releases made at shutdown
+/// are timed to land just after the last of them ends.
+#[derive(Default)]
+struct Ghosts(Mutex<Option<Instant>>);
+
+impl Ghosts {
+    fn cancelled(&self, started: Instant, wait: Duration) {
+        let end = started + wait + Duration::from_millis(500);
+        let mut g = lock(&self.0);
+        if g.is_none_or(|t| t < end) {
+            *g = Some(end);
+        }
+    }
+    /// Visibility (whole seconds) that makes a released message visible once the ghosts are gone.
+    fn release_visibility(&self) -> u32 {
+        lock(&self.0).map_or(0, |t| t.saturating_duration_since(Instant::now()).as_secs_f64().ceil() as u32)
+    }
+}
+
 struct Source {
     ctx: QueueContext,
     queue: Queue,
@@ -241,6 +261,7 @@ impl<T: Send + 'static> Poller<T> {
         let sem = Arc::new(Semaphore::new(config.concurrency));
         let tracker = TaskTracker::new();
         let picker = Arc::new(Mutex::new(Picker::new(sources.iter().map(|s| s.weight).collect())));
+        let ghosts = Arc::new(Ghosts::default());
         let receivers = config.concurrency.div_ceil(MAX_BATCH_ENTRIES).clamp(sources.len(), 64);
         let mut recv_tasks = JoinSet::new();
         for _ in 0..receivers {
@@ -253,6 +274,7 @@ impl<T: Send + 'static> Poller<T> {
                 stats.clone(),
                 stop.clone(),
                 tracker.clone(),
+                ghosts.clone(),
             ));
         }
         let mut side = JoinSet::new();
@@ -331,6 +353,7 @@ async fn receiver<T: Send + 'static>(
     stats: Arc<PollStats>,
     stop: CancellationToken,
     tracker: TaskTracker,
+    ghosts: Arc<Ghosts>,
 ) {
     let retry = Backoff { base: Duration::from_millis(200), factor: 2.0, max: Duration::from_secs(30) };
     let mut failures: u32 = 0;
@@ -349,9 +372,13 @@ async fn receiver<T: Send + 'static>(
         let idx = lock(&picker).next();
         let source = sources[idx].clone();
         let max = permits.num_permits() as u32;
+        let started = Instant::now();
         let received = tokio::select! {
             r = source.queue.receive(max, config.wait_time, Some(config.visibility_timeout)) => r,
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                ghosts.cancelled(started, config.wait_time);
+                return;
+            }
         };
         let messages = match received {
             Ok(m) => {
@@ -380,7 +407,8 @@ async fn receiver<T: Send + 'static>(
         if stop.is_cancelled() {
             // Received as the shutdown began: hand them back at once.
             PollStats::add(&stats.released, messages.len());
-            let _ = source.acker.send(Ack::Visibility(messages.into_iter().map(|m| (Arc::new(m), 0)).collect()));
+            let v = ghosts.release_visibility();
+            let _ = source.acker.send(Ack::Visibility(messages.into_iter().map(|m| (Arc::new(m), v)).collect()));
             continue;
         }
         let units = if source.ctx.queue.as_ref().is_some_and(Queue::is_fifo) { fifo_groups(messages) } else { messages.into_iter().map(|m| vec![m]).collect() };
@@ -391,7 +419,7 @@ async fn receiver<T: Send + 'static>(
                 continue;
             };
             let unit: Vec<Arc<ReceivedMessage>> = unit.into_iter().map(Arc::new).collect();
-            tracker.spawn(run_unit(unit, permit, processor.clone(), source.clone(), config.clone(), stats.clone(), stop.clone()));
+            tracker.spawn(run_unit(unit, permit, processor.clone(), source.clone(), config.clone(), stats.clone(), stop.clone(), ghosts.clone()));
         }
         // unused permits go back to the semaphore here
     }
@@ -417,6 +445,7 @@ fn fifo_groups(messages: Vec<ReceivedMessage>) -> Vec<Vec<ReceivedMessage>> {
 
 /// Handle one message (standard queue) or one FIFO group, with a heartbeat, then hand the
 /// decisions to the acker.
+#[allow(clippy::too_many_arguments)]
 async fn run_unit<T: Send + 'static>(
     unit: Vec<Arc<ReceivedMessage>>,
     permit: OwnedSemaphorePermit,
@@ -425,6 +454,7 @@ async fn run_unit<T: Send + 'static>(
     config: Arc<PollerConfig>,
     stats: Arc<PollStats>,
     stop: CancellationToken,
+    ghosts: Arc<Ghosts>,
 ) {
     let n = unit.len();
     stats.in_flight.fetch_add(n as u64, Ordering::Relaxed);
@@ -451,7 +481,16 @@ async fn run_unit<T: Send + 'static>(
             Outcome::DeadLetter { .. } => {}
         }
     }
-    let actions = Actions::plan(&decisions);
+    let mut actions = Actions::plan(&decisions);
+    let released: Vec<&str> = decisions.iter().filter(|d| d.outcome == Outcome::Released).map(|d| d.message.message_id.as_str()).collect();
+    if !released.is_empty() {
+        let v = ghosts.release_visibility();
+        for (m, vis) in actions.visibility.iter_mut() {
+            if released.contains(&m.message_id.as_str()) {
+                *vis = v;
+            }
+        }
+    }
     for m in actions.delete {
         let _ = source.acker.send(Ack::Delete(m));
     }

@@ -144,3 +144,7 @@ pub async fn depth(queue: &Queue) -> (u64, u64, u64) {
     let a = queue.attributes().await.expect("attributes");
     (a.visible, a.in_flight, a.delayed)
 }
+
+pub mod http;
+pub mod proc;
+pub mod proxy;

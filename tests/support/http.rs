@@ -1,0 +1,80 @@
+//! A tiny HTTP/1.1 server for the `--http` handler tests (keep-alive, Content-Length bodies).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+/// Serves on 127.0.0.1:0 from its own thread; `status(body)` picks the response status
+/// (and optional Retry-After).
+pub fn serve(status: impl Fn(&str) -> (u16, Option<u64>) + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<Request>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(run(status, s2, tx));
+    });
+    let addr: std::net::SocketAddr = rx.recv().unwrap();
+    (format!("http://{addr}/work"), seen)
+}
+
+async fn run(
+    status: impl Fn(&str) -> (u16, Option<u64>) + Send + Sync + 'static,
+    s2: Arc<Mutex<Vec<Request>>>,
+    tx: std::sync::mpsc::Sender<std::net::SocketAddr>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tx.send(listener.local_addr().unwrap()).unwrap();
+    let status = Arc::new(status);
+    {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { return };
+            let (seen, status) = (s2.clone(), status.clone());
+            tokio::spawn(async move {
+                let (r, mut w) = sock.into_split();
+                let mut r = BufReader::new(r);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut headers = HashMap::new();
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                        }
+                    }
+                    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let body = String::from_utf8_lossy(&body).to_string();
+                    let (code, retry_after) = status(&body);
+                    seen.lock().unwrap().push(Request { headers, body });
+                    let extra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+                    let resp = format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n{extra}\r\n");
+                    if w.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}
