@@ -176,7 +176,10 @@ impl Queue {
     pub async fn by_arn(client: aws_sdk_sqs::Client, arn: &str) -> Result<Self, Error> {
         let parts: Vec<&str> = arn.split(':').collect();
         if parts.len() != 6 || parts[0] != "arn" || parts[2] != "sqs" {
-            return Err(Error::Invalid { what: "queue ARN", reason: format!("{arn:?} is not arn:aws:sqs:REGION:ACCOUNT:NAME") });
+            return Err(Error::Invalid {
+                what: "queue ARN",
+                reason: format!("{arn:?} is not arn:aws:sqs:REGION:ACCOUNT:NAME"),
+            });
         }
         Self::by_name(client, parts[5], Some(parts[4]).filter(|a| !a.is_empty())).await
     }
@@ -243,7 +246,10 @@ impl Queue {
     ///
     /// # Errors
     /// A limit violation of any message, before any call is made.
-    pub async fn send_batch(&self, messages: impl IntoIterator<Item = OutgoingMessage>) -> Result<SendBatchReport, Error> {
+    pub async fn send_batch(
+        &self,
+        messages: impl IntoIterator<Item = OutgoingMessage>,
+    ) -> Result<SendBatchReport, Error> {
         let messages: Vec<OutgoingMessage> = messages.into_iter().collect();
         let mut sizes = Vec::with_capacity(messages.len());
         let mut entries = Vec::with_capacity(messages.len());
@@ -265,7 +271,8 @@ impl Queue {
         let chunks = limits::chunk_by_limits(&sizes);
         let concurrency = if self.is_fifo() { 1 } else { SEND_CONCURRENCY };
         let results: Vec<SendBatchReport> = futures::stream::iter(chunks.into_iter().map(|r| {
-            let chunk: Vec<(usize, SendMessageBatchRequestEntry)> = r.clone().map(|i| (i, entries[i].clone())).collect();
+            let chunk: Vec<(usize, SendMessageBatchRequestEntry)> =
+                r.clone().map(|i| (i, entries[i].clone())).collect();
             self.send_chunk(chunk)
         }))
         .buffered(concurrency)
@@ -346,7 +353,11 @@ impl Queue {
             if retry.is_empty() {
                 return report;
             }
-            tracing::warn!(queue = self.name(), entries = retry.len(), "SendMessageBatch entries failed on the server side; retrying");
+            tracing::warn!(
+                queue = self.name(),
+                entries = retry.len(),
+                "SendMessageBatch entries failed on the server side; retrying"
+            );
             retry.sort_by_key(|(i, _)| *i);
             pending = retry;
         }
@@ -359,7 +370,12 @@ impl Queue {
     ///
     /// # Errors
     /// [`Error::Limit`] for values outside the SQS limits (not clamped), else the classified SDK error.
-    pub async fn receive(&self, max: u32, wait: Duration, visibility: Option<Duration>) -> Result<Vec<ReceivedMessage>, Error> {
+    pub async fn receive(
+        &self,
+        max: u32,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> Result<Vec<ReceivedMessage>, Error> {
         limits::check_range("max_messages", max.into(), 1, MAX_BATCH_ENTRIES as u64)?;
         limits::check_range("wait_time_seconds", wait.as_secs(), 0, MAX_WAIT_SECONDS)?;
         if let Some(v) = visibility {
@@ -381,7 +397,10 @@ impl Queue {
         let mut received = Vec::with_capacity(out.messages().len());
         for m in out.messages() {
             let (Some(id), Some(handle)) = (m.message_id(), m.receipt_handle()) else {
-                tracing::warn!(queue = self.name(), "ReceiveMessage returned a message without id or receipt handle; skipped");
+                tracing::warn!(
+                    queue = self.name(),
+                    "ReceiveMessage returned a message without id or receipt handle; skipped"
+                );
                 continue;
             };
             received.push(ReceivedMessage {
@@ -439,7 +458,11 @@ impl Queue {
     ///
     /// # Errors
     /// As [`Queue::change_visibility_each`].
-    pub async fn change_visibility_batch<S: AsRef<str>>(&self, handles: &[S], seconds: u32) -> Result<BatchReport, Error> {
+    pub async fn change_visibility_batch<S: AsRef<str>>(
+        &self,
+        handles: &[S],
+        seconds: u32,
+    ) -> Result<BatchReport, Error> {
         let entries: Vec<(&str, u32)> = handles.iter().map(|h| (h.as_ref(), seconds)).collect();
         self.change_visibility_each(&entries).await
     }
@@ -512,10 +535,8 @@ impl Queue {
         if let Some(policy) = get(QueueAttributeName::RedrivePolicy) {
             attrs.redrive = parse_redrive(policy);
             if let Some(r) = attrs.redrive.as_mut() {
-                r.dead_letter_url = Queue::by_arn(self.client.clone(), &r.dead_letter_arn)
-                    .await
-                    .ok()
-                    .map(|q| q.url().to_string());
+                r.dead_letter_url =
+                    Queue::by_arn(self.client.clone(), &r.dead_letter_arn).await.ok().map(|q| q.url().to_string());
             }
         }
         Ok(attrs)
@@ -582,7 +603,11 @@ fn retry_delay(attempt: usize) -> Duration {
     Duration::from_millis(cap / 2 + fastrand::u64(0..=cap / 2))
 }
 
-fn validate_outgoing(index: usize, m: &OutgoingMessage) -> Result<(), Error> {
+/// Check one message against the SQS limits (size, delay, attribute count, non-empty body).
+///
+/// # Errors
+/// The first limit it breaks, naming it.
+pub fn validate_outgoing(index: usize, m: &OutgoingMessage) -> Result<(), Error> {
     limits::check_message_size(index, m.payload_size())?;
     if let Some(d) = m.delay_seconds {
         limits::check_range("delay_seconds", d.into(), 0, MAX_DELAY_SECONDS)?;
@@ -596,12 +621,17 @@ fn validate_outgoing(index: usize, m: &OutgoingMessage) -> Result<(), Error> {
         });
     }
     if m.body.is_empty() {
-        return Err(Error::Invalid { what: "message body", reason: format!("message {index} is empty; SQS needs at least 1 character") });
+        return Err(Error::Invalid {
+            what: "message body",
+            reason: format!("message {index} is empty; SQS needs at least 1 character"),
+        });
     }
     Ok(())
 }
 
-fn to_sdk_attributes(attrs: &HashMap<String, AttributeValue>) -> Result<Option<HashMap<String, MessageAttributeValue>>, Error> {
+fn to_sdk_attributes(
+    attrs: &HashMap<String, AttributeValue>,
+) -> Result<Option<HashMap<String, MessageAttributeValue>>, Error> {
     if attrs.is_empty() {
         return Ok(None);
     }
@@ -634,7 +664,9 @@ mod tests {
 
     #[test]
     fn redrive_policy_parses_number_and_string_counts() {
-        let p = parse_redrive(r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:dlq","maxReceiveCount":5}"#).unwrap();
+        let p =
+            parse_redrive(r#"{"deadLetterTargetArn":"arn:aws:sqs:us-east-1:000000000000:dlq","maxReceiveCount":5}"#)
+                .unwrap();
         assert_eq!(p.max_receive_count, 5);
         assert_eq!(p.dead_letter_arn, "arn:aws:sqs:us-east-1:000000000000:dlq");
         let p = parse_redrive(r#"{"deadLetterTargetArn":"arn:x","maxReceiveCount":"3"}"#).unwrap();
@@ -658,7 +690,8 @@ mod tests {
 
     #[test]
     fn queue_name_and_fifo_come_from_the_url() {
-        let conf = aws_sdk_sqs::Config::builder().behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest()).build();
+        let conf =
+            aws_sdk_sqs::Config::builder().behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest()).build();
         let q = Queue::new(aws_sdk_sqs::Client::from_conf(conf), "http://h/queue/us-east-1/000000000000/jobs.fifo");
         assert_eq!(q.name(), "jobs.fifo");
         assert!(q.is_fifo());

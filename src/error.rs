@@ -176,10 +176,8 @@ where
                 message: e.message().unwrap_or_default().to_string(),
             }
         }
-        other => Error::Transport {
-            operation,
-            queue: queue.to_string(),
-            message: DisplayErrorContext(&other).to_string(),
-        },
+        other => {
+            Error::Transport { operation, queue: queue.to_string(), message: DisplayErrorContext(&other).to_string() }
+        }
     }
 }

@@ -42,7 +42,10 @@ impl ExecHandler {
     /// [`crate::Error::Invalid`] when the command is empty.
     pub fn new(command: Vec<String>, queue_url: impl Into<String>) -> Result<Self, crate::Error> {
         let mut it = command.into_iter();
-        let program = it.next().filter(|p| !p.is_empty()).ok_or_else(|| crate::Error::Invalid { what: "exec", reason: "the command is empty".into() })?;
+        let program = it
+            .next()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| crate::Error::Invalid { what: "exec", reason: "the command is empty".into() })?;
         Ok(Self { program, args: it.collect(), queue_url: queue_url.into() })
     }
 
@@ -54,7 +57,8 @@ impl ExecHandler {
 
 /// `SQSKIT_ATTR_<NAME>` for an attribute name.
 pub fn attribute_env_name(name: &str) -> String {
-    let clean: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+    let clean: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
     format!("SQSKIT_ATTR_{clean}")
 }
 
@@ -79,7 +83,10 @@ impl ExecHandler {
             .env("SQSKIT_QUEUE_NAME", self.queue_url.rsplit('/').next().unwrap_or_default())
             .env("SQSKIT_RECEIVE_COUNT", raw.receive_count().to_string())
             .env("SQSKIT_GROUP_ID", raw.group_id().unwrap_or_default())
-            .env("SQSKIT_SENT_TIMESTAMP", raw.system_attributes.get("SentTimestamp").map(String::as_str).unwrap_or_default())
+            .env(
+                "SQSKIT_SENT_TIMESTAMP",
+                raw.system_attributes.get("SentTimestamp").map(String::as_str).unwrap_or_default(),
+            )
             .env(
                 "SQSKIT_FIRST_RECEIVED_AT",
                 raw.system_attributes.get("ApproximateFirstReceiveTimestamp").map(String::as_str).unwrap_or_default(),
@@ -89,7 +96,8 @@ impl ExecHandler {
                 cmd.env(attribute_env_name(k), s);
             }
         }
-        let mut child = cmd.spawn().map_err(|e| HandlerError::retryable(format!("cannot start {}: {e}", self.program)))?;
+        let mut child =
+            cmd.spawn().map_err(|e| HandlerError::retryable(format!("cannot start {}: {e}", self.program)))?;
         let id = raw.message_id.clone();
         let out = child.stdout.take().map(|s| tokio::spawn(log_lines(s, id.clone(), "stdout")));
         let err = child.stderr.take().map(|s| tokio::spawn(log_lines(s, id.clone(), "stderr")));
@@ -98,13 +106,16 @@ impl ExecHandler {
             let _ = stdin.write_all(msg.body.as_bytes()).await;
             drop(stdin);
         }
-        let status = child.wait().await.map_err(|e| HandlerError::retryable(format!("waiting for {}: {e}", self.program)))?;
+        let status =
+            child.wait().await.map_err(|e| HandlerError::retryable(format!("waiting for {}: {e}", self.program)))?;
         for t in [out, err].into_iter().flatten() {
             let _ = t.await;
         }
         match status.code() {
             Some(0) => Ok(()),
-            Some(EXIT_PERMANENT) => Err(HandlerError::permanent(format!("{} exited with {EXIT_PERMANENT} (EX_DATAERR)", self.program))),
+            Some(EXIT_PERMANENT) => {
+                Err(HandlerError::permanent(format!("{} exited with {EXIT_PERMANENT} (EX_DATAERR)", self.program)))
+            }
             Some(c) => Err(HandlerError::retryable(format!("{} exited with {c}", self.program))),
             None => Err(HandlerError::retryable(format!("{} was killed by a signal", self.program))),
         }
@@ -177,7 +188,9 @@ impl HttpHandler {
         }
         for (k, v) in &raw.attributes {
             if let Some(s) = v.as_str() {
-                if reqwest::header::HeaderValue::from_str(s).is_ok() && reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok() {
+                if reqwest::header::HeaderValue::from_str(s).is_ok()
+                    && reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok()
+                {
                     req = req.header(format!("X-Aws-Sqsd-Attr-{k}"), s);
                 }
             }

@@ -80,7 +80,8 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         let client = aws_sdk_sqs::Client::new(&config);
         let mut adapter = Self::new(processor, client.clone());
         if let Ok(url) = std::env::var("SQSKIT_QUEUE_URL") {
-            let dlq = std::env::var("SQSKIT_DLQ_URL").ok().filter(|u| !u.is_empty()).map(|u| Queue::new(client.clone(), u));
+            let dlq =
+                std::env::var("SQSKIT_DLQ_URL").ok().filter(|u| !u.is_empty()).map(|u| Queue::new(client.clone(), u));
             adapter.fixed = Some(QueueContext::new(Queue::new(client, url), dlq));
         }
         adapter
@@ -171,9 +172,13 @@ impl<T: Send + 'static> LambdaAdapter<T> {
                     .collect();
                 if !entries.is_empty() {
                     match queue.change_visibility_each(&entries).await {
-                        Ok(r) if !r.failed.is_empty() => tracing::warn!(failed = r.failed.len(), "some backoff visibility changes failed"),
+                        Ok(r) if !r.failed.is_empty() => {
+                            tracing::warn!(failed = r.failed.len(), "some backoff visibility changes failed")
+                        }
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "backoff visibility change failed; the queue's visibility timeout applies"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "backoff visibility change failed; the queue's visibility timeout applies")
+                        }
                     }
                 }
             }

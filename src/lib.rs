@@ -39,4 +39,6 @@ pub mod retry;
 pub use client::{load_aws_config, BatchReport, Queue, QueueAttributes, RedrivePolicy, SendBatchReport, SentMessage};
 pub use error::{EntryFailure, Error};
 pub use message::{AttributeValue, Message, OutgoingMessage, ReceivedMessage};
-pub use processor::{Decision, Failure, FailureKind, Handler, HandlerError, Outcome, Processor, ProcessorConfig, QueueContext};
+pub use processor::{
+    Decision, Failure, FailureKind, Handler, HandlerError, Outcome, Processor, ProcessorConfig, QueueContext,
+};

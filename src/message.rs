@@ -132,10 +132,7 @@ pub struct ReceivedMessage {
 impl ReceivedMessage {
     /// `ApproximateReceiveCount` (1 on the first receive; 1 if absent).
     pub fn receive_count(&self) -> u32 {
-        self.system_attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1)
+        self.system_attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1)
     }
     /// `MessageGroupId` (FIFO queues).
     pub fn group_id(&self) -> Option<&str> {

@@ -63,10 +63,16 @@ pub fn install_prometheus(addr: SocketAddr) -> Result<(), ExporterError> {
 /// assert_eq!(v["Processed"], 9.0);
 /// assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Namespace"], "sqskit");
 /// ```
-pub fn emf_line(namespace: &str, dimensions: &[(&str, &str)], metrics: &[(&str, f64, &str)], timestamp_ms: u64) -> String {
+pub fn emf_line(
+    namespace: &str,
+    dimensions: &[(&str, &str)],
+    metrics: &[(&str, f64, &str)],
+    timestamp_ms: u64,
+) -> String {
     let mut root = serde_json::Map::new();
     let dims: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
-    let defs: Vec<serde_json::Value> = metrics.iter().map(|(n, _, u)| serde_json::json!({"Name": n, "Unit": u})).collect();
+    let defs: Vec<serde_json::Value> =
+        metrics.iter().map(|(n, _, u)| serde_json::json!({"Name": n, "Unit": u})).collect();
     root.insert(
         "_aws".into(),
         serde_json::json!({

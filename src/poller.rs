@@ -254,7 +254,14 @@ impl<T: Send + 'static> Poller<T> {
             .map(|(ctx, weight)| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let queue = ctx.queue.clone().expect("poller contexts always have a queue");
-                ackers.spawn(acker(ctx.clone(), rx, config.clone(), processor.config().backoff, stats.clone(), drain_acks.clone()));
+                ackers.spawn(acker(
+                    ctx.clone(),
+                    rx,
+                    config.clone(),
+                    processor.config().backoff,
+                    stats.clone(),
+                    drain_acks.clone(),
+                ));
                 Arc::new(Source { ctx, queue, weight, acker: tx })
             })
             .collect();
@@ -320,7 +327,8 @@ impl Picker {
     }
     fn next(&mut self) -> usize {
         let now = Instant::now();
-        let active: Vec<usize> = (0..self.weights.len()).filter(|&i| self.paused_until[i].is_none_or(|t| t <= now)).collect();
+        let active: Vec<usize> =
+            (0..self.weights.len()).filter(|&i| self.paused_until[i].is_none_or(|t| t <= now)).collect();
         let candidates = if active.is_empty() { (0..self.weights.len()).collect() } else { active };
         let total: i64 = candidates.iter().map(|&i| self.weights[i]).sum();
         let mut best = candidates[0];
@@ -411,7 +419,11 @@ async fn receiver<T: Send + 'static>(
             let _ = source.acker.send(Ack::Visibility(messages.into_iter().map(|m| (Arc::new(m), v)).collect()));
             continue;
         }
-        let units = if source.ctx.queue.as_ref().is_some_and(Queue::is_fifo) { fifo_groups(messages) } else { messages.into_iter().map(|m| vec![m]).collect() };
+        let units = if source.ctx.queue.as_ref().is_some_and(Queue::is_fifo) {
+            fifo_groups(messages)
+        } else {
+            messages.into_iter().map(|m| vec![m]).collect()
+        };
         for unit in units {
             let Some(permit) = permits.split(unit.len()) else {
                 tracing::error!("more messages than permits; releasing");
@@ -419,7 +431,16 @@ async fn receiver<T: Send + 'static>(
                 continue;
             };
             let unit: Vec<Arc<ReceivedMessage>> = unit.into_iter().map(Arc::new).collect();
-            tracker.spawn(run_unit(unit, permit, processor.clone(), source.clone(), config.clone(), stats.clone(), stop.clone(), ghosts.clone()));
+            tracker.spawn(run_unit(
+                unit,
+                permit,
+                processor.clone(),
+                source.clone(),
+                config.clone(),
+                stats.clone(),
+                stop.clone(),
+                ghosts.clone(),
+            ));
         }
         // unused permits go back to the semaphore here
     }
@@ -482,7 +503,8 @@ async fn run_unit<T: Send + 'static>(
         }
     }
     let mut actions = Actions::plan(&decisions);
-    let released: Vec<&str> = decisions.iter().filter(|d| d.outcome == Outcome::Released).map(|d| d.message.message_id.as_str()).collect();
+    let released: Vec<&str> =
+        decisions.iter().filter(|d| d.outcome == Outcome::Released).map(|d| d.message.message_id.as_str()).collect();
     if !released.is_empty() {
         let v = ghosts.release_visibility();
         for (m, vis) in actions.visibility.iter_mut() {
@@ -507,7 +529,12 @@ async fn run_unit<T: Send + 'static>(
 
 /// Extend the visibility of `unit` while its handler runs: every half visibility timeout,
 /// by one visibility timeout, until `max_visibility_extension` since receipt is reached.
-async fn heartbeat(unit: Vec<Arc<ReceivedMessage>>, source: &Source, config: &PollerConfig, stats: &PollStats) -> std::convert::Infallible {
+async fn heartbeat(
+    unit: Vec<Arc<ReceivedMessage>>,
+    source: &Source,
+    config: &PollerConfig,
+    stats: &PollStats,
+) -> std::convert::Infallible {
     let vis = config.visibility_timeout;
     let Some(received_at) = unit.iter().map(|m| m.received_at).min() else { return std::future::pending().await };
     let limit = config.max_visibility_extension.as_secs().min(u64::from(MAX_VISIBILITY_SECONDS));
@@ -518,7 +545,10 @@ async fn heartbeat(unit: Vec<Arc<ReceivedMessage>>, source: &Source, config: &Po
         let room = limit.saturating_sub(elapsed);
         let extend = clamp_visibility(vis.as_secs().min(room), elapsed);
         if extend == 0 {
-            tracing::warn!(queue = source.queue.name(), "handler passed max visibility extension; the message may be received again");
+            tracing::warn!(
+                queue = source.queue.name(),
+                "handler passed max visibility extension; the message may be received again"
+            );
             return std::future::pending().await;
         }
         PollStats::add(&stats.extensions, unit.len());
@@ -625,7 +655,10 @@ async fn flush_all(
                 let entries: Vec<(Arc<ReceivedMessage>, u32)> = unsent
                     .into_iter()
                     .map(|m| {
-                        let v = clamp_visibility(backoff.delay(m.receive_count()).as_secs(), m.received_at.elapsed().as_secs());
+                        let v = clamp_visibility(
+                            backoff.delay(m.receive_count()).as_secs(),
+                            m.received_at.elapsed().as_secs(),
+                        );
                         (m, v)
                     })
                     .collect();
@@ -652,7 +685,12 @@ async fn flush_all(
     }
 }
 
-async fn spawn_delete(queue: &Queue, batch: Vec<Arc<ReceivedMessage>>, calls: &mut JoinSet<()>, limit: &Arc<Semaphore>) {
+async fn spawn_delete(
+    queue: &Queue,
+    batch: Vec<Arc<ReceivedMessage>>,
+    calls: &mut JoinSet<()>,
+    limit: &Arc<Semaphore>,
+) {
     let permit = limit.clone().acquire_owned().await;
     let queue = queue.clone();
     calls.spawn(async move {
@@ -695,7 +733,9 @@ async fn change_visibility(queue: &Queue, entries: &[(Arc<ReceivedMessage>, u32)
                 }
                 return;
             }
-            Err(e) if e.is_transient() && attempt < 2 => tokio::time::sleep(Duration::from_millis(200 << attempt)).await,
+            Err(e) if e.is_transient() && attempt < 2 => {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await
+            }
             Err(e) => {
                 tracing::warn!(queue = queue.name(), error = %e, "visibility change failed; the queue's visibility timeout applies");
                 return;
@@ -712,7 +752,8 @@ async fn depth_reporter(sources: Vec<Arc<Source>>, every: Duration, stop: Cancel
             if let Ok(a) = s.queue.attributes().await {
                 let q = s.queue.name().to_string();
                 metrics::gauge!(names::QUEUE_DEPTH, "queue" => q.clone(), "state" => "visible").set(a.visible as f64);
-                metrics::gauge!(names::QUEUE_DEPTH, "queue" => q.clone(), "state" => "in_flight").set(a.in_flight as f64);
+                metrics::gauge!(names::QUEUE_DEPTH, "queue" => q.clone(), "state" => "in_flight")
+                    .set(a.in_flight as f64);
                 metrics::gauge!(names::QUEUE_DEPTH, "queue" => q, "state" => "delayed").set(a.delayed as f64);
             }
         }

@@ -316,13 +316,21 @@ impl<T: Send + 'static> Processor<T> {
     /// Never panics: decode errors, panics and timeouts become failures.
     pub async fn run(&self, raw: Arc<ReceivedMessage>) -> Result<(), Failure> {
         let started = Instant::now();
-        let body = (self.decode)(&raw.body).map_err(|error| Failure { kind: FailureKind::Undecodable, error, retry_after: None })?;
+        let body = (self.decode)(&raw.body).map_err(|error| Failure {
+            kind: FailureKind::Undecodable,
+            error,
+            retry_after: None,
+        })?;
         let fut = AssertUnwindSafe(self.handler.call(Message::new(body, raw.clone()))).catch_unwind();
         let result = match self.config.timeout {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
                 Err(_) => {
-                    return Err(Failure { kind: FailureKind::TimedOut, error: format!("handler overran its {t:?} timeout"), retry_after: None })
+                    return Err(Failure {
+                        kind: FailureKind::TimedOut,
+                        error: format!("handler overran its {t:?} timeout"),
+                        retry_after: None,
+                    })
                 }
             },
             None => fut.await,
@@ -333,7 +341,9 @@ impl<T: Send + 'static> Processor<T> {
             Ok(Err(HandlerError::Retryable { message, retry_after })) => {
                 Err(Failure { kind: FailureKind::Retryable, error: message, retry_after })
             }
-            Ok(Err(HandlerError::Permanent { message })) => Err(Failure { kind: FailureKind::Permanent, error: message, retry_after: None }),
+            Ok(Err(HandlerError::Permanent { message })) => {
+                Err(Failure { kind: FailureKind::Permanent, error: message, retry_after: None })
+            }
             Err(panic) => Err(Failure { kind: FailureKind::Panicked, error: panic_text(&panic), retry_after: None }),
         }
     }
@@ -436,7 +446,10 @@ impl<T: Send + 'static> Processor<T> {
             }
             let seqs: Vec<Vec<Arc<ReceivedMessage>>> = order.iter().filter_map(|g| groups.remove(g)).collect();
             let decided: Vec<Vec<Decision>> =
-                futures::stream::iter(seqs.into_iter().map(|s| self.process_sequence(ctx, s))).buffer_unordered(limit).collect().await;
+                futures::stream::iter(seqs.into_iter().map(|s| self.process_sequence(ctx, s)))
+                    .buffer_unordered(limit)
+                    .collect()
+                    .await;
             let mut by_id: HashMap<String, Decision> =
                 decided.into_iter().flatten().map(|d| (d.message.message_id.clone(), d)).collect();
             messages.iter().filter_map(|m| by_id.remove(&m.message_id)).collect()
@@ -535,7 +548,12 @@ pub mod dead_letter_attributes {
 
 /// The message to send to the DLQ for `raw`: original body and attributes plus the error
 /// attributes. On a FIFO DLQ, the group id is kept and the original message id is the dedup id.
-pub fn dead_letter_message(raw: &ReceivedMessage, failure: &Failure, source_queue: &str, fifo: bool) -> OutgoingMessage {
+pub fn dead_letter_message(
+    raw: &ReceivedMessage,
+    failure: &Failure,
+    source_queue: &str,
+    fifo: bool,
+) -> OutgoingMessage {
     use dead_letter_attributes as n;
     let error: String = failure.error.chars().take(256).collect();
     let mut msg = OutgoingMessage::new(raw.body.clone());
@@ -543,14 +561,22 @@ pub fn dead_letter_message(raw: &ReceivedMessage, failure: &Failure, source_queu
     let own = msg.attributes.len();
     if own + 4 <= MAX_MESSAGE_ATTRIBUTES {
         msg.attributes.insert(n::ERROR_KIND.into(), AttributeValue::string(failure.kind.as_str()));
-        msg.attributes.insert(n::ERROR.into(), AttributeValue::string(if error.is_empty() { "-".into() } else { error }));
+        msg.attributes
+            .insert(n::ERROR.into(), AttributeValue::string(if error.is_empty() { "-".into() } else { error }));
         msg.attributes.insert(n::SOURCE_QUEUE.into(), AttributeValue::string(source_queue));
         msg.attributes.insert(n::RECEIVE_COUNT.into(), AttributeValue::number(raw.receive_count()));
     } else if own < MAX_MESSAGE_ATTRIBUTES {
         let combined = serde_json::json!({
             "kind": failure.kind.as_str(), "error": error, "source_queue": source_queue, "receive_count": raw.receive_count(),
         });
-        msg.attributes.insert(n::COMBINED.into(), AttributeValue { data_type: "String.json".into(), string_value: Some(combined.to_string()), binary_value: None });
+        msg.attributes.insert(
+            n::COMBINED.into(),
+            AttributeValue {
+                data_type: "String.json".into(),
+                string_value: Some(combined.to_string()),
+                binary_value: None,
+            },
+        );
     } else {
         tracing::warn!(message_id = %raw.message_id, kind = failure.kind.as_str(), error = %failure.error,
             "message already has 10 attributes; dead-lettering it without error attributes");
@@ -592,11 +618,15 @@ pub(crate) async fn send_dead_letters(
         return (Vec::new(), letters.iter().map(|(m, _)| m.clone()).collect());
     };
     let source = ctx.queue_name().to_string();
-    let outgoing: Vec<OutgoingMessage> = letters.iter().map(|(m, f)| dead_letter_message(m, f, &source, dlq.is_fifo())).collect();
+    let outgoing: Vec<OutgoingMessage> =
+        letters.iter().map(|(m, f)| dead_letter_message(m, f, &source, dlq.is_fifo())).collect();
     match dlq.send_batch(outgoing).await {
         Ok(report) => {
             for f in &report.failed {
-                errors.push(format!("dead-letter send failed for {}: {}: {}", letters[f.index].0.message_id, f.code, f.message));
+                errors.push(format!(
+                    "dead-letter send failed for {}: {}: {}",
+                    letters[f.index].0.message_id, f.code, f.message
+                ));
             }
             let sent = report.sent.iter().map(|s| letters[s.index].0.clone()).collect();
             let failed = report.failed.iter().map(|f| letters[f.index].0.clone()).collect();
@@ -629,17 +659,24 @@ async fn settle(ctx: &QueueContext, decisions: &[Decision], backoff: &Backoff) -
         match queue.delete_batch(&handles).await {
             Ok(r) => {
                 report.deleted = r.succeeded.len();
-                report.errors.extend(r.failed.iter().map(|f| format!("delete {}: {}: {}", actions.delete[f.index].message_id, f.code, f.message)));
+                report.errors.extend(
+                    r.failed
+                        .iter()
+                        .map(|f| format!("delete {}: {}: {}", actions.delete[f.index].message_id, f.code, f.message)),
+                );
             }
             Err(e) => report.errors.push(format!("delete failed: {e}")),
         }
     }
     if !actions.visibility.is_empty() {
-        let entries: Vec<(&str, u32)> = actions.visibility.iter().map(|(m, v)| (m.receipt_handle.as_str(), *v)).collect();
+        let entries: Vec<(&str, u32)> =
+            actions.visibility.iter().map(|(m, v)| (m.receipt_handle.as_str(), *v)).collect();
         match queue.change_visibility_each(&entries).await {
             Ok(r) => {
                 report.retried = r.succeeded.len();
-                report.errors.extend(r.failed.iter().map(|f| format!("change visibility {}: {}: {}", actions.visibility[f.index].0.message_id, f.code, f.message)));
+                report.errors.extend(r.failed.iter().map(|f| {
+                    format!("change visibility {}: {}: {}", actions.visibility[f.index].0.message_id, f.code, f.message)
+                }));
             }
             Err(e) => report.errors.push(format!("change visibility failed: {e}")),
         }

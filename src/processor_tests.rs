@@ -118,7 +118,14 @@ struct Order {
 async fn undecodable_body_fails_that_message_alone() {
     let p = Processor::json(|_m: Message<Order>| async { Ok(()) });
     let d = p
-        .process_batch(&with_dlq(), vec![msg("good", r#"{"id":1}"#, None, 1), msg("bad", "{not json", None, 1), msg("good2", r#"{"id":2}"#, None, 1)])
+        .process_batch(
+            &with_dlq(),
+            vec![
+                msg("good", r#"{"id":1}"#, None, 1),
+                msg("bad", "{not json", None, 1),
+                msg("good2", r#"{"id":2}"#, None, 1),
+            ],
+        )
         .await;
     assert_eq!(d[0].outcome, Outcome::Succeeded);
     assert_eq!(d[2].outcome, Outcome::Succeeded);
@@ -134,7 +141,9 @@ async fn undecodable_body_fails_that_message_alone() {
 #[tokio::test]
 async fn a_panic_is_a_retryable_failure_of_that_message_alone() {
     let p = scripted(Default::default());
-    let d = p.process_batch(&with_dlq(), vec![msg("a", "ok", None, 1), msg("b", "panic", None, 1), msg("c", "ok", None, 1)]).await;
+    let d = p
+        .process_batch(&with_dlq(), vec![msg("a", "ok", None, 1), msg("b", "panic", None, 1), msg("c", "ok", None, 1)])
+        .await;
     assert_eq!(d[0].outcome, Outcome::Succeeded);
     assert_eq!(d[2].outcome, Outcome::Succeeded);
     match &d[1].outcome {
@@ -148,7 +157,8 @@ async fn a_panic_is_a_retryable_failure_of_that_message_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn an_overrunning_handler_times_out_as_retryable() {
-    let p = scripted(Default::default()).with_config(ProcessorConfig { timeout: Some(Duration::from_secs(1)), ..Default::default() });
+    let p = scripted(Default::default())
+        .with_config(ProcessorConfig { timeout: Some(Duration::from_secs(1)), ..Default::default() });
     let d = p.process_batch(&with_dlq(), vec![msg("a", "sleep", None, 1), msg("b", "ok", None, 1)]).await;
     assert!(matches!(&d[0].outcome, Outcome::Retry { failure, .. } if failure.kind == FailureKind::TimedOut));
     assert_eq!(d[1].outcome, Outcome::Succeeded);
@@ -169,7 +179,11 @@ async fn fifo_failure_holds_the_rest_of_its_group_only() {
     ];
     let d = p.process_batch(&with_dlq(), batch).await;
     let o = outcomes(&d);
-    assert_eq!(o.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["a1", "b1", "a2", "b2", "a3", "c1", "a4"], "input order kept");
+    assert_eq!(
+        o.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+        ["a1", "b1", "a2", "b2", "a3", "c1", "a4"],
+        "input order kept"
+    );
     assert_eq!(o[0].1, Outcome::Succeeded);
     assert!(matches!(o[2].1, Outcome::Retry { visibility: 7, .. }));
     assert_eq!(o[4].1, Outcome::Held { visibility: 7, behind: "a2".into() });
@@ -178,7 +192,10 @@ async fn fifo_failure_holds_the_rest_of_its_group_only() {
     assert_eq!(o[3].1, Outcome::Succeeded);
     assert_eq!(o[5].1, Outcome::Succeeded);
     let calls = calls.lock().unwrap().clone();
-    assert!(!calls.contains(&"a3".to_string()) && !calls.contains(&"a4".to_string()), "held messages are not attempted");
+    assert!(
+        !calls.contains(&"a3".to_string()) && !calls.contains(&"a4".to_string()),
+        "held messages are not attempted"
+    );
     let pos = |id: &str| calls.iter().position(|c| c == id).unwrap();
     assert!(pos("a1") < pos("a2") && pos("b1") < pos("b2"), "in order within a group: {calls:?}");
 
@@ -193,7 +210,10 @@ async fn fifo_failure_holds_the_rest_of_its_group_only() {
 async fn fifo_permanent_failure_is_dead_lettered_and_the_group_continues() {
     let p = scripted(Default::default());
     let d = p
-        .process_batch(&with_dlq(), vec![msg("a1", "ok", Some("A"), 1), msg("a2", "perm", Some("A"), 1), msg("a3", "ok", Some("A"), 1)])
+        .process_batch(
+            &with_dlq(),
+            vec![msg("a1", "ok", Some("A"), 1), msg("a2", "perm", Some("A"), 1), msg("a3", "ok", Some("A"), 1)],
+        )
         .await;
     assert_eq!(d[0].outcome, Outcome::Succeeded);
     assert!(matches!(d[1].outcome, Outcome::DeadLetter { .. }));
@@ -205,7 +225,10 @@ async fn sequence_stops_at_first_retry_across_groups() {
     // the Lambda FIFO rule: strictly in batch order, stop at the first failure
     let p = scripted(Default::default());
     let batch: Vec<Arc<ReceivedMessage>> =
-        vec![msg("a1", "ok", Some("A"), 1), msg("b1", "retry", Some("B"), 1), msg("a2", "ok", Some("A"), 1)].into_iter().map(Arc::new).collect();
+        vec![msg("a1", "ok", Some("A"), 1), msg("b1", "retry", Some("B"), 1), msg("a2", "ok", Some("A"), 1)]
+            .into_iter()
+            .map(Arc::new)
+            .collect();
     let d = p.process_sequence(&with_dlq(), batch).await;
     assert_eq!(d[0].outcome, Outcome::Succeeded);
     assert!(matches!(d[1].outcome, Outcome::Retry { .. }));
@@ -270,7 +293,8 @@ fn dead_letter_attributes_are_combined_when_the_message_has_many() {
     let f = Failure { kind: FailureKind::Permanent, error: "nope".into(), retry_after: None };
     let out = dead_letter_message(&m, &f, "q", false);
     assert_eq!(out.attributes.len(), 9);
-    let v: serde_json::Value = serde_json::from_str(out.attributes[dead_letter_attributes::COMBINED].as_str().unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(out.attributes[dead_letter_attributes::COMBINED].as_str().unwrap()).unwrap();
     assert_eq!(v["kind"], "permanent");
     assert_eq!(v["source_queue"], "q");
 }

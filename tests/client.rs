@@ -118,7 +118,10 @@ async fn long_poll_returns_early_when_a_message_arrives() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].body, "late");
     assert!(took >= Duration::from_millis(1000), "it did wait for the message ({took:?})");
-    assert!(took < Duration::from_secs(15), "it returned when the message arrived, not at the end of the wait ({took:?})");
+    assert!(
+        took < Duration::from_secs(15),
+        "it returned when the message arrived, not at the end of the wait ({took:?})"
+    );
 }
 
 #[tokio::test]
@@ -202,7 +205,8 @@ async fn delayed_message_is_invisible_until_its_delay() {
 #[tokio::test]
 async fn fifo_order_and_group_id_are_preserved() {
     let q = fifo_queue("order").await;
-    let msgs = (0..15).map(|i| OutgoingMessage::new(format!("o{i:02}")).group_id(if i % 2 == 0 { "even" } else { "odd" }));
+    let msgs =
+        (0..15).map(|i| OutgoingMessage::new(format!("o{i:02}")).group_id(if i % 2 == 0 { "even" } else { "odd" }));
     let report = q.send_batch(msgs).await.unwrap();
     assert_eq!(report.sent.len(), 15);
     assert!(report.sent.iter().all(|s| s.sequence_number.is_some()));

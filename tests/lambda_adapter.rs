@@ -126,8 +126,11 @@ async fn undecodable_typed_body_is_reported_as_that_message_failure() {
         id: u64,
     }
     let conf = aws_sdk_sqs::Config::builder().behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest()).build();
-    let adapter = LambdaAdapter::new(Processor::json(|_m: Message<Order>| async { Ok(()) }), aws_sdk_sqs::Client::from_conf(conf))
-        .with_context(QueueContext::default());
+    let adapter = LambdaAdapter::new(
+        Processor::json(|_m: Message<Order>| async { Ok(()) }),
+        aws_sdk_sqs::Client::from_conf(conf),
+    )
+    .with_context(QueueContext::default());
     let ev = event(vec![record("good", r#"{"id":1}"#, None, ARN, "h1"), record("bad", "<xml/>", None, ARN, "h2")]);
     let (resp, summary) = adapter.handle(ev).await.unwrap();
     assert_eq!(serde_json::to_value(resp).unwrap(), json!({"batchItemFailures": [{"itemIdentifier": "bad"}]}));
@@ -145,7 +148,8 @@ async fn permanent_failure_is_dead_lettered_by_the_function_and_reported_as_succ
     while got.len() < 3 {
         got.extend(src.receive(10, Duration::from_secs(2), None).await.unwrap());
     }
-    let records: Vec<Value> = got.iter().map(|m| record(&m.message_id, &m.body, None, &arn, &m.receipt_handle)).collect();
+    let records: Vec<Value> =
+        got.iter().map(|m| record(&m.message_id, &m.body, None, &arn, &m.receipt_handle)).collect();
     let id_of = |body: &str| got.iter().find(|m| m.body == body).unwrap().message_id.clone();
     let adapter = LambdaAdapter::new(scripted(), sqs().await);
     let (resp, summary) = adapter.handle(event(records)).await.unwrap();

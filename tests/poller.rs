@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sqskit::processor::dead_letter_attributes as dl;
 use sqskit::{AttributeValue, OutgoingMessage, Queue};
-use support::proc::{demo_handler, log_lines, sqskit, spawn, tail, temp_dir, wait_until};
+use support::proc::{demo_handler, log_lines, spawn, sqskit, tail, temp_dir, wait_until};
 use support::*;
 
 const EXIT_LIMIT: Duration = Duration::from_secs(120);
@@ -14,7 +14,15 @@ const EXIT_LIMIT: Duration = Duration::from_secs(120);
 fn poll_exec(queue: &Queue, log: &std::path::Path, extra: &[&str]) -> std::process::Command {
     let mut cmd = sqskit(None);
     cmd.env("HANDLER_LOG", log);
-    cmd.args(["poll", "--queue-url", queue.url(), "--exec", demo_handler().to_str().unwrap(), "--progress-interval", "0"]);
+    cmd.args([
+        "poll",
+        "--queue-url",
+        queue.url(),
+        "--exec",
+        demo_handler().to_str().unwrap(),
+        "--progress-interval",
+        "0",
+    ]);
     cmd.args(extra);
     cmd
 }
@@ -63,7 +71,9 @@ async fn http_handler_processes_1000_messages_with_sqsd_headers() {
     let (url, seen) = http::serve(|body| if body.contains("teapot") { (418, None) } else { (200, None) });
     let (q, dlq) = queue_with_dlq("e2e-http", 5, false, 30).await;
     let mut msgs: Vec<OutgoingMessage> = (0..1000).map(|i| OutgoingMessage::new(format!("{{\"n\":{i}}}"))).collect();
-    msgs[0] = OutgoingMessage::new("{\"n\":0}").attribute("tenant", AttributeValue::string("acme")).attribute("Content-Type", AttributeValue::string("text/x-test"));
+    msgs[0] = OutgoingMessage::new("{\"n\":0}")
+        .attribute("tenant", AttributeValue::string("acme"))
+        .attribute("Content-Type", AttributeValue::string("text/x-test"));
     msgs.push(OutgoingMessage::new("{\"teapot\":true}"));
     let sent = q.send_batch(msgs).await.unwrap().into_result().unwrap();
     let mut p = spawn({
@@ -74,7 +84,8 @@ async fn http_handler_processes_1000_messages_with_sqsd_headers() {
     let status = p.wait(EXIT_LIMIT);
     assert!(status.success(), "exit {status}; stderr:\n{}", tail(&p.stderr(), 30));
     let seen = seen.lock().unwrap().clone();
-    let got: HashSet<&str> = seen.iter().filter_map(|r| r.headers.get("x-aws-sqsd-msgid").map(String::as_str)).collect();
+    let got: HashSet<&str> =
+        seen.iter().filter_map(|r| r.headers.get("x-aws-sqsd-msgid").map(String::as_str)).collect();
     assert_eq!(got.len(), 1001);
     assert!(sent.iter().all(|s| got.contains(s.message_id.as_str())));
     let first = seen.iter().find(|r| r.headers.get("x-aws-sqsd-msgid") == Some(&sent[0].message_id)).unwrap();
@@ -119,7 +130,8 @@ async fn flaky_message_succeeds_on_the_third_receive() {
     let sent = send_bodies(&q, ["flaky one".to_string()]).await;
     let dir = temp_dir("retry");
     let log = dir.join("handler.log");
-    let mut p = spawn(poll_exec(&q, &log, &["--until-empty", "--backoff-base", "1", "--backoff-max", "1", "--wait-time", "1"]));
+    let mut p =
+        spawn(poll_exec(&q, &log, &["--until-empty", "--backoff-base", "1", "--backoff-max", "1", "--wait-time", "1"]));
     let status = p.wait(EXIT_LIMIT);
     assert!(status.success(), "stderr:\n{}", tail(&p.stderr(), 30));
     let ev = events(&log);
@@ -131,14 +143,16 @@ async fn flaky_message_succeeds_on_the_third_receive() {
 #[tokio::test]
 async fn poison_messages_end_in_the_dlq_and_good_ones_are_processed() {
     let (q, dlq) = queue_with_dlq("poison", 5, false, 30).await;
-    let bodies: Vec<String> = (0..50).map(|i| if i % 10 == 3 { format!("poison {i}") } else { format!("good {i}") }).collect();
+    let bodies: Vec<String> =
+        (0..50).map(|i| if i % 10 == 3 { format!("poison {i}") } else { format!("good {i}") }).collect();
     let sent = send_bodies(&q, bodies.clone()).await;
     let dir = temp_dir("poison");
     let log = dir.join("handler.log");
     let mut p = spawn(poll_exec(&q, &log, &["--until-empty"]));
     assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
     let done: HashSet<String> = ids(&events(&log), "done").into_iter().collect();
-    let good: HashSet<String> = sent.iter().zip(&bodies).filter(|(_, b)| b.starts_with("good")).map(|(id, _)| id.clone()).collect();
+    let good: HashSet<String> =
+        sent.iter().zip(&bodies).filter(|(_, b)| b.starts_with("good")).map(|(id, _)| id.clone()).collect();
     assert_eq!(done, good);
     let dead = drain(&dlq, Duration::from_secs(1)).await;
     let mut dead_bodies: Vec<&str> = dead.iter().map(|m| m.body.as_str()).collect();
@@ -146,7 +160,10 @@ async fn poison_messages_end_in_the_dlq_and_good_ones_are_processed() {
     let mut want: Vec<&str> = bodies.iter().filter(|b| b.starts_with("poison")).map(String::as_str).collect();
     want.sort();
     assert_eq!(dead_bodies, want);
-    assert!(dead.iter().all(|m| m.attribute_str(dl::ERROR_KIND) == Some("permanent") && m.attribute_str(dl::SOURCE_QUEUE) == Some(q.name())));
+    assert!(dead
+        .iter()
+        .all(|m| m.attribute_str(dl::ERROR_KIND) == Some("permanent")
+            && m.attribute_str(dl::SOURCE_QUEUE) == Some(q.name())));
     assert_eq!(depth(&q).await, (0, 0, 0));
 }
 
@@ -156,7 +173,8 @@ async fn sigterm_drains_running_handlers_and_exits_zero() {
     let sent = send_bodies(&q, (0..20).map(|i| format!("job {i} sleep:2"))).await;
     let dir = temp_dir("term");
     let log = dir.join("handler.log");
-    let mut p = spawn(poll_exec(&q, &log, &["--concurrency", "4", "--visibility-timeout", "60", "--shutdown-timeout", "10"]));
+    let mut p =
+        spawn(poll_exec(&q, &log, &["--concurrency", "4", "--visibility-timeout", "60", "--shutdown-timeout", "10"]));
     wait_until(Duration::from_secs(30), "handlers to start", || ids(&events(&log), "start").len() >= 4);
     let t = Instant::now();
     p.signal("TERM");
@@ -168,7 +186,8 @@ async fn sigterm_drains_running_handlers_and_exits_zero() {
     let done: HashSet<String> = ids(&ev, "done").into_iter().collect();
     assert_eq!(started, done, "every started handler finished");
     // nothing lost: the rest are visible right away (not after the 60 s visibility timeout)
-    let rest: HashSet<String> = peek_all(&q, Duration::from_secs(1), Duration::from_secs(60)).await.into_iter().map(|m| m.message_id).collect();
+    let rest: HashSet<String> =
+        peek_all(&q, Duration::from_secs(1), Duration::from_secs(60)).await.into_iter().map(|m| m.message_id).collect();
     assert_eq!(rest.len() + done.len(), 20, "done {} + visible {} = 20", done.len(), rest.len());
     assert!(rest.is_disjoint(&done));
     assert_eq!(rest.union(&done).cloned().collect::<HashSet<_>>(), sent.into_iter().collect());
@@ -178,12 +197,14 @@ async fn sigterm_drains_running_handlers_and_exits_zero() {
 async fn sigterm_releases_unstarted_fifo_messages_at_once_in_order() {
     let q = fifo_queue("termfifo").await;
     let msgs = (0..6).map(|i| OutgoingMessage::new(format!("g{i} sleep:1")).group_id("G"));
-    let sent: Vec<String> = q.send_batch(msgs).await.unwrap().into_result().unwrap().into_iter().map(|s| s.message_id).collect();
+    let sent: Vec<String> =
+        q.send_batch(msgs).await.unwrap().into_result().unwrap().into_iter().map(|s| s.message_id).collect();
     let dir = temp_dir("termfifo");
     let log = dir.join("handler.log");
     // wait time 3 s: the cancelled long polls live on server-side for up to 3 s; released
     // messages are timed to come back just after them
-    let mut p = spawn(poll_exec(&q, &log, &["--visibility-timeout", "120", "--shutdown-timeout", "10", "--wait-time", "3"]));
+    let mut p =
+        spawn(poll_exec(&q, &log, &["--visibility-timeout", "120", "--shutdown-timeout", "10", "--wait-time", "3"]));
     wait_until(Duration::from_secs(30), "the first handler to start", || !ids(&events(&log), "start").is_empty());
     p.signal("TERM");
     assert!(p.wait(Duration::from_secs(20)).success(), "stderr:\n{}", tail(&p.stderr(), 30));
@@ -207,7 +228,11 @@ async fn kill_9_then_restart_loses_nothing() {
     wait_until(Duration::from_secs(60), "some progress", || ids(&events(&log), "done").len() >= 40);
     p.signal("KILL");
     drop(p);
-    let mut p2 = spawn(poll_exec(&q, &log, &["--concurrency", "8", "--visibility-timeout", "3", "--until-empty", "--wait-time", "1"]));
+    let mut p2 = spawn(poll_exec(
+        &q,
+        &log,
+        &["--concurrency", "8", "--visibility-timeout", "3", "--until-empty", "--wait-time", "1"],
+    ));
     assert!(p2.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p2.stderr(), 30));
     let done: HashSet<String> = ids(&events(&log), "done").into_iter().collect();
     let dead: HashSet<String> = drain(&dlq, Duration::from_secs(1)).await.into_iter().map(|m| m.message_id).collect();
@@ -258,9 +283,14 @@ async fn metrics_endpoint_reports_what_happened() {
     let mut text = String::new();
     wait_until(Duration::from_secs(20), "metrics to settle", || {
         text = client();
-        metric(&text, "sqskit_messages_succeeded_total", "") == Some(10.0) && metric(&text, "sqskit_messages_dead_lettered_total", "") == Some(2.0)
+        metric(&text, "sqskit_messages_succeeded_total", "") == Some(10.0)
+            && metric(&text, "sqskit_messages_dead_lettered_total", "") == Some(2.0)
     });
-    assert_eq!(metric(&text, "sqskit_messages_received_total", &format!("queue=\"{}\"", q.name())), Some(12.0), "{text}");
+    assert_eq!(
+        metric(&text, "sqskit_messages_received_total", &format!("queue=\"{}\"", q.name())),
+        Some(12.0),
+        "{text}"
+    );
     assert_eq!(metric(&text, "sqskit_messages_failed_total", "kind=\"permanent\""), Some(2.0), "{text}");
     assert!(text.contains("sqskit_handler_duration_seconds_bucket"), "{text}");
     assert_eq!(metric(&text, "sqskit_in_flight", ""), Some(0.0));

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use sqskit::processor::dead_letter_attributes as dl;
 use sqskit::retry::Backoff;
-use sqskit::{HandlerError, Message, OutgoingMessage, Outcome, Processor, ProcessorConfig, QueueContext};
+use sqskit::{HandlerError, Message, Outcome, OutgoingMessage, Processor, ProcessorConfig, QueueContext};
 use support::*;
 
 #[derive(serde::Deserialize)]
@@ -28,7 +28,11 @@ async fn receive_n(q: &sqskit::Queue, n: usize) -> Vec<sqskit::ReceivedMessage> 
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
     while got.len() < n && Instant::now() < deadline {
-        got.extend(q.receive((n - got.len()).min(10) as u32, Duration::from_secs(2), Some(Duration::from_secs(60))).await.unwrap());
+        got.extend(
+            q.receive((n - got.len()).min(10) as u32, Duration::from_secs(2), Some(Duration::from_secs(60)))
+                .await
+                .unwrap(),
+        );
     }
     got
 }
@@ -36,12 +40,15 @@ async fn receive_n(q: &sqskit::Queue, n: usize) -> Vec<sqskit::ReceivedMessage> 
 #[tokio::test]
 async fn batch_outcomes_are_carried_out_on_sqs() {
     let (src, dlq) = queue_with_dlq("proc", 5, false, 60).await;
-    let bodies = [r#"{"action":"ok"}"#, r#"{"action":"retry"}"#, r#"{"action":"perm"}"#, "{broken json", r#"{"action":"ok"}"#];
-    src.send_batch(bodies.iter().map(|b| OutgoingMessage::new(*b).attribute("tenant", sqskit::AttributeValue::string("t1"))))
-        .await
-        .unwrap()
-        .into_result()
-        .unwrap();
+    let bodies =
+        [r#"{"action":"ok"}"#, r#"{"action":"retry"}"#, r#"{"action":"perm"}"#, "{broken json", r#"{"action":"ok"}"#];
+    src.send_batch(
+        bodies.iter().map(|b| OutgoingMessage::new(*b).attribute("tenant", sqskit::AttributeValue::string("t1"))),
+    )
+    .await
+    .unwrap()
+    .into_result()
+    .unwrap();
     let batch = receive_n(&src, 5).await;
     assert_eq!(batch.len(), 5);
 
@@ -81,7 +88,8 @@ async fn retryable_failure_comes_back_after_its_backoff_not_before() {
     let q = queue("backoff").await;
     q.send(OutgoingMessage::new(r#"{"action":"x"}"#)).await.unwrap();
     // fixed backoff of 3 s (base 3, factor 1, no jitter floor: full jitter could give 0, so use retry_after)
-    let p = Processor::json(|_m: Message<Job>| async { Err(HandlerError::retry_after("later", Duration::from_secs(3))) });
+    let p =
+        Processor::json(|_m: Message<Job>| async { Err(HandlerError::retry_after("later", Duration::from_secs(3))) });
     let ctx = QueueContext::new(q.clone(), None);
     let batch = receive_n(&q, 1).await;
     let decisions = p.process_batch(&ctx, batch).await;

@@ -14,7 +14,9 @@ pub struct Request {
 
 /// Serves on 127.0.0.1:0 from its own thread; `status(body)` picks the response status
 /// (and optional Retry-After).
-pub fn serve(status: impl Fn(&str) -> (u16, Option<u64>) + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<Request>>>) {
+pub fn serve(
+    status: impl Fn(&str) -> (u16, Option<u64>) + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Vec<Request>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
     let (tx, rx) = std::sync::mpsc::channel();

@@ -85,7 +85,10 @@ pub async fn fifo_queue(prefix: &str) -> Queue {
     create_queue(
         &client,
         &name,
-        &[(QueueAttributeName::FifoQueue, "true".into()), (QueueAttributeName::ContentBasedDeduplication, "true".into())],
+        &[
+            (QueueAttributeName::FifoQueue, "true".into()),
+            (QueueAttributeName::ContentBasedDeduplication, "true".into()),
+        ],
     )
     .await
 }

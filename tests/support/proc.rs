@@ -49,7 +49,12 @@ pub fn spawn(mut cmd: Command) -> Running {
 
 impl Running {
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().expect("kill").success();
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
         assert!(ok, "kill -{sig} failed");
     }
     /// Wait for exit up to `limit`; panics with the log tail on timeout.

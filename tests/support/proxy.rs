@@ -24,23 +24,23 @@ impl Proxy {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-            let listener = TcpListener::from_std(std_listener).unwrap();
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else { return };
-                if !u2.load(Ordering::SeqCst) {
-                    drop(client); // refuse: close at once
-                    continue;
-                }
-                let target = target.clone();
-                let mut cut = g2.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {} // cut: drop both ends
+                let listener = TcpListener::from_std(std_listener).unwrap();
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else { return };
+                    if !u2.load(Ordering::SeqCst) {
+                        drop(client); // refuse: close at once
+                        continue;
                     }
-                });
-            }
+                    let target = target.clone();
+                    let mut cut = g2.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = TcpStream::connect(&target).await else { return };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cut.changed() => {} // cut: drop both ends
+                        }
+                    });
+                }
             });
         });
         Proxy { url, up, generation }

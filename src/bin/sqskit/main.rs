@@ -4,6 +4,8 @@
 mod common;
 mod poll;
 mod queue;
+mod send;
+mod stats;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,10 @@ struct Cli {
 enum Command {
     /// Run the worker: receive, handle (via --exec or --http), settle, until SIGTERM.
     Poll(poll::Args),
+    /// Send one message, or many from JSON Lines (batched, with progress).
+    Send(send::Args),
+    /// Queue depth (visible, in flight, delayed) and the DLQ; --watch refreshes in place.
+    Stats(stats::Args),
     /// Create a queue (optionally with a dead-letter queue and redrive policy); prints its URL.
     CreateQueue(queue::CreateArgs),
 }
@@ -36,6 +42,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Poll(args) => poll::run(&cli.global, args).await,
             Command::CreateQueue(args) => queue::create(&cli.global, args).await,
+            Command::Send(args) => send::run(&cli.global, args).await,
+            Command::Stats(args) => stats::run(&cli.global, args).await,
         }
     });
     match result {

@@ -78,7 +78,11 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let config = aws_config(global).await;
     let client = aws_sdk_sqs::Client::new(&config);
     let processor_config = ProcessorConfig {
-        backoff: Backoff { base: Duration::from_secs(args.backoff_base), factor: 2.0, max: Duration::from_secs(args.backoff_max) },
+        backoff: Backoff {
+            base: Duration::from_secs(args.backoff_base),
+            factor: 2.0,
+            max: Duration::from_secs(args.backoff_max),
+        },
         timeout: args.handler_timeout.map(Duration::from_secs),
         concurrency: args.concurrency,
     };
@@ -92,7 +96,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         dead_letter_url: args.dlq_url.clone(),
         ..PollerConfig::default()
     };
-    let queues: Vec<(Queue, u32)> = args.queue_urls.iter().map(|s| (Queue::new(client.clone(), s.url.clone()), s.weight)).collect();
+    let queues: Vec<(Queue, u32)> =
+        args.queue_urls.iter().map(|s| (Queue::new(client.clone(), s.url.clone()), s.weight)).collect();
     let first = &args.queue_urls[0].url;
     let processor = if let Some(url) = &args.http {
         let name = first.rsplit('/').next().unwrap_or_default();

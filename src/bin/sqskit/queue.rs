@@ -38,7 +38,13 @@ pub async fn create(global: &Global, args: CreateArgs) -> anyhow::Result<()> {
         let dlq_name = format!("{base}-dlq{suffix}");
         let mut dlq_attrs = attrs.clone();
         dlq_attrs.insert(QueueAttributeName::MessageRetentionPeriod, "1209600".into());
-        let dlq = client.create_queue().queue_name(&dlq_name).set_attributes(Some(dlq_attrs)).send().await.with_context(|| format!("creating {dlq_name}"))?;
+        let dlq = client
+            .create_queue()
+            .queue_name(&dlq_name)
+            .set_attributes(Some(dlq_attrs))
+            .send()
+            .await
+            .with_context(|| format!("creating {dlq_name}"))?;
         let dlq_url = dlq.queue_url().context("no URL for the DLQ")?;
         let dlq_queue = sqskit::Queue::new(client.clone(), dlq_url);
         let arn = dlq_queue.attributes().await?.arn.context("no ARN for the DLQ")?;
@@ -50,7 +56,13 @@ pub async fn create(global: &Global, args: CreateArgs) -> anyhow::Result<()> {
     }
     attrs.insert(QueueAttributeName::VisibilityTimeout, args.visibility_timeout.to_string());
     let name = format!("{base}{suffix}");
-    let out = client.create_queue().queue_name(&name).set_attributes(Some(attrs)).send().await.with_context(|| format!("creating {name}"))?;
+    let out = client
+        .create_queue()
+        .queue_name(&name)
+        .set_attributes(Some(attrs))
+        .send()
+        .await
+        .with_context(|| format!("creating {name}"))?;
     println!("{}", out.queue_url().context("no queue URL returned")?);
     Ok(())
 }

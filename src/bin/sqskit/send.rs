@@ -1,0 +1,198 @@
+//! `sqskit send`: one message or many (JSON Lines), batched through `send_batch`.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::Context;
+use sqskit::client::validate_outgoing;
+use sqskit::{AttributeValue, OutgoingMessage, Queue};
+
+use crate::common::{sqs, Global, Output};
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["body", "file", "jsonl", "stdin"])))]
+pub struct Args {
+    /// Queue URL.
+    #[arg(long, env = "SQSKIT_QUEUE_URL")]
+    pub queue_url: String,
+    /// Send this text as one message.
+    #[arg(long)]
+    pub body: Option<String>,
+    /// Send the content of this file as one message.
+    #[arg(long)]
+    pub file: Option<std::path::PathBuf>,
+    /// Send one message per line of this JSON Lines file ("-" for stdin): a line is either
+    /// the body itself, or an object {"body", "attributes", "delay", "group_id", "dedup_id"}.
+    #[arg(long)]
+    pub jsonl: Option<std::path::PathBuf>,
+    /// Read JSON Lines from stdin (same as --jsonl -).
+    #[arg(id = "stdin", value_name = "-", value_parser = clap::builder::PossibleValuesParser::new(["-"]))]
+    pub stdin: Option<String>,
+    /// FIFO group id for --body/--file (and lines without one).
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// Delay in seconds (0–900) for --body/--file.
+    #[arg(long)]
+    pub delay: Option<u32>,
+    /// A string message attribute NAME=VALUE (repeatable) for --body/--file.
+    #[arg(long = "attribute", value_name = "NAME=VALUE")]
+    pub attributes: Vec<String>,
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    sent: usize,
+    failed: Vec<LineFailure>,
+}
+
+#[derive(serde::Serialize)]
+struct LineFailure {
+    line: usize,
+    reason: String,
+}
+
+/// Parse one JSON Lines line into a message (`line_no` is 1-based, for messages).
+fn parse_line(line: &str, default_group: Option<&str>) -> Result<OutgoingMessage, String> {
+    let trimmed = line.trim_start();
+    let mut msg = if trimmed.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+        match v.get("body") {
+            None => OutgoingMessage::new(line),
+            Some(serde_json::Value::String(body)) => structured(&v, body)?,
+            Some(_) => return Err("\"body\" must be a string".into()),
+        }
+    } else {
+        OutgoingMessage::new(line)
+    };
+    if msg.group_id.is_none() {
+        msg.group_id = default_group.map(str::to_string);
+    }
+    Ok(msg)
+}
+
+fn structured(v: &serde_json::Value, body: &str) -> Result<OutgoingMessage, String> {
+    let mut m = OutgoingMessage::new(body);
+    if let Some(d) = v.get("delay") {
+        let d = d.as_u64().ok_or("\"delay\" must be a whole number of seconds")?;
+        m.delay_seconds = Some(u32::try_from(d).map_err(|_| format!("\"delay\" {d} is out of range"))?);
+    }
+    for (key, slot) in [("group_id", &mut m.group_id), ("dedup_id", &mut m.dedup_id)] {
+        if let Some(x) = v.get(key) {
+            *slot = Some(x.as_str().ok_or(format!("\"{key}\" must be a string"))?.to_string());
+        }
+    }
+    if let Some(attrs) = v.get("attributes") {
+        let obj = attrs.as_object().ok_or("\"attributes\" must be an object")?;
+        for (k, val) in obj {
+            let a = match val {
+                serde_json::Value::String(s) => AttributeValue::string(s.clone()),
+                serde_json::Value::Number(n) => AttributeValue::number(n),
+                _ => return Err(format!("attribute {k:?} must be a string or a number")),
+            };
+            m.attributes.insert(k.clone(), a);
+        }
+    }
+    Ok(m)
+}
+
+const CHUNK: usize = 500;
+
+pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let queue = Queue::new(sqs(global).await, args.queue_url.clone());
+    // (line number, message) for every valid input; failures by line
+    let mut items: Vec<(usize, OutgoingMessage)> = Vec::new();
+    let mut failed: Vec<LineFailure> = Vec::new();
+    let single = match (&args.body, &args.file) {
+        (Some(b), _) => Some(b.clone()),
+        (_, Some(f)) => Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?),
+        _ => None,
+    };
+    if let Some(body) = single {
+        let mut m = OutgoingMessage::new(body);
+        m.group_id = args.group_id.clone();
+        m.delay_seconds = args.delay;
+        for a in &args.attributes {
+            let (k, v) = a.split_once('=').with_context(|| format!("--attribute {a:?} is not NAME=VALUE"))?;
+            m.attributes.insert(k.to_string(), AttributeValue::string(v));
+        }
+        validate_outgoing(0, &m)?;
+        items.push((1, m));
+    } else {
+        let path = args.jsonl.clone().unwrap_or_else(|| "-".into());
+        let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+            Box::new(std::io::BufReader::new(std::io::stdin()))
+        } else {
+            Box::new(std::io::BufReader::new(std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?))
+        };
+        for (i, line) in reader.lines().enumerate() {
+            let line_no = i + 1;
+            let line = line.with_context(|| format!("reading line {line_no}"))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            match parse_line(&line, args.group_id.as_deref()).and_then(|m| validate_outgoing(i, &m).map(|_| m).map_err(|e| e.to_string())) {
+                Ok(m) => items.push((line_no, m)),
+                Err(reason) => failed.push(LineFailure { line: line_no, reason }),
+            }
+        }
+    }
+    let total = items.len();
+    let bar = (total > 50 && std::io::stderr().is_terminal()).then(|| {
+        let b = indicatif::ProgressBar::new(total as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} sent  {per_sec}  eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let mut sent = 0;
+    for chunk in items.chunks(CHUNK) {
+        let report = queue.send_batch(chunk.iter().map(|(_, m)| m.clone())).await?;
+        sent += report.sent.len();
+        for f in report.failed {
+            failed.push(LineFailure { line: chunk[f.index].0, reason: format!("{}: {}", f.code, f.message) });
+        }
+        if let Some(b) = &bar {
+            b.inc(chunk.len() as u64);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    failed.sort_by_key(|f| f.line);
+    let summary = Summary { sent, failed };
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string(&summary)?),
+        Output::Text => {
+            println!("sent {} message(s) to {}, {} failed", summary.sent, queue.name(), summary.failed.len());
+            for f in &summary.failed {
+                println!("  line {}: {}", f.line, f.reason);
+            }
+        }
+    }
+    if summary.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!("{} of {} message(s) not sent", summary.failed.len(), summary.failed.len() + summary.sent))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_bodies_or_structured_objects() {
+        assert_eq!(parse_line("plain text", None).unwrap().body, "plain text");
+        let m = parse_line(r#"{"order":1}"#, None).unwrap();
+        assert_eq!(m.body, r#"{"order":1}"#, "an object without body is the body");
+        let m = parse_line(r#"{"body":"b","delay":5,"group_id":"g","attributes":{"k":"v","n":3}}"#, None).unwrap();
+        assert_eq!((m.body.as_str(), m.delay_seconds, m.group_id.as_deref()), ("b", Some(5), Some("g")));
+        assert_eq!(m.attributes["n"], AttributeValue::number(3));
+        assert!(parse_line(r#"{"body": 5}"#, None).unwrap_err().contains("body"));
+        assert!(parse_line("{broken", None).unwrap_err().contains("invalid JSON"));
+        assert!(parse_line(r#"{"body":"x","delay":"soon"}"#, None).unwrap_err().contains("delay"));
+    }
+}

@@ -1,0 +1,91 @@
+//! `sqskit stats`: queue depth and the DLQ, once or refreshed in place.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use sqskit::Queue;
+
+use crate::common::{sqs, Global, Output};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Queue URL (repeatable).
+    #[arg(long = "queue-url", env = "SQSKIT_QUEUE_URL", value_delimiter = ',', required = true)]
+    pub queue_urls: Vec<String>,
+    /// Refresh every SECS seconds until interrupted.
+    #[arg(long, value_name = "SECS")]
+    pub watch: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    queue: String,
+    visible: u64,
+    in_flight: u64,
+    delayed: u64,
+    dlq: Option<String>,
+    dlq_visible: Option<u64>,
+    max_receive_count: Option<u32>,
+}
+
+async fn rows(queues: &[Queue]) -> anyhow::Result<Vec<Row>> {
+    let mut out = Vec::new();
+    for q in queues {
+        let a = q.attributes().await?;
+        let mut row = Row {
+            queue: q.name().to_string(),
+            visible: a.visible,
+            in_flight: a.in_flight,
+            delayed: a.delayed,
+            dlq: None,
+            dlq_visible: None,
+            max_receive_count: None,
+        };
+        if let Some(r) = a.redrive {
+            row.max_receive_count = Some(r.max_receive_count);
+            row.dlq = Some(r.dead_letter_arn.rsplit(':').next().unwrap_or_default().to_string());
+            if let Some(url) = r.dead_letter_url {
+                row.dlq_visible = Queue::new(q.client().clone(), url).attributes().await.ok().map(|d| d.visible);
+            }
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut s = format!("{:<40} {:>9} {:>9} {:>9}  {}\n", "QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "DLQ (visible, maxReceiveCount)");
+    for r in rows {
+        let dlq = match (&r.dlq, r.dlq_visible, r.max_receive_count) {
+            (Some(n), v, m) => format!("{n} ({}, {})", v.map_or("?".into(), |v| v.to_string()), m.unwrap_or(0)),
+            _ => "-".into(),
+        };
+        s.push_str(&format!("{:<40} {:>9} {:>9} {:>9}  {}\n", r.queue, r.visible, r.in_flight, r.delayed, dlq));
+    }
+    s
+}
+
+pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let client = sqs(global).await;
+    let queues: Vec<Queue> = args.queue_urls.iter().map(|u| Queue::new(client.clone(), u.clone())).collect();
+    loop {
+        let rows = rows(&queues).await?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string(&rows)?),
+            Output::Text => {
+                let text = render(&rows);
+                if args.watch.is_some() && std::io::stdout().is_terminal() {
+                    print!("\x1b[H\x1b[2J{text}");
+                } else {
+                    print!("{text}");
+                }
+                std::io::stdout().flush()?;
+            }
+        }
+        let Some(every) = args.watch else { return Ok(()) };
+        tokio::time::sleep(Duration::from_secs(every.max(1))).await;
+    }
+}
