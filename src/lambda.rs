@@ -43,6 +43,23 @@ pub struct BatchSummary {
     pub duration_ms: u64,
 }
 
+impl BatchSummary {
+    /// One CloudWatch EMF line (namespace `sqskit`, dimension `Function`): `Records`,
+    /// `Succeeded`, `DeadLettered`, `Failed`, `Failed_<kind>` per kind, `DurationMs`.
+    pub fn emf_line(&self, function: &str) -> String {
+        let kinds: Vec<(String, f64)> = self.failed.iter().map(|(k, n)| (format!("Failed_{k}"), *n as f64)).collect();
+        let mut metrics: Vec<(&str, f64, &str)> = vec![
+            ("Records", self.records as f64, "Count"),
+            ("Succeeded", self.succeeded as f64, "Count"),
+            ("DeadLettered", self.dead_lettered as f64, "Count"),
+            ("Failed", self.failed.values().sum::<usize>() as f64, "Count"),
+            ("DurationMs", self.duration_ms as f64, "Milliseconds"),
+        ];
+        metrics.extend(kinds.iter().map(|(k, v)| (k.as_str(), *v, "Count")));
+        crate::metrics::emf_line("sqskit", &[("Function", function)], &metrics, crate::metrics::now_ms())
+    }
+}
+
 /// Runs SQS events through a [`Processor`].
 ///
 /// # Example
@@ -218,7 +235,11 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     }
 }
 
-fn from_record(r: SqsMessage) -> Result<ReceivedMessage, Error> {
+/// Convert one Lambda SQS record into a [`ReceivedMessage`].
+///
+/// # Errors
+/// [`Error::Invalid`] when the record has no `messageId`.
+pub fn from_record(r: SqsMessage) -> Result<ReceivedMessage, Error> {
     let message_id = r.message_id.filter(|id| !id.is_empty()).ok_or_else(|| Error::Invalid {
         what: "SQS event record",
         reason: "a record has no messageId, so it cannot be reported individually".to_string(),

@@ -14,6 +14,7 @@
 //!
 //! - [`client`]: the [`Queue`] handle: send / send_batch (chunked to SQS limits), receive,
 //!   delete_batch, change_visibility_batch, attributes.
+//! - [`config`]: settings from the environment (for the Lambdas).
 //! - [`limits`]: SQS limits and the batching arithmetic.
 //! - [`message`]: messages sent, received, and handed to handlers.
 //! - [`processor`]: handlers, outcomes, the FIFO rules, settling on SQS.
@@ -21,11 +22,14 @@
 //! - [`poller`]: the long-running consumer (concurrency, heartbeat, ack batching, shutdown).
 //! - [`handlers`]: ready-made exec / HTTP handlers for the poller.
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
+//! - [`dlq`]: archive dead letters to S3 and send one aggregated SNS alert.
 //! - [`metrics`]: Prometheus exporter and CloudWatch EMF lines.
 //! - [`error`]: the client's error type.
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod config;
+pub mod dlq;
 pub mod error;
 pub mod handlers;
 pub mod lambda;

@@ -1,1 +1,35 @@
-fn main() {}
+//! The DLQ monitor Lambda: archives dead letters to S3 and sends one SNS alert per invocation.
+//! All logic is in `sqskit::dlq`; this only wires it to the Lambda runtime.
+//!
+//! Environment: `ARCHIVE_BUCKET` (required), `ARCHIVE_PREFIX`, `ALERT_TOPIC_ARN`, `ALERT_INCLUDE_BODY`.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use sqskit::dlq::{DlqMonitor, MonitorConfig};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_current_span(true)
+        .with_ansi(false)
+        .without_time()
+        .init();
+    let config = MonitorConfig::from_env()?;
+    let sdk = sqskit::load_aws_config().await;
+    let monitor = Arc::new(DlqMonitor::new(&sdk, config));
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "dlq-monitor".into());
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
+        let (monitor, sqs, function) = (monitor.clone(), sqs.clone(), function.clone());
+        async move {
+            let (response, summary) = monitor.handle_event(event.payload, &sqs).await?;
+            println!("{}", summary.emf_line(&function));
+            Ok::<_, Error>(response)
+        }
+    }))
+    .await
+}

@@ -124,7 +124,9 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
             Box::new(std::io::BufReader::new(std::io::stdin()))
         } else {
-            Box::new(std::io::BufReader::new(std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?))
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+            ))
         };
         for (i, line) in reader.lines().enumerate() {
             let line_no = i + 1;
@@ -132,7 +134,9 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
             if line.trim().is_empty() {
                 continue;
             }
-            match parse_line(&line, args.group_id.as_deref()).and_then(|m| validate_outgoing(i, &m).map(|_| m).map_err(|e| e.to_string())) {
+            match parse_line(&line, args.group_id.as_deref())
+                .and_then(|m| validate_outgoing(i, &m).map(|_| m).map_err(|e| e.to_string()))
+            {
                 Ok(m) => items.push((line_no, m)),
                 Err(reason) => failed.push(LineFailure { line: line_no, reason }),
             }

@@ -57,7 +57,10 @@ async fn rows(queues: &[Queue]) -> anyhow::Result<Vec<Row>> {
 }
 
 fn render(rows: &[Row]) -> String {
-    let mut s = format!("{:<40} {:>9} {:>9} {:>9}  {}\n", "QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "DLQ (visible, maxReceiveCount)");
+    let mut s = format!(
+        "{:<40} {:>9} {:>9} {:>9}  {}\n",
+        "QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "DLQ (visible, maxReceiveCount)"
+    );
     for r in rows {
         let dlq = match (&r.dlq, r.dlq_visible, r.max_receive_count) {
             (Some(n), v, m) => format!("{n} ({}, {})", v.map_or("?".into(), |v| v.to_string()), m.unwrap_or(0)),

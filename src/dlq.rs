@@ -1,0 +1,496 @@
+//! Dead letters: archive them to S3 and send one aggregated SNS alert.
+//!
+//! Used by the `dlq-monitor` Lambda (one alert per invocation) and by `sqskit dlq drain`
+//! (one alert per run). Archiving is the durable part: a record whose archive fails stays
+//! in the DLQ; the alert covers only what was archived, and a failed alert does not undo
+//! the archive.
+//!
+//! Object key: `<prefix>/<source-queue>/<yyyy>/<mm>/<dd>/<messageId>.json`, the date being the
+//! message's `SentTimestamp` (UTC), so archiving the same message twice writes the same key.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use futures::StreamExt;
+
+use crate::message::ReceivedMessage;
+use crate::processor::dead_letter_attributes as dl;
+
+/// Errors of the DLQ tools.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DlqError {
+    /// A required setting is missing or invalid (named).
+    #[error("invalid configuration: {name}: {reason}")]
+    Config {
+        /// The setting (environment variable or flag).
+        name: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// Writing the archive object failed.
+    #[error("archiving {message_id} to s3://{bucket}/{key} failed: {message}")]
+    Archive {
+        /// Message id.
+        message_id: String,
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// The S3 error.
+        message: String,
+    },
+    /// Publishing the alert failed.
+    #[error("publishing the alert to {topic} failed: {message}")]
+    Alert {
+        /// Topic ARN.
+        topic: String,
+        /// The SNS error.
+        message: String,
+    },
+}
+
+/// Where and how to archive and alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// S3 bucket for the archive.
+    pub bucket: String,
+    /// Key prefix (no leading or trailing slash needed).
+    pub prefix: String,
+    /// SNS topic for the alert (none: no alert).
+    pub topic_arn: Option<String>,
+    /// Put (truncated) bodies in the alert.
+    pub include_body: bool,
+    /// How many message ids the alert lists.
+    pub max_ids: usize,
+}
+
+impl MonitorConfig {
+    /// From `ARCHIVE_BUCKET` (required), `ARCHIVE_PREFIX`, `ALERT_TOPIC_ARN`, `ALERT_INCLUDE_BODY`.
+    ///
+    /// # Errors
+    /// [`DlqError::Config`] naming the variable that is missing or invalid.
+    pub fn from_env() -> Result<Self, DlqError> {
+        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+        let bucket =
+            var("ARCHIVE_BUCKET").ok_or(DlqError::Config { name: "ARCHIVE_BUCKET", reason: "is not set".into() })?;
+        let include_body = match var("ALERT_INCLUDE_BODY").as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("false") | Some("0") | Some("no") => false,
+            Some("true") | Some("1") | Some("yes") => true,
+            Some(other) => {
+                return Err(DlqError::Config {
+                    name: "ALERT_INCLUDE_BODY",
+                    reason: format!("{other:?} is not true or false"),
+                })
+            }
+        };
+        Ok(Self {
+            bucket,
+            prefix: var("ARCHIVE_PREFIX").unwrap_or_else(|| "dead-letters".into()),
+            topic_arn: var("ALERT_TOPIC_ARN"),
+            include_body,
+            max_ids: 20,
+        })
+    }
+}
+
+/// An S3 client from `config`, with path-style addressing whenever an endpoint override is
+/// in use (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`, or the config's), as LocalStack needs.
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let overridden = config.endpoint_url().is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL").is_some()
+        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+    let s3 = aws_sdk_s3::config::Builder::from(config).force_path_style(overridden).build();
+    aws_sdk_s3::Client::from_conf(s3)
+}
+
+/// A dead letter that was archived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Archived {
+    /// Message id.
+    pub message_id: String,
+    /// Source queue name (from the processor's attributes, else the DLQ's redrive source).
+    pub source_queue: String,
+    /// Error kind (`permanent`, `undecodable`, ... or `max-receives` when SQS redrove it).
+    pub error_kind: String,
+    /// S3 key.
+    pub key: String,
+    /// Body (kept for the alert only when bodies are included).
+    pub body: String,
+}
+
+/// Result of archiving a batch.
+#[derive(Debug, Default)]
+pub struct ArchiveReport {
+    /// Archived records, in input order.
+    pub archived: Vec<Archived>,
+    /// Records whose archive failed.
+    pub failed: Vec<DlqError>,
+}
+
+/// Archive + alert.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(msgs: Vec<sqskit::ReceivedMessage>) -> Result<(), Box<dyn std::error::Error>> {
+/// let config = sqskit::load_aws_config().await;
+/// let monitor = sqskit::dlq::DlqMonitor::new(&config, sqskit::dlq::MonitorConfig::from_env()?);
+/// let report = monitor.archive(&msgs, "orders-dlq", Some("orders")).await;
+/// monitor.alert(&report.archived, "orders-dlq").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DlqMonitor {
+    s3: aws_sdk_s3::Client,
+    sns: aws_sdk_sns::Client,
+    config: MonitorConfig,
+}
+
+/// Error attributes the processor attached: (kind, error, source queue, receive count).
+fn error_info(m: &ReceivedMessage) -> (Option<String>, Option<String>, Option<String>, Option<String>) {
+    if let Some(kind) = m.attribute_str(dl::ERROR_KIND) {
+        return (
+            Some(kind.to_string()),
+            m.attribute_str(dl::ERROR).map(str::to_string),
+            m.attribute_str(dl::SOURCE_QUEUE).map(str::to_string),
+            m.attribute_str(dl::RECEIVE_COUNT).map(str::to_string),
+        );
+    }
+    if let Some(v) = m.attribute_str(dl::COMBINED).and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok()) {
+        let s = |k: &str| v.get(k).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string()));
+        return (s("kind"), s("error"), s("source_queue"), s("receive_count"));
+    }
+    (None, None, None, None)
+}
+
+/// The archive key of `m`.
+pub fn archive_key(prefix: &str, source_queue: &str, m: &ReceivedMessage) -> String {
+    let date = m.sent_at().map(time::OffsetDateTime::from).unwrap_or_else(time::OffsetDateTime::now_utc);
+    let prefix = prefix.trim_matches('/');
+    let head = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    format!(
+        "{head}{source_queue}/{:04}/{:02}/{:02}/{}.json",
+        date.year(),
+        u8::from(date.month()),
+        date.day(),
+        m.message_id
+    )
+}
+
+/// The archive document of `m`.
+pub fn archive_document(m: &ReceivedMessage, source_queue: &str, dead_letter_queue: &str) -> serde_json::Value {
+    let (kind, error, _, count) = error_info(m);
+    let attrs: BTreeMap<&str, serde_json::Value> = m
+        .attributes
+        .iter()
+        .map(|(k, v)| {
+            let mut o = serde_json::json!({ "dataType": v.data_type });
+            if let Some(s) = &v.string_value {
+                o["stringValue"] = s.clone().into();
+            }
+            if let Some(b) = &v.binary_value {
+                o["binaryValue"] = base64::engine::general_purpose::STANDARD.encode(b).into();
+            }
+            (k.as_str(), o)
+        })
+        .collect();
+    let system: BTreeMap<&String, &String> = m.system_attributes.iter().collect();
+    serde_json::json!({
+        "messageId": m.message_id,
+        "body": m.body,
+        "messageAttributes": attrs,
+        "attributes": system,
+        "receiveCount": m.receive_count(),
+        "sentTimestamp": m.system_attributes.get("SentTimestamp"),
+        "firstReceiveTimestamp": m.system_attributes.get("ApproximateFirstReceiveTimestamp"),
+        "sourceQueue": source_queue,
+        "deadLetterQueue": dead_letter_queue,
+        "error": kind.map(|k| serde_json::json!({ "kind": k, "message": error, "receiveCount": count })),
+    })
+}
+
+const PUT_CONCURRENCY: usize = 10;
+const SUBJECT_MAX: usize = 100;
+const SNS_MESSAGE_MAX: usize = 240 * 1024;
+const BODY_IN_ALERT_MAX: usize = 1024;
+
+impl DlqMonitor {
+    /// A monitor using clients built from `sdk` (S3 path-style under an endpoint override).
+    pub fn new(sdk: &aws_config::SdkConfig, config: MonitorConfig) -> Self {
+        Self { s3: s3_client(sdk), sns: aws_sdk_sns::Client::new(sdk), config }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MonitorConfig {
+        &self.config
+    }
+
+    /// Archive each message as one JSON object. `redrive_source` names the source queue for
+    /// messages without the processor's attributes (moved by SQS's redrive policy).
+    pub async fn archive(
+        &self,
+        messages: &[ReceivedMessage],
+        dead_letter_queue: &str,
+        redrive_source: Option<&str>,
+    ) -> ArchiveReport {
+        let results: Vec<Result<Archived, DlqError>> = futures::stream::iter(messages.iter().map(|m| async move {
+            let (kind, _, source, _) = error_info(m);
+            let source = source.or_else(|| redrive_source.map(str::to_string)).unwrap_or_else(|| "unknown".into());
+            let key = archive_key(&self.config.prefix, &source, m);
+            let doc = archive_document(m, &source, dead_letter_queue);
+            let put = self
+                .s3
+                .put_object()
+                .bucket(&self.config.bucket)
+                .key(&key)
+                .content_type("application/json")
+                .body(doc.to_string().into_bytes().into())
+                .send()
+                .await;
+            match put {
+                Ok(_) => Ok(Archived {
+                    message_id: m.message_id.clone(),
+                    source_queue: source,
+                    error_kind: kind.unwrap_or_else(|| "max-receives".into()),
+                    key,
+                    body: if self.config.include_body { m.body.clone() } else { String::new() },
+                }),
+                Err(e) => Err(DlqError::Archive {
+                    message_id: m.message_id.clone(),
+                    bucket: self.config.bucket.clone(),
+                    key,
+                    message: aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+                }),
+            }
+        }))
+        .buffered(PUT_CONCURRENCY)
+        .collect()
+        .await;
+        let mut report = ArchiveReport::default();
+        for r in results {
+            match r {
+                Ok(a) => report.archived.push(a),
+                Err(e) => {
+                    tracing::error!(error = %e, "archive failed");
+                    report.failed.push(e);
+                }
+            }
+        }
+        report
+    }
+
+    /// The alert's subject and message for `archived` (pure).
+    pub fn render_alert(&self, archived: &[Archived], dead_letter_queue: &str) -> (String, String) {
+        let mut sources: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in archived {
+            *sources.entry(&a.source_queue).or_default() += 1;
+            *kinds.entry(&a.error_kind).or_default() += 1;
+        }
+        let names: Vec<&str> = sources.keys().copied().collect();
+        let subject: String = format!("sqskit: {} dead letter(s) from {}", archived.len(), names.join(", "))
+            .chars()
+            .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+            .take(SUBJECT_MAX)
+            .collect();
+        let mut text =
+            format!("{} message(s) from {} were dead-lettered and archived.\n\n", archived.len(), dead_letter_queue);
+        text.push_str("Source queues:\n");
+        for (q, n) in &sources {
+            text.push_str(&format!("  {q}: {n}\n"));
+        }
+        text.push_str("Error kinds:\n");
+        for (k, n) in &kinds {
+            text.push_str(&format!("  {k}: {n}\n"));
+        }
+        let prefix = self.config.prefix.trim_matches('/');
+        text.push_str(&format!("Archive: s3://{}/{}\n", self.config.bucket, prefix));
+        text.push_str(&format!("First {} message id(s):\n", archived.len().min(self.config.max_ids)));
+        for a in archived.iter().take(self.config.max_ids) {
+            text.push_str(&format!("  {}  s3://{}/{}\n", a.message_id, self.config.bucket, a.key));
+        }
+        if self.config.include_body {
+            text.push_str("Bodies (truncated):\n");
+            for a in archived.iter().take(self.config.max_ids) {
+                let body: String = a.body.chars().take(BODY_IN_ALERT_MAX).collect();
+                let line = format!("  {}: {}\n", a.message_id, body);
+                if text.len() + line.len() > SNS_MESSAGE_MAX {
+                    text.push_str("  (more omitted: SNS message size limit)\n");
+                    break;
+                }
+                text.push_str(&line);
+            }
+        }
+        (subject, text)
+    }
+
+    /// Publish one alert for `archived` (nothing when empty or no topic is configured).
+    /// Returns whether an alert was sent.
+    ///
+    /// # Errors
+    /// [`DlqError::Alert`] when SNS refuses.
+    pub async fn alert(&self, archived: &[Archived], dead_letter_queue: &str) -> Result<bool, DlqError> {
+        let Some(topic) = &self.config.topic_arn else { return Ok(false) };
+        if archived.is_empty() {
+            return Ok(false);
+        }
+        let (subject, message) = self.render_alert(archived, dead_letter_queue);
+        self.sns.publish().topic_arn(topic).subject(subject).message(message).send().await.map_err(|e| {
+            DlqError::Alert { topic: topic.clone(), message: aws_sdk_sns::error::DisplayErrorContext(e).to_string() }
+        })?;
+        Ok(true)
+    }
+}
+
+/// Counts of one dlq-monitor invocation.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MonitorSummary {
+    /// Records archived.
+    pub archived: usize,
+    /// Records whose archive failed (reported in `batchItemFailures`).
+    pub archive_failures: usize,
+    /// Whether the alert was published.
+    pub alert_sent: bool,
+    /// Whether publishing the alert failed.
+    pub alert_failed: bool,
+}
+
+impl MonitorSummary {
+    /// One CloudWatch EMF line: `Archived`, `ArchiveFailures`, `AlertSent`, `AlertFailures`.
+    pub fn emf_line(&self, function: &str) -> String {
+        crate::metrics::emf_line(
+            "sqskit",
+            &[("Function", function)],
+            &[
+                ("Archived", self.archived as f64, "Count"),
+                ("ArchiveFailures", self.archive_failures as f64, "Count"),
+                ("AlertSent", f64::from(u8::from(self.alert_sent)), "Count"),
+                ("AlertFailures", f64::from(u8::from(self.alert_failed)), "Count"),
+            ],
+            crate::metrics::now_ms(),
+        )
+    }
+}
+
+impl DlqMonitor {
+    /// The dlq-monitor Lambda's work for one event: archive every record, report the ones
+    /// whose archive failed in `batchItemFailures`, then send one alert for the archived ones
+    /// (a failed alert is logged and counted; the invocation still succeeds).
+    ///
+    /// # Errors
+    /// [`crate::Error::Invalid`] when a record has no `messageId` (the whole batch is retried).
+    pub async fn handle_event(
+        &self,
+        event: aws_lambda_events::event::sqs::SqsEvent,
+        sqs: &aws_sdk_sqs::Client,
+    ) -> Result<(aws_lambda_events::event::sqs::SqsBatchResponse, MonitorSummary), crate::Error> {
+        let arn = event.records.iter().find_map(|r| r.event_source_arn.clone()).unwrap_or_default();
+        let dlq_name = arn.rsplit(':').next().unwrap_or("unknown").to_string();
+        let messages = event.records.into_iter().map(crate::lambda::from_record).collect::<Result<Vec<_>, _>>()?;
+        let needs_source = messages.iter().any(|m| error_info(m).2.is_none());
+        let source = if needs_source && !arn.is_empty() {
+            match crate::Queue::by_arn(sqs.clone(), &arn).await {
+                Ok(q) => redrive_source(&q).await,
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
+        let report = self.archive(&messages, &dlq_name, source.as_deref()).await;
+        let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
+        for f in &report.failed {
+            if let DlqError::Archive { message_id, .. } = f {
+                response.add_failure(message_id.clone());
+            }
+        }
+        let mut summary = MonitorSummary {
+            archived: report.archived.len(),
+            archive_failures: report.failed.len(),
+            ..Default::default()
+        };
+        match self.alert(&report.archived, &dlq_name).await {
+            Ok(sent) => summary.alert_sent = sent,
+            Err(e) => {
+                tracing::error!(error = %e, "alert failed; the messages are archived");
+                summary.alert_failed = true;
+            }
+        }
+        tracing::info!(
+            dlq = %dlq_name,
+            archived = summary.archived,
+            archive_failures = summary.archive_failures,
+            alert_sent = summary.alert_sent,
+            "dead letters processed"
+        );
+        Ok((response, summary))
+    }
+}
+
+/// The single source queue of a DLQ (`ListDeadLetterSourceQueues`), when there is exactly one.
+pub async fn redrive_source(dlq: &crate::Queue) -> Option<String> {
+    let out = dlq.client().list_dead_letter_source_queues().queue_url(dlq.url()).send().await.ok()?;
+    match out.queue_urls() {
+        [one] => one.rsplit('/').next().map(str::to_string),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::AttributeValue;
+
+    fn msg() -> ReceivedMessage {
+        let mut m = ReceivedMessage {
+            message_id: "m-1".into(),
+            receipt_handle: "h".into(),
+            body: "{\"order\":1}".into(),
+            attributes: Default::default(),
+            system_attributes: [("SentTimestamp".to_string(), "1700000000000".to_string())].into_iter().collect(),
+            received_at: std::time::Instant::now(),
+        };
+        m.attributes.insert(dl::ERROR_KIND.into(), AttributeValue::string("undecodable"));
+        m.attributes.insert(dl::SOURCE_QUEUE.into(), AttributeValue::string("orders"));
+        m
+    }
+
+    #[test]
+    fn key_uses_source_queue_and_sent_date() {
+        assert_eq!(archive_key("dead-letters/", "orders", &msg()), "dead-letters/orders/2023/11/14/m-1.json");
+        assert_eq!(archive_key("", "orders", &msg()), "orders/2023/11/14/m-1.json");
+    }
+
+    #[test]
+    fn document_carries_error_attributes() {
+        let d = archive_document(&msg(), "orders", "orders-dlq");
+        assert_eq!(d["error"]["kind"], "undecodable");
+        assert_eq!(d["sourceQueue"], "orders");
+        assert_eq!(d["body"], "{\"order\":1}");
+        assert_eq!(d["sentTimestamp"], "1700000000000");
+    }
+
+    #[test]
+    fn alert_subject_is_short_and_bodies_are_opt_in() {
+        let conf = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
+        let mut config =
+            MonitorConfig { bucket: "b".into(), prefix: "p".into(), topic_arn: None, include_body: false, max_ids: 2 };
+        let archived: Vec<Archived> = (0..5)
+            .map(|i| Archived {
+                message_id: format!("id{i}"),
+                source_queue: format!("queue-with-a-really-long-name-number-{i}"),
+                error_kind: if i % 2 == 0 { "permanent".into() } else { "undecodable".into() },
+                key: format!("p/q/{i}.json"),
+                body: "secret body".into(),
+            })
+            .collect();
+        let m = DlqMonitor::new(&conf, config.clone());
+        let (subject, text) = m.render_alert(&archived, "dlq");
+        assert!(subject.len() <= 100, "{subject}");
+        assert!(text.contains("permanent: 3") && text.contains("undecodable: 2"), "{text}");
+        assert!(text.contains("id0") && text.contains("id1") && !text.contains("id2"));
+        assert!(!text.contains("secret body"));
+        config.include_body = true;
+        let (_, text) = DlqMonitor::new(&conf, config).render_alert(&archived, "dlq");
+        assert!(text.contains("secret body"));
+    }
+}
