@@ -149,5 +149,48 @@ pub async fn depth(queue: &Queue) -> (u64, u64, u64) {
 }
 
 pub mod http;
+pub mod lambda_rt;
 pub mod proc;
 pub mod proxy;
+
+/// A record shaped exactly as Lambda's SQS event source sends it, from a received message.
+pub fn lambda_record(m: &sqskit::ReceivedMessage, arn: &str) -> serde_json::Value {
+    use base64::Engine;
+    let attrs: serde_json::Map<String, serde_json::Value> = m
+        .attributes
+        .iter()
+        .map(|(k, v)| {
+            let mut o = serde_json::json!({"stringListValues": [], "binaryListValues": [], "dataType": v.data_type});
+            if let Some(s) = &v.string_value {
+                o["stringValue"] = s.clone().into();
+            }
+            if let Some(b) = &v.binary_value {
+                o["binaryValue"] = base64::engine::general_purpose::STANDARD.encode(b).into();
+            }
+            (k.clone(), o)
+        })
+        .collect();
+    serde_json::json!({
+        "messageId": m.message_id,
+        "receiptHandle": m.receipt_handle,
+        "body": m.body,
+        "attributes": m.system_attributes,
+        "messageAttributes": attrs,
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": arn,
+        "awsRegion": "us-east-1"
+    })
+}
+
+/// Receive exactly `n` messages (keeping them in flight for 120 s).
+pub async fn receive_exactly(q: &Queue, n: usize) -> Vec<sqskit::ReceivedMessage> {
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < n && std::time::Instant::now() < deadline {
+        let want = (n - got.len()).min(10) as u32;
+        got.extend(q.receive(want, Duration::from_secs(2), Some(Duration::from_secs(120))).await.expect("receive"));
+    }
+    assert_eq!(got.len(), n, "received all");
+    got
+}
