@@ -245,7 +245,7 @@ impl Queue {
     /// concurrently on standard queues and one after another (in order) on FIFO queues.
     ///
     /// # Errors
-    /// A limit violation of any message, before any call is made.
+    /// A limit violation of any message, before any call is made; [`Error::QueueDoesNotExist`].
     pub async fn send_batch(
         &self,
         messages: impl IntoIterator<Item = OutgoingMessage>,
@@ -270,7 +270,7 @@ impl Queue {
         }
         let chunks = limits::chunk_by_limits(&sizes);
         let concurrency = if self.is_fifo() { 1 } else { SEND_CONCURRENCY };
-        let results: Vec<SendBatchReport> = futures::stream::iter(chunks.into_iter().map(|r| {
+        let results: Vec<Result<SendBatchReport, Error>> = futures::stream::iter(chunks.into_iter().map(|r| {
             let chunk: Vec<(usize, SendMessageBatchRequestEntry)> =
                 r.clone().map(|i| (i, entries[i].clone())).collect();
             self.send_chunk(chunk)
@@ -280,6 +280,7 @@ impl Queue {
         .await;
         let mut report = SendBatchReport::default();
         for r in results {
+            let r = r?;
             report.sent.extend(r.sent);
             report.failed.extend(r.failed);
             report.calls += r.calls;
@@ -289,7 +290,10 @@ impl Queue {
         Ok(report)
     }
 
-    async fn send_chunk(&self, mut pending: Vec<(usize, SendMessageBatchRequestEntry)>) -> SendBatchReport {
+    async fn send_chunk(
+        &self,
+        mut pending: Vec<(usize, SendMessageBatchRequestEntry)>,
+    ) -> Result<SendBatchReport, Error> {
         let mut report = SendBatchReport::default();
         for attempt in 0..SEND_ATTEMPTS {
             if attempt > 0 {
@@ -308,6 +312,9 @@ impl Queue {
                 Ok(out) => out,
                 Err(e) => {
                     let err = classify("SendMessageBatch", self.url(), e);
+                    if matches!(err, Error::QueueDoesNotExist { .. }) {
+                        return Err(err);
+                    }
                     if err.is_transient() && !last {
                         tracing::warn!(queue = self.name(), error = %err, "SendMessageBatch failed; retrying");
                         continue;
@@ -322,7 +329,7 @@ impl Queue {
                         message: err.to_string(),
                         sender_fault,
                     }));
-                    return report;
+                    return Ok(report);
                 }
             };
             for ok in out.successful() {
@@ -351,7 +358,7 @@ impl Queue {
                 });
             }
             if retry.is_empty() {
-                return report;
+                return Ok(report);
             }
             tracing::warn!(
                 queue = self.name(),
@@ -361,7 +368,7 @@ impl Queue {
             retry.sort_by_key(|(i, _)| *i);
             pending = retry;
         }
-        report
+        Ok(report)
     }
 
     /// Receive up to `max` (1..=10) messages, long-polling up to `wait` (0..=20 s). `visibility`
@@ -553,6 +560,28 @@ impl Queue {
             .redrive
             .and_then(|r| r.dead_letter_url)
             .map(|url| Queue::new(self.client.clone(), url)))
+    }
+
+    /// Look at up to `max` messages without consuming them: receive them (held invisible for
+    /// `hold`, ≥ 1 s), then release them with visibility 0. Each peek counts as a receive
+    /// (`ApproximateReceiveCount` grows; a redrive policy may move a message to its DLQ).
+    ///
+    /// # Errors
+    /// As [`Queue::receive`] and [`Queue::change_visibility_each`].
+    pub async fn peek(&self, max: usize, hold: Duration) -> Result<Vec<ReceivedMessage>, Error> {
+        let hold = hold.max(Duration::from_secs(1));
+        let mut got: Vec<ReceivedMessage> = Vec::new();
+        while got.len() < max {
+            let want = (max - got.len()).min(MAX_BATCH_ENTRIES) as u32;
+            let batch = self.receive(want, Duration::from_secs(1), Some(hold)).await?;
+            if batch.is_empty() {
+                break;
+            }
+            got.extend(batch);
+        }
+        let handles: Vec<(&str, u32)> = got.iter().map(|m| (m.receipt_handle.as_str(), 0)).collect();
+        self.change_visibility_each(&handles).await?.into_result()?;
+        Ok(got)
     }
 
     /// Delete every message in the queue (`PurgeQueue`).

@@ -426,6 +426,162 @@ impl DlqMonitor {
     }
 }
 
+/// What a drain did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DrainReport {
+    /// Messages archived and deleted from the DLQ.
+    pub archived: usize,
+    /// Messages whose archive failed (left in the DLQ).
+    pub archive_failures: usize,
+    /// Whether the one alert was sent.
+    pub alert_sent: bool,
+}
+
+impl DlqMonitor {
+    /// Empty a DLQ without Lambda: archive every message, delete the archived ones, then send
+    /// one alert for all of them. Messages whose archive fails stay (invisible for `hold`).
+    ///
+    /// # Errors
+    /// A receive or delete failure; [`DlqError`]s of single messages are counted, not returned.
+    pub async fn drain(&self, dlq: &crate::Queue, hold: std::time::Duration) -> Result<DrainReport, crate::Error> {
+        let source = redrive_source(dlq).await;
+        let mut archived = Vec::new();
+        let mut report = DrainReport::default();
+        loop {
+            let batch = dlq.receive(10, std::time::Duration::from_secs(1), Some(hold)).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let r = self.archive(&batch, dlq.name(), source.as_deref()).await;
+            report.archive_failures += r.failed.len();
+            let done: Vec<&str> = batch
+                .iter()
+                .filter(|m| r.archived.iter().any(|a| a.message_id == m.message_id))
+                .map(|m| m.receipt_handle.as_str())
+                .collect();
+            if !done.is_empty() {
+                dlq.delete_batch(&done).await?.into_result()?;
+            }
+            report.archived += r.archived.len();
+            archived.extend(r.archived);
+        }
+        match self.alert(&archived, dlq.name()).await {
+            Ok(sent) => report.alert_sent = sent,
+            Err(e) => tracing::error!(error = %e, "alert failed; the messages are archived"),
+        }
+        Ok(report)
+    }
+}
+
+/// The message to send back to the source queue for a dead letter: body and attributes without
+/// the processor's error attributes; on a FIFO target the group is kept and the DLQ message id
+/// is the deduplication id (so a rerun within 5 minutes does not duplicate).
+pub fn redriven_message(m: &ReceivedMessage, fifo_target: bool) -> crate::OutgoingMessage {
+    let mut out = crate::OutgoingMessage::new(m.body.clone());
+    out.attributes = m
+        .attributes
+        .iter()
+        .filter(|(k, _)| !dl::ALL.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if fifo_target {
+        out.group_id = Some(m.group_id().unwrap_or("sqskit-redrive").to_string());
+        out.dedup_id = Some(m.message_id.clone());
+    }
+    out
+}
+
+/// What a redrive did.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RedriveReport {
+    /// Messages sent back and deleted from the DLQ.
+    pub moved: usize,
+    /// Messages that could not be moved (left in the DLQ), with the reason.
+    pub failed: Vec<String>,
+}
+
+/// Moves messages from a DLQ back to their source: each is deleted from the DLQ only after its
+/// send succeeded, so an interruption loses nothing (a message sent but not yet deleted is sent
+/// again by the next run: duplicates are possible, losses are not).
+pub struct Redriver {
+    dlq: crate::Queue,
+    to: Option<crate::Queue>,
+    redrive_source: Option<String>,
+    targets: std::collections::HashMap<String, crate::Queue>,
+}
+
+impl Redriver {
+    /// A redriver for `dlq`, to `to` when given, else to each message's source queue (the
+    /// processor's `sqskit-source-queue` attribute, or the DLQ's single redrive source).
+    pub async fn new(dlq: crate::Queue, to: Option<crate::Queue>) -> Self {
+        let redrive_source = if to.is_none() { redrive_source(&dlq).await } else { None };
+        Self { dlq, to, redrive_source, targets: Default::default() }
+    }
+
+    async fn target(&mut self, m: &ReceivedMessage) -> Result<crate::Queue, String> {
+        if let Some(t) = &self.to {
+            return Ok(t.clone());
+        }
+        let name = error_info(m).2.or_else(|| self.redrive_source.clone()).ok_or_else(|| {
+            format!(
+                "{}: source queue unknown (no {} attribute, DLQ has no single source); use --to",
+                m.message_id,
+                dl::SOURCE_QUEUE
+            )
+        })?;
+        if let Some(q) = self.targets.get(&name) {
+            return Ok(q.clone());
+        }
+        let q = crate::Queue::by_name(self.dlq.client().clone(), &name, None)
+            .await
+            .map_err(|e| format!("{}: {e}", m.message_id))?;
+        self.targets.insert(name, q.clone());
+        Ok(q)
+    }
+
+    /// Move up to `max` (≤ 10) messages: one receive from the DLQ. Returns `None` when the DLQ
+    /// had nothing visible.
+    ///
+    /// # Errors
+    /// A failed receive or delete on the DLQ.
+    pub async fn step(&mut self, max: u32, hold: std::time::Duration) -> Result<Option<RedriveReport>, crate::Error> {
+        let batch = self.dlq.receive(max.clamp(1, 10), std::time::Duration::from_secs(1), Some(hold)).await?;
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let mut report = RedriveReport::default();
+        let mut by_target: Vec<(crate::Queue, Vec<&ReceivedMessage>)> = Vec::new();
+        for m in &batch {
+            match self.target(m).await {
+                Ok(t) => match by_target.iter_mut().find(|(q, _)| q.url() == t.url()) {
+                    Some((_, v)) => v.push(m),
+                    None => by_target.push((t, vec![m])),
+                },
+                Err(e) => report.failed.push(e),
+            }
+        }
+        let mut delete: Vec<&str> = Vec::new();
+        for (target, msgs) in by_target {
+            let fifo = target.is_fifo();
+            match target.send_batch(msgs.iter().map(|m| redriven_message(m, fifo))).await {
+                Ok(r) => {
+                    delete.extend(r.sent.iter().map(|s| msgs[s.index].receipt_handle.as_str()));
+                    report.failed.extend(
+                        r.failed.iter().map(|f| format!("{}: {}: {}", msgs[f.index].message_id, f.code, f.message)),
+                    );
+                }
+                Err(e) => report.failed.extend(msgs.iter().map(|m| format!("{}: {e}", m.message_id))),
+            }
+        }
+        if !delete.is_empty() {
+            let r = self.dlq.delete_batch(&delete).await?;
+            report.moved = r.succeeded.len();
+            report.failed.extend(r.failed.iter().map(|f| format!("delete from DLQ: {}: {}", f.code, f.message)));
+        }
+        Ok(Some(report))
+    }
+}
+
 /// The single source queue of a DLQ (`ListDeadLetterSourceQueues`), when there is exactly one.
 pub async fn redrive_source(dlq: &crate::Queue) -> Option<String> {
     let out = dlq.client().list_dead_letter_source_queues().queue_url(dlq.url()).send().await.ok()?;

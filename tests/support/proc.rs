@@ -14,7 +14,9 @@ pub struct Running {
 
 /// A `sqskit` command pointing at LocalStack (or `endpoint`).
 pub fn sqskit(endpoint: Option<&str>) -> Command {
-    let bin = option_env!("CARGO_BIN_EXE_sqskit").expect("only the sqskit package's tests run the sqskit binary");
+    let Some(bin) = option_env!("CARGO_BIN_EXE_sqskit") else {
+        panic!("only the sqskit package's tests run the sqskit binary")
+    };
     let mut cmd = Command::new(bin);
     for (k, v) in super::aws_env() {
         cmd.env(k, v);

@@ -2,8 +2,12 @@
 //! Thin: parsing, wiring and output; every behaviour lives in the library.
 
 mod common;
+mod dlq;
+mod peek;
 mod poll;
+mod purge;
 mod queue;
+mod redrive;
 mod send;
 mod stats;
 
@@ -25,6 +29,15 @@ enum Command {
     Poll(poll::Args),
     /// Send one message, or many from JSON Lines (batched, with progress).
     Send(send::Args),
+    /// Show messages without consuming them (each peek counts as a receive).
+    Peek(peek::Args),
+    /// Move messages from a DLQ back to their source queue (or --to).
+    Redrive(redrive::Args),
+    /// Dead-letter queue tools: drain (archive + alert), list (error kinds).
+    #[command(subcommand)]
+    Dlq(dlq::Command),
+    /// Delete every message in a queue (asks first unless --yes).
+    Purge(purge::Args),
     /// Queue depth (visible, in flight, delayed) and the DLQ; --watch refreshes in place.
     Stats(stats::Args),
     /// Create a queue (optionally with a dead-letter queue and redrive policy); prints its URL.
@@ -44,6 +57,10 @@ fn main() -> std::process::ExitCode {
             Command::CreateQueue(args) => queue::create(&cli.global, args).await,
             Command::Send(args) => send::run(&cli.global, args).await,
             Command::Stats(args) => stats::run(&cli.global, args).await,
+            Command::Peek(args) => peek::run(&cli.global, args).await,
+            Command::Redrive(args) => redrive::run(&cli.global, args).await,
+            Command::Dlq(cmd) => dlq::run(&cli.global, cmd).await,
+            Command::Purge(args) => purge::run(&cli.global, args).await,
         }
     });
     match result {

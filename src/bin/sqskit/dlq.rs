@@ -1,0 +1,115 @@
+//! `sqskit dlq drain | list`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sqskit::dlq::{DlqMonitor, MonitorConfig};
+use sqskit::processor::dead_letter_attributes as dl;
+use sqskit::Queue;
+
+use crate::common::{aws_config, Global, Output};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Archive every message of a DLQ to S3, delete them, send one SNS alert.
+    Drain(DrainArgs),
+    /// Error kinds and source queues of a DLQ's messages (left in place).
+    List(ListArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DrainArgs {
+    /// The dead-letter queue URL.
+    #[arg(long)]
+    pub queue_url: String,
+    /// S3 bucket for the archive.
+    #[arg(long)]
+    pub bucket: String,
+    /// Key prefix in the bucket.
+    #[arg(long, default_value = "dead-letters")]
+    pub prefix: String,
+    /// SNS topic for the one alert (none: no alert).
+    #[arg(long)]
+    pub topic_arn: Option<String>,
+    /// Put (truncated) bodies in the alert.
+    #[arg(long)]
+    pub include_body: bool,
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// The dead-letter queue URL.
+    #[arg(long)]
+    pub dlq_url: String,
+    /// Look at this many messages at most.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    pub count: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
+    let sdk = aws_config(global).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    match command {
+        Command::Drain(a) => {
+            let config = MonitorConfig {
+                bucket: a.bucket,
+                prefix: a.prefix,
+                topic_arn: a.topic_arn,
+                include_body: a.include_body,
+                max_ids: 20,
+            };
+            let monitor = DlqMonitor::new(&sdk, config);
+            let dlq = Queue::new(sqs, a.queue_url);
+            let report = monitor.drain(&dlq, Duration::from_secs(60)).await?;
+            match a.output {
+                Output::Json => println!("{}", serde_json::to_string(&report)?),
+                Output::Text => println!(
+                    "archived {} message(s) from {}, {} archive failure(s), alert {}",
+                    report.archived,
+                    dlq.name(),
+                    report.archive_failures,
+                    if report.alert_sent { "sent" } else { "not sent" }
+                ),
+            }
+            anyhow::ensure!(
+                report.archive_failures == 0,
+                "{} message(s) could not be archived (left in the DLQ)",
+                report.archive_failures
+            );
+            Ok(())
+        }
+        Command::List(a) => {
+            let dlq = Queue::new(sqs, a.dlq_url);
+            let msgs = dlq.peek(a.count, Duration::from_secs(30)).await?;
+            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+            let mut sources: BTreeMap<String, usize> = BTreeMap::new();
+            for m in &msgs {
+                *kinds.entry(m.attribute_str(dl::ERROR_KIND).unwrap_or("max-receives").to_string()).or_default() += 1;
+                *sources.entry(m.attribute_str(dl::SOURCE_QUEUE).unwrap_or("unknown").to_string()).or_default() += 1;
+            }
+            match a.output {
+                Output::Json => {
+                    println!("{}", serde_json::json!({"messages": msgs.len(), "kinds": kinds, "sources": sources}))
+                }
+                Output::Text => {
+                    println!("{} message(s) in {}", msgs.len(), dlq.name());
+                    println!("error kinds:");
+                    for (k, n) in &kinds {
+                        println!("  {k:<14} {n}");
+                    }
+                    println!("source queues:");
+                    for (k, n) in &sources {
+                        println!("  {k:<40} {n}");
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
