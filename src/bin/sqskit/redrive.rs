@@ -31,6 +31,11 @@ pub struct Args {
     pub output: Output,
 }
 
+/// How long a received DLQ message stays invisible while it is being moved.
+const HOLD: Duration = Duration::from_secs(10);
+/// How long to wait for in-flight DLQ messages (e.g. held by an interrupted run) to come back.
+const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(3 * HOLD.as_secs());
+
 /// Each message is deleted from the DLQ only after it was sent: interrupting and rerunning
 /// loses nothing, but a message sent just before the interruption may be sent twice.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
@@ -57,9 +62,27 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let mut moved = 0usize;
     let mut failed: Vec<String> = Vec::new();
     let started = Instant::now();
+    let mut idle_since: Option<Instant> = None;
     while moved < limit {
         let want = (limit - moved).min(10) as u32;
-        let Some(step) = redriver.step(want, Duration::from_secs(30)).await? else { break };
+        let Some(step) = redriver.step(want, HOLD).await? else {
+            // Nothing visible. Messages held by an interrupted run (or another consumer) come
+            // back when their visibility ends: wait for them, within reason.
+            let in_flight = dlq.attributes().await?.in_flight;
+            let waited = idle_since.get_or_insert_with(Instant::now).elapsed();
+            if in_flight == 0 || waited > IN_FLIGHT_PATIENCE {
+                if in_flight > 0 {
+                    failed.push(format!(
+                        "{in_flight} message(s) still in flight in {} (held by another consumer?); rerun later",
+                        dlq.name()
+                    ));
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        idle_since = None;
         moved += step.moved;
         if let Some(b) = &bar {
             b.inc(step.moved as u64);
