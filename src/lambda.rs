@@ -28,6 +28,21 @@ use crate::error::Error;
 use crate::message::{AttributeValue, ReceivedMessage};
 use crate::processor::{send_dead_letters, Actions, Outcome, Processor, QueueContext};
 
+/// JSON logs for a Lambda function (to stdout, as CloudWatch Logs expects; no time stamps, no
+/// colours; the runtime's span adds the request id). Filter with `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(true)
+        .with_ansi(false)
+        .without_time()
+        .init();
+}
+
 /// Counts of one invocation, for logs and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchSummary {

@@ -21,6 +21,38 @@ pub enum Answer {
     Exited(std::process::ExitStatus),
 }
 
+/// An SQS event with these records.
+pub fn event(records: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({ "Records": records })
+}
+
+/// The response of an answer, or a panic showing the function's output.
+pub fn response(a: Answer, output: &str) -> serde_json::Value {
+    match a {
+        Answer::Response(v) => v,
+        other => panic!("expected a response, got {other:?}; output:\n{output}"),
+    }
+}
+
+/// The `itemIdentifier`s of a partial batch response.
+pub fn failures(resp: &serde_json::Value) -> Vec<String> {
+    resp["batchItemFailures"]
+        .as_array()
+        .expect("batchItemFailures")
+        .iter()
+        .map(|f| f["itemIdentifier"].as_str().expect("itemIdentifier").to_string())
+        .collect()
+}
+
+/// The CloudWatch EMF lines in a function's output.
+pub fn emf_lines(output: &str) -> Vec<serde_json::Value> {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect()
+}
+
 struct Shared {
     events: Mutex<Receiver<(String, serde_json::Value)>>,
     answers: Mutex<HashMap<String, Sender<Answer>>>,

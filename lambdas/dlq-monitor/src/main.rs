@@ -11,13 +11,7 @@ use sqskit::dlq::{DlqMonitor, MonitorConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_current_span(true)
-        .with_ansi(false)
-        .without_time()
-        .init();
+    sqskit::lambda::init_logging();
     let config = MonitorConfig::from_env()?;
     let sdk = sqskit::load_aws_config().await;
     let monitor = Arc::new(DlqMonitor::new(&sdk, config));

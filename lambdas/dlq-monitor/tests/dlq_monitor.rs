@@ -7,32 +7,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqskit::processor::{dead_letter_attributes as dl, dead_letter_message, Failure, FailureKind};
 use sqskit::{OutgoingMessage, Queue, ReceivedMessage};
-use support::lambda_rt::{Answer, LambdaHarness};
+use support::lambda_rt::{emf_lines, event, failures, response, Answer, LambdaHarness};
 use support::*;
-
-fn event(records: Vec<Value>) -> Value {
-    json!({ "Records": records })
-}
-
-fn response(a: Answer, output: &str) -> Value {
-    match a {
-        Answer::Response(v) => v,
-        other => panic!("expected a response, got {other:?}; output:\n{output}"),
-    }
-}
-
-fn failures(resp: &Value) -> Vec<String> {
-    resp["batchItemFailures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn emf_lines(output: &str) -> Vec<Value> {
-    output.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("_aws").is_some()).collect()
-}
 
 struct Capture {
     bucket: String,
@@ -52,6 +28,17 @@ async fn capture() -> Capture {
     let alerts_arn = alerts.attributes().await.unwrap().arn.unwrap();
     sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(alerts_arn).send().await.unwrap();
     Capture { bucket, topic_arn, alerts, s3 }
+}
+
+/// A source queue and DLQ holding four dead letters, the Lambda event for them, and the harness
+/// started with `env`.
+async fn setup(prefix: &str, env: &[(&str, String)]) -> (Queue, Vec<ReceivedMessage>, Value, LambdaHarness) {
+    let (src, dlq) = queue_with_dlq(prefix, 3, false, 30).await;
+    let dlq_arn = dlq.attributes().await.unwrap().arn.unwrap();
+    let msgs = dead_letters(&dlq, src.name()).await;
+    let records: Vec<Value> = msgs.iter().map(|m| lambda_record(m, &dlq_arn)).collect();
+    let lambda = LambdaHarness::start(env!("CARGO_BIN_EXE_dlq-monitor"), "dlq-monitor", env);
+    (src, msgs, event(records), lambda)
 }
 
 async fn dead_letters(dlq: &Queue, src_name: &str) -> Vec<ReceivedMessage> {
@@ -76,20 +63,16 @@ async fn dead_letters(dlq: &Queue, src_name: &str) -> Vec<ReceivedMessage> {
 #[tokio::test]
 async fn dlq_monitor_archives_every_record_and_sends_one_alert() {
     let cap = capture().await;
-    let (src, dlq) = queue_with_dlq("monitored", 3, false, 30).await;
-    let dlq_arn = dlq.attributes().await.unwrap().arn.unwrap();
-    let msgs = dead_letters(&dlq, src.name()).await;
-    let records: Vec<Value> = msgs.iter().map(|m| lambda_record(m, &dlq_arn)).collect();
-    let mut lambda = LambdaHarness::start(
-        env!("CARGO_BIN_EXE_dlq-monitor"),
-        "dlq-monitor",
+    let (src, msgs, ev, mut lambda) = setup(
+        "monitored",
         &[
             ("ARCHIVE_BUCKET", cap.bucket.clone()),
             ("ARCHIVE_PREFIX", "dead".into()),
             ("ALERT_TOPIC_ARN", cap.topic_arn.clone()),
         ],
-    );
-    let resp = response(lambda.invoke(event(records)), &lambda.output());
+    )
+    .await;
+    let resp = response(lambda.invoke(ev), &lambda.output());
     assert_eq!(resp, json!({"batchItemFailures": []}));
 
     // one object per message, at <prefix>/<source>/<yyyy>/<mm>/<dd>/<id>.json, with the contents
@@ -133,16 +116,12 @@ async fn dlq_monitor_archives_every_record_and_sends_one_alert() {
 #[tokio::test]
 async fn dlq_monitor_reports_records_whose_archive_failed_and_alerts_nothing() {
     let cap = capture().await;
-    let (src, dlq) = queue_with_dlq("monfail", 3, false, 30).await;
-    let dlq_arn = dlq.attributes().await.unwrap().arn.unwrap();
-    let msgs = dead_letters(&dlq, src.name()).await;
-    let records: Vec<Value> = msgs.iter().map(|m| lambda_record(m, &dlq_arn)).collect();
-    let mut lambda = LambdaHarness::start(
-        env!("CARGO_BIN_EXE_dlq-monitor"),
-        "dlq-monitor",
+    let (_src, msgs, ev, mut lambda) = setup(
+        "monfail",
         &[("ARCHIVE_BUCKET", unique("no-such-bucket").to_lowercase()), ("ALERT_TOPIC_ARN", cap.topic_arn.clone())],
-    );
-    let resp = response(lambda.invoke(event(records)), &lambda.output());
+    )
+    .await;
+    let resp = response(lambda.invoke(ev), &lambda.output());
     let mut failed = failures(&resp);
     failed.sort();
     let mut want: Vec<String> = msgs.iter().map(|m| m.message_id.clone()).collect();
@@ -158,19 +137,15 @@ async fn dlq_monitor_reports_records_whose_archive_failed_and_alerts_nothing() {
 #[tokio::test]
 async fn dlq_monitor_succeeds_when_only_the_alert_fails() {
     let cap = capture().await;
-    let (src, dlq) = queue_with_dlq("monalert", 3, false, 30).await;
-    let dlq_arn = dlq.attributes().await.unwrap().arn.unwrap();
-    let msgs = dead_letters(&dlq, src.name()).await;
-    let records: Vec<Value> = msgs.iter().map(|m| lambda_record(m, &dlq_arn)).collect();
-    let mut lambda = LambdaHarness::start(
-        env!("CARGO_BIN_EXE_dlq-monitor"),
-        "dlq-monitor",
+    let (_src, _msgs, ev, mut lambda) = setup(
+        "monalert",
         &[
             ("ARCHIVE_BUCKET", cap.bucket.clone()),
             ("ALERT_TOPIC_ARN", "arn:aws:sns:us-east-1:000000000000:no-such-topic".into()),
         ],
-    );
-    let resp = response(lambda.invoke(event(records)), &lambda.output());
+    )
+    .await;
+    let resp = response(lambda.invoke(ev), &lambda.output());
     assert_eq!(resp, json!({"batchItemFailures": []}), "archived is the durable part");
     let out = lambda.output();
     assert!(out.contains("alert failed"), "{out}");

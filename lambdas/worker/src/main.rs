@@ -49,13 +49,7 @@ async fn deliver(http: reqwest::Client, msg: Message<WebhookDelivery>) -> Result
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_current_span(true)
-        .with_ansi(false)
-        .without_time()
-        .init();
+    sqskit::lambda::init_logging();
     let config = sqskit::config::processor_from_env()?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let processor = Processor::json(move |m: Message<WebhookDelivery>| deliver(http.clone(), m)).with_config(config);

@@ -7,32 +7,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use sqskit::processor::dead_letter_attributes as dl;
 use sqskit::{OutgoingMessage, ReceivedMessage};
-use support::lambda_rt::{Answer, LambdaHarness};
+use support::lambda_rt::{emf_lines, event, failures, response, Answer, LambdaHarness};
 use support::*;
-
-fn event(records: Vec<Value>) -> Value {
-    json!({ "Records": records })
-}
-
-fn response(a: Answer, output: &str) -> Value {
-    match a {
-        Answer::Response(v) => v,
-        other => panic!("expected a response, got {other:?}; output:\n{output}"),
-    }
-}
-
-fn failures(resp: &Value) -> Vec<String> {
-    resp["batchItemFailures"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
-        .collect()
-}
-
-fn emf_lines(output: &str) -> Vec<Value> {
-    output.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|v| v.get("_aws").is_some()).collect()
-}
 
 fn delivery(id: &str, url: &str, extra: &str) -> String {
     json!({"delivery_id": id, "url": url, "event_type": "order.created", "payload": {"order": id, "note": extra}})
