@@ -40,21 +40,10 @@ RESOURCE_STAR_EXEMPT_ACTIONS = {
 ALLOWED_MANAGED_POLICIES = {
     # ECS task execution role: image pull + awslogs, the documented policy for it
     "service-role/AmazonECSTaskExecutionRolePolicy",
-    "service-role/AWSLambdaBasicExecutionRole",
 }
 
-# SAM policy templates used by the functions: curated by AWS, each scoped to the
-# one queue/topic named by its parameter (so not "*" resources).
-SAM_POLICY_TEMPLATES = {
-    "SQSPollerPolicy",
-    "SQSSendMessagePolicy",
-    "SNSPublishMessagePolicy",
-    "S3WritePolicy",
-    "S3CrudPolicy",
-    "S3ReadPolicy",
-    "KMSDecryptPolicy",
-    "KMSEncryptPolicy",
-}
+# What a Lambda SQS event source mapping needs from the function's role on the source queue.
+SQS_EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
 
 SQS_RETENTION_MAX = 1209600  # 14 days
 
@@ -345,19 +334,47 @@ def check_iam(t: Template, r: Report) -> None:
                 problems.append(f"{sid}: Resource '*' for {actions}")
         r.check(not problems, f"IAM least privilege: {label}", "; ".join(problems))
 
+    # Functions use explicit roles: with `Policies` (or no Role) SAM generates the role and
+    # attaches AWSLambdaBasicExecutionRole / AWSLambdaSQSQueueExecutionRole (Resource "*").
     for name, _ in t.of_type("AWS::Serverless::Function"):
-        for pol in leaves(t.props(name).get("Policies")):
-            if isinstance(pol, dict) and "Statement" not in pol:
-                for tmpl in pol:
-                    r.check(tmpl in SAM_POLICY_TEMPLATES, f"{name}: SAM policy template {tmpl} is allow-listed")
-            elif isinstance(pol, str):
-                r.check(False, f"{name}: managed policy {pol!r} in Policies", "use a scoped statement or template")
+        p = t.props(name)
+        r.check("Policies" not in p, f"{name}: no SAM Policies (explicit Role instead)")
+        role = ref_target(p.get("Role"))
+        ok = t.type_of(role) == "AWS::IAM::Role"
+        r.check(ok, f"{name}: Role is an AWS::IAM::Role of this template", f"got {p.get('Role')!r}")
+        if ok:
+            trust = t.props(role).get("AssumeRolePolicyDocument")
+            principals = [((st.get("Principal") or {}).get("Service")) for st in iter_statements(trust)]
+            r.check("lambda.amazonaws.com" in principals, f"{name}: {role} trusts lambda.amazonaws.com",
+                    f"got {principals!r}")
 
     for name, _ in t.of_type("AWS::IAM::Role"):
         for arn in leaves(t.props(name).get("ManagedPolicyArns")):
             text = arn.get("Fn::Sub") if isinstance(arn, dict) else arn
             ok = isinstance(text, str) and any(text.endswith(":policy/" + m) for m in ALLOWED_MANAGED_POLICIES)
             r.check(ok, f"{name}: managed policy {text!r} is allow-listed")
+
+
+def role_grants(t: Template, role: str) -> list[tuple[set[str], set[str | None]]]:
+    """(actions, resource logical ids) of each Allow statement in the role's inline policies."""
+    out = []
+    for pol in leaves(t.props(role).get("Policies")):
+        doc = pol.get("PolicyDocument") if isinstance(pol, dict) else None
+        for st in iter_statements(doc):
+            if st.get("Effect") == "Allow":
+                actions = {a for a in leaves(st.get("Action")) if isinstance(a, str)}
+                out.append((actions, {ref_target(x) for x in leaves(st.get("Resource"))}))
+    return out
+
+
+def check_event_source_permissions(t: Template, r: Report) -> None:
+    for label, fn, queue, _ in sqs_mappings(t):
+        role = ref_target(t.props(fn).get("Role")) if fn else None
+        if t.type_of(role) != "AWS::IAM::Role" or queue is None:
+            continue  # reported by check_iam (function without an explicit role)
+        grants = role_grants(t, role)
+        missing = [a for a in SQS_EVENT_SOURCE_ACTIONS if not any(a in acts and queue in res for acts, res in grants)]
+        r.check(not missing, f"{label}: {role} grants the event source actions on {queue}", f"missing {missing}")
 
 
 def check_alarms(t: Template, r: Report) -> None:
@@ -384,6 +401,7 @@ def main() -> int:
     check_queues(t, r)
     check_env_vars(t, r, root)
     check_iam(t, r)
+    check_event_source_permissions(t, r)
     check_alarms(t, r)
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
