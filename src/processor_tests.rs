@@ -155,10 +155,11 @@ async fn a_panic_is_a_retryable_failure_of_that_message_alone() {
     }
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn an_overrunning_handler_times_out_as_retryable() {
+    // the "sleep" handler takes 5 s; the timeout is 100 ms
     let p = scripted(Default::default())
-        .with_config(ProcessorConfig { timeout: Some(Duration::from_secs(1)), ..Default::default() });
+        .with_config(ProcessorConfig { timeout: Some(Duration::from_millis(100)), ..Default::default() });
     let d = p.process_batch(&with_dlq(), vec![msg("a", "sleep", None, 1), msg("b", "ok", None, 1)]).await;
     assert!(matches!(&d[0].outcome, Outcome::Retry { failure, .. } if failure.kind == FailureKind::TimedOut));
     assert_eq!(d[1].outcome, Outcome::Succeeded);

@@ -319,3 +319,26 @@ fn metric(text: &str, name: &str, label: &str) -> Option<f64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .reduce(|a, b| a + b)
 }
+
+#[tokio::test]
+async fn weighted_queues_are_all_drained() {
+    let high = queue("weight-high").await;
+    let low = queue("weight-low").await;
+    let hi_ids = send_bodies(&high, (0..60).map(|i| format!("high {i}"))).await;
+    let lo_ids = send_bodies(&low, (0..60).map(|i| format!("low {i}"))).await;
+    let dir = temp_dir("weights");
+    let log = dir.join("handler.log");
+    let mut cmd = sqskit(None);
+    cmd.env("HANDLER_LOG", &log);
+    cmd.args(["poll", "--queue-url", &format!("{}=3", high.url()), "--queue-url", &format!("{}=1", low.url())]);
+    cmd.args(["--exec", demo_handler().to_str().unwrap(), "--until-empty", "--wait-time", "1", "--concurrency", "10"]);
+    let mut p = spawn(cmd);
+    assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
+    let done: Vec<String> = ids(&events(&log), "done");
+    let set: HashSet<&String> = done.iter().collect();
+    assert!(hi_ids.iter().chain(&lo_ids).all(|id| set.contains(id)), "both queues drained");
+    // the high-weight queue is served first: most of its messages finish in the first half
+    let first_half: HashSet<&String> = done[..done.len() / 2].iter().collect();
+    let high_early = hi_ids.iter().filter(|id| first_half.contains(id)).count();
+    assert!(high_early > 30, "high weight served first ({high_early} of 60 high messages in the first half)");
+}
