@@ -10,7 +10,6 @@
 //! cancelled at once; messages received but not started are released (visibility 0);
 //! running handlers get `shutdown_timeout` to finish; pending acks are flushed.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,7 +25,9 @@ use crate::error::Error;
 use crate::limits::{clamp_visibility, MAX_BATCH_ENTRIES, MAX_VISIBILITY_SECONDS};
 use crate::message::ReceivedMessage;
 use crate::metrics::names;
-use crate::processor::{send_dead_letters, Actions, Decision, Failure, Outcome, Processor, QueueContext};
+use crate::processor::{
+    fifo_groups, retry_visibility, send_dead_letters, Actions, Decision, Failure, Outcome, Processor, QueueContext,
+};
 use crate::retry::Backoff;
 
 /// A queue to poll and its weight (share of receives relative to the other queues).
@@ -460,20 +461,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Split a FIFO receive into its groups, each in receive order.
-fn fifo_groups(messages: Vec<ReceivedMessage>) -> Vec<Vec<ReceivedMessage>> {
-    let mut order: Vec<String> = Vec::new();
-    let mut groups: HashMap<String, Vec<ReceivedMessage>> = HashMap::new();
-    for m in messages {
-        let g = m.group_id().unwrap_or("").to_string();
-        if !groups.contains_key(&g) {
-            order.push(g.clone());
-        }
-        groups.entry(g).or_default().push(m);
-    }
-    order.into_iter().filter_map(|g| groups.remove(&g)).collect()
-}
-
 /// Handle one message (standard queue) or one FIFO group, with a heartbeat, then hand the
 /// decisions to the acker.
 #[allow(clippy::too_many_arguments)]
@@ -665,10 +652,7 @@ async fn flush_all(
                 let entries: Vec<(Arc<ReceivedMessage>, u32)> = unsent
                     .into_iter()
                     .map(|m| {
-                        let v = clamp_visibility(
-                            backoff.delay(m.receive_count()).as_secs(),
-                            m.received_at.elapsed().as_secs(),
-                        );
+                        let v = retry_visibility(&m, backoff.delay(m.receive_count()));
                         (m, v)
                     })
                     .collect();

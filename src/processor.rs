@@ -362,7 +362,7 @@ impl<T: Send + 'static> Processor<T> {
                 "permanent failure but no dead-letter queue is known; retrying with backoff instead");
         }
         let wanted = failure.retry_after.unwrap_or_else(|| self.config.backoff.delay(raw.receive_count()));
-        let visibility = clamp_visibility(wanted.as_secs(), raw.received_at.elapsed().as_secs());
+        let visibility = retry_visibility(raw, wanted);
         Outcome::Retry { visibility, failure }
     }
 
@@ -432,19 +432,7 @@ impl<T: Send + 'static> Processor<T> {
         let messages: Vec<Arc<ReceivedMessage>> = messages.into_iter().map(Arc::new).collect();
         let limit = self.config.concurrency.max(1);
         if messages.iter().any(|m| m.group_id().is_some()) {
-            let mut order: Vec<&str> = Vec::new();
-            let mut groups: HashMap<&str, Vec<Arc<ReceivedMessage>>> = HashMap::new();
-            for m in &messages {
-                let g = m.group_id().unwrap_or("");
-                groups.entry(g).or_insert_with(|| {
-                    order.push(g);
-                    Vec::new()
-                });
-                if let Some(v) = groups.get_mut(g) {
-                    v.push(m.clone());
-                }
-            }
-            let seqs: Vec<Vec<Arc<ReceivedMessage>>> = order.iter().filter_map(|g| groups.remove(g)).collect();
+            let seqs = fifo_groups(messages.clone());
             let decided: Vec<Vec<Decision>> =
                 futures::stream::iter(seqs.into_iter().map(|s| self.process_sequence(ctx, s)))
                     .buffer_unordered(limit)
@@ -470,6 +458,26 @@ impl<T: Send + 'static> Processor<T> {
     pub async fn settle(&self, ctx: &QueueContext, decisions: &[Decision]) -> SettleReport {
         settle(ctx, decisions, &self.config.backoff).await
     }
+}
+
+/// Split messages into their FIFO groups (by `MessageGroupId`), groups in order of first
+/// appearance, each group in input order.
+pub(crate) fn fifo_groups<M: std::borrow::Borrow<ReceivedMessage>>(messages: Vec<M>) -> Vec<Vec<M>> {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: HashMap<String, Vec<M>> = HashMap::new();
+    for m in messages {
+        let g = m.borrow().group_id().unwrap_or("").to_string();
+        if !groups.contains_key(&g) {
+            order.push(g.clone());
+        }
+        groups.entry(g).or_default().push(m);
+    }
+    order.into_iter().filter_map(|g| groups.remove(&g)).collect()
+}
+
+/// The visibility (seconds) that brings `m` back after `wanted`, within 12 h of its receipt.
+pub(crate) fn retry_visibility(m: &ReceivedMessage, wanted: Duration) -> u32 {
+    clamp_visibility(wanted.as_secs(), m.received_at.elapsed().as_secs())
 }
 
 fn record(outcome: &Outcome) {
@@ -651,7 +659,7 @@ async fn settle(ctx: &QueueContext, decisions: &[Decision], backoff: &Backoff) -
     report.dead_lettered = sent.len();
     actions.delete.extend(sent);
     for m in unsent {
-        let v = clamp_visibility(backoff.delay(m.receive_count()).as_secs(), m.received_at.elapsed().as_secs());
+        let v = retry_visibility(&m, backoff.delay(m.receive_count()));
         actions.visibility.push((m, v));
     }
     if !actions.delete.is_empty() {
