@@ -139,6 +139,10 @@ pub struct RedrivePolicy {
 }
 
 const SEND_ATTEMPTS: usize = 4;
+
+/// [`EntryFailure::code`] of a FIFO entry not sent because an earlier entry of its message
+/// group failed in the same `send_batch` call.
+pub const EARLIER_ENTRY_FAILED: &str = "sqskit.EarlierEntryInGroupFailed";
 const SEND_CONCURRENCY: usize = 8;
 
 impl Queue {
@@ -244,6 +248,11 @@ impl Queue {
     /// backoff); the others are returned in [`SendBatchReport::failed`]. Calls run
     /// concurrently on standard queues and one after another (in order) on FIFO queues.
     ///
+    /// FIFO order: once an entry of a message group fails, no later entry of that group in
+    /// this call is sent (they are returned as failed with code [`EARLIER_ENTRY_FAILED`]), and
+    /// a failed entry is not retried after a later entry of its group went out, so the
+    /// group's order on the queue is always a prefix of the caller's order.
+    ///
     /// # Errors
     /// A limit violation of any message, before any call is made; [`Error::QueueDoesNotExist`].
     pub async fn send_batch(
@@ -251,6 +260,8 @@ impl Queue {
         messages: impl IntoIterator<Item = OutgoingMessage>,
     ) -> Result<SendBatchReport, Error> {
         let messages: Vec<OutgoingMessage> = messages.into_iter().collect();
+        let fifo = self.is_fifo();
+        let groups: Vec<Option<String>> = messages.iter().map(|m| m.group_id.clone()).collect();
         let mut sizes = Vec::with_capacity(messages.len());
         let mut entries = Vec::with_capacity(messages.len());
         for (i, m) in messages.into_iter().enumerate() {
@@ -269,30 +280,59 @@ impl Queue {
             );
         }
         let chunks = limits::chunk_by_limits(&sizes);
-        let concurrency = if self.is_fifo() { 1 } else { SEND_CONCURRENCY };
-        let results: Vec<Result<SendBatchReport, Error>> = futures::stream::iter(chunks.into_iter().map(|r| {
-            let chunk: Vec<(usize, SendMessageBatchRequestEntry)> =
-                r.clone().map(|i| (i, entries[i].clone())).collect();
-            self.send_chunk(chunk)
-        }))
-        .buffered(concurrency)
-        .collect()
-        .await;
         let mut report = SendBatchReport::default();
-        for r in results {
-            let r = r?;
-            report.sent.extend(r.sent);
-            report.failed.extend(r.failed);
-            report.calls += r.calls;
+        if fifo {
+            // one call after another; a group that had a failure sends nothing more
+            let mut blocked: std::collections::HashSet<String> = std::collections::HashSet::new();
+            for r in chunks {
+                let mut chunk = Vec::new();
+                for i in r {
+                    match groups[i].as_deref() {
+                        Some(g) if blocked.contains(g) => report.failed.push(EntryFailure {
+                            index: i,
+                            code: EARLIER_ENTRY_FAILED.into(),
+                            message: format!("not sent: an earlier message of group {g:?} in this call failed"),
+                            sender_fault: true,
+                        }),
+                        _ => chunk.push((i, entries[i].clone())),
+                    }
+                }
+                if chunk.is_empty() {
+                    continue;
+                }
+                let r = self.send_chunk(chunk, Some(&groups)).await?;
+                blocked.extend(r.failed.iter().filter_map(|f| groups[f.index].clone()));
+                report.sent.extend(r.sent);
+                report.failed.extend(r.failed);
+                report.calls += r.calls;
+            }
+        } else {
+            let results: Vec<Result<SendBatchReport, Error>> = futures::stream::iter(chunks.into_iter().map(|r| {
+                let chunk: Vec<(usize, SendMessageBatchRequestEntry)> =
+                    r.clone().map(|i| (i, entries[i].clone())).collect();
+                self.send_chunk(chunk, None)
+            }))
+            .buffered(SEND_CONCURRENCY)
+            .collect()
+            .await;
+            for r in results {
+                let r = r?;
+                report.sent.extend(r.sent);
+                report.failed.extend(r.failed);
+                report.calls += r.calls;
+            }
         }
         report.sent.sort_by_key(|s| s.index);
         report.failed.sort_by_key(|f| f.index);
         Ok(report)
     }
 
+    /// One chunk, with retries of entries SQS failed on its side. `groups` (FIFO: the group id
+    /// of every input index): an entry is not retried once a later entry of its group was sent.
     async fn send_chunk(
         &self,
         mut pending: Vec<(usize, SendMessageBatchRequestEntry)>,
+        groups: Option<&[Option<String>]>,
     ) -> Result<SendBatchReport, Error> {
         let mut report = SendBatchReport::default();
         for attempt in 0..SEND_ATTEMPTS {
@@ -341,10 +381,19 @@ impl Queue {
                     });
                 }
             }
+            let sent_now: Vec<usize> = out.successful().iter().filter_map(|s| s.id().parse().ok()).collect();
+            // FIFO: retrying an entry after a later one of its group went out would reorder them
+            let overtaken = |index: usize| {
+                groups.is_some_and(|g| {
+                    g.get(index).and_then(Option::as_deref).is_some_and(|group| {
+                        sent_now.iter().any(|&j| j > index && g.get(j).and_then(Option::as_deref) == Some(group))
+                    })
+                })
+            };
             let mut retry = Vec::new();
             for f in out.failed() {
                 let Ok(index) = f.id().parse::<usize>() else { continue };
-                if !f.sender_fault() && !last {
+                if !f.sender_fault() && !last && !overtaken(index) {
                     if let Some(pos) = pending.iter().position(|(i, _)| *i == index) {
                         retry.push(pending.swap_remove(pos));
                         continue;
@@ -542,8 +591,16 @@ impl Queue {
         if let Some(policy) = get(QueueAttributeName::RedrivePolicy) {
             attrs.redrive = parse_redrive(policy);
             if let Some(r) = attrs.redrive.as_mut() {
-                r.dead_letter_url =
-                    Queue::by_arn(self.client.clone(), &r.dead_letter_arn).await.ok().map(|q| q.url().to_string());
+                r.dead_letter_url = match Queue::by_arn(self.client.clone(), &r.dead_letter_arn).await {
+                    Ok(q) => Some(q.url().to_string()),
+                    Err(Error::QueueDoesNotExist { .. }) => {
+                        tracing::error!(queue = self.name(), dlq = %r.dead_letter_arn,
+                            "the redrive policy names a dead-letter queue that does not exist");
+                        None
+                    }
+                    // a transient or permission error must not read as "no DLQ"
+                    Err(e) => return Err(e),
+                };
             }
         }
         Ok(attrs)

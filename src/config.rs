@@ -38,8 +38,9 @@ fn parse_secs(name: &'static str, value: Option<&str>, default: u64) -> Result<u
     }
 }
 
-/// Processor settings from `SQSKIT_BACKOFF_BASE` (default 2), `SQSKIT_BACKOFF_MAX` (default
-/// 900) and `SQSKIT_HANDLER_TIMEOUT` (seconds; unset = none).
+/// Processor settings from `SQSKIT_BACKOFF_BASE` (default 15), `SQSKIT_BACKOFF_MAX` (default
+/// 900), `SQSKIT_HANDLER_TIMEOUT` (seconds; unset = none) and `SQSKIT_LOG_BODIES` (`true`:
+/// full decoding errors, which may quote the body, in logs and DLQ attributes; default off).
 ///
 /// # Errors
 /// [`ConfigError`] naming the variable at fault.
@@ -50,8 +51,8 @@ fn parse_secs(name: &'static str, value: Option<&str>, default: u64) -> Result<u
 /// assert!(c.backoff.max >= c.backoff.base);
 /// ```
 pub fn processor_from_env() -> Result<ProcessorConfig, ConfigError> {
-    let base = env_secs("SQSKIT_BACKOFF_BASE", 2)?;
-    let max = env_secs("SQSKIT_BACKOFF_MAX", 900)?;
+    let base = env_secs("SQSKIT_BACKOFF_BASE", Backoff::default().base.as_secs())?;
+    let max = env_secs("SQSKIT_BACKOFF_MAX", Backoff::default().max.as_secs())?;
     if max < base {
         return Err(ConfigError {
             name: "SQSKIT_BACKOFF_MAX",
@@ -66,8 +67,25 @@ pub fn processor_from_env() -> Result<ProcessorConfig, ConfigError> {
     Ok(ProcessorConfig {
         backoff: Backoff { base: Duration::from_secs(base), factor: 2.0, max: Duration::from_secs(max) },
         timeout,
+        log_bodies: env_bool("SQSKIT_LOG_BODIES")?,
         ..ProcessorConfig::default()
     })
+}
+
+/// A boolean from `name`: `true`/`1`/`yes` or `false`/`0`/`no` (any case); unset or empty is false.
+///
+/// # Errors
+/// [`ConfigError`] naming the variable for any other value.
+pub fn env_bool(name: &'static str) -> Result<bool, ConfigError> {
+    parse_bool(name, std::env::var(name).ok().as_deref())
+}
+
+fn parse_bool(name: &'static str, value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("false") | Some("0") | Some("no") => Ok(false),
+        Some("true") | Some("1") | Some("yes") => Ok(true),
+        Some(other) => Err(ConfigError { name, value: other.to_string(), reason: "expected true or false".into() }),
+    }
 }
 
 #[cfg(test)]
@@ -81,5 +99,14 @@ mod tests {
         assert_eq!(parse_secs("X", Some("12"), 5), Ok(12));
         let e = parse_secs("SQSKIT_BACKOFF_BASE", Some("2s"), 5).unwrap_err();
         assert!(e.to_string().contains("SQSKIT_BACKOFF_BASE"), "{e}");
+    }
+
+    #[test]
+    fn booleans_parse_or_name_the_variable() {
+        assert_eq!(parse_bool("X", None), Ok(false));
+        assert_eq!(parse_bool("X", Some("TRUE")), Ok(true));
+        assert_eq!(parse_bool("X", Some("0")), Ok(false));
+        let e = parse_bool("SQSKIT_LOG_BODIES", Some("sometimes")).unwrap_err();
+        assert!(e.to_string().contains("SQSKIT_LOG_BODIES"), "{e}");
     }
 }

@@ -12,21 +12,30 @@
 //!   success (Lambda deletes them from the source). When no DLQ is known (no
 //!   `SQSKIT_DLQ_URL` and no redrive policy readable) or the send fails, they are
 //!   reported as failures instead, so nothing is lost; the redrive policy moves them later.
-//! - FIFO: messages are processed strictly in batch order; the first failure and every
-//!   message after it are listed.
+//! - FIFO (decided from the event source ARN / the queue, never from a message's
+//!   `MessageGroupId`, which standard fair queues carry as a tenant id): messages are
+//!   processed strictly in batch order; the first failure and every message after it are
+//!   listed. A dead letter is confirmed by the DLQ before the next message starts; when the
+//!   send fails, the rest are not run at all (so nothing that succeeded is run again).
+//! - Deadline: given the invocation's deadline ([`LambdaAdapter::handle_with_deadline`]), no
+//!   message is started once less than the safety margin remains (default 10 % of the time
+//!   left when the invocation began, at least 2 s; `SQSKIT_DEADLINE_MARGIN` seconds); the
+//!   unstarted ones are listed as failures instead of the whole batch timing out.
 //! - A record without a `messageId` cannot be reported individually: the whole
 //!   invocation fails, and Lambda retries the batch.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use tokio_util::sync::CancellationToken;
 
 use crate::client::Queue;
 use crate::error::Error;
 use crate::message::{AttributeValue, ReceivedMessage};
-use crate::processor::{send_dead_letters, Actions, Outcome, Processor, QueueContext};
+use crate::processor::{Outcome, Processor, QueueContext};
+use crate::settle::Actions;
 
 /// JSON logs for a Lambda function (to stdout, as CloudWatch Logs expects; no time stamps, no
 /// colours; the runtime's span adds the request id). Filter with `RUST_LOG` (default `info`).
@@ -52,7 +61,8 @@ pub struct BatchSummary {
     pub succeeded: usize,
     /// Sent to the DLQ by the function.
     pub dead_lettered: usize,
-    /// Failures by kind (`retryable`, `panic`, `timeout`, `permanent`, `undecodable`, `held`).
+    /// Failures by kind (`retryable`, `panic`, `timeout`, `permanent`, `undecodable`, `held`,
+    /// `released` for messages not started because the deadline was near).
     pub failed: HashMap<&'static str, usize>,
     /// Wall time of the invocation in milliseconds.
     pub duration_ms: u64,
@@ -95,28 +105,54 @@ pub struct LambdaAdapter<T> {
     fixed: Option<QueueContext>,
     contexts: tokio::sync::Mutex<HashMap<String, QueueContext>>,
     backoff_visibility: bool,
+    deadline_margin: Option<Duration>,
 }
 
 impl<T: Send + 'static> LambdaAdapter<T> {
     /// An adapter that discovers each event source's queue and DLQ (`GetQueueUrl`,
     /// `GetQueueAttributes`) on first use and caches them.
     pub fn new(processor: Processor<T>, client: aws_sdk_sqs::Client) -> Self {
-        Self { processor, client, fixed: None, contexts: Default::default(), backoff_visibility: true }
+        Self {
+            processor,
+            client,
+            fixed: None,
+            contexts: Default::default(),
+            backoff_visibility: true,
+            deadline_margin: None,
+        }
     }
 
-    /// From the environment: the SDK config from the standard chain; `SQSKIT_QUEUE_URL`
-    /// and `SQSKIT_DLQ_URL`, when set, name the source queue and its DLQ (no discovery calls
-    /// for events from that queue; events from any other queue are discovered).
-    pub async fn from_env(processor: Processor<T>) -> Self {
+    /// From the environment: the SDK config from the standard chain; `SQSKIT_QUEUE_URL`,
+    /// `SQSKIT_DLQ_URL` and `SQSKIT_MAX_RECEIVE_COUNT`, when set, describe the source queue,
+    /// its DLQ and its redrive policy's `maxReceiveCount` (no discovery calls for events from
+    /// that queue; events from any other queue are discovered); `SQSKIT_DEADLINE_MARGIN`
+    /// (seconds) overrides the deadline safety margin.
+    ///
+    /// # Errors
+    /// [`crate::config::ConfigError`] naming a variable that is set to something unusable.
+    pub async fn from_env(processor: Processor<T>) -> Result<Self, crate::config::ConfigError> {
         let config = crate::client::load_aws_config().await;
         let client = aws_sdk_sqs::Client::new(&config);
         let mut adapter = Self::new(processor, client.clone());
         if let Ok(url) = std::env::var("SQSKIT_QUEUE_URL") {
             let dlq =
                 std::env::var("SQSKIT_DLQ_URL").ok().filter(|u| !u.is_empty()).map(|u| Queue::new(client.clone(), u));
-            adapter.fixed = Some(QueueContext::new(Queue::new(client, url), dlq));
+            let max = crate::config::env_secs("SQSKIT_MAX_RECEIVE_COUNT", 0)?;
+            let max = u32::try_from(max).ok().filter(|m| *m > 0);
+            adapter.fixed = Some(QueueContext::new(Queue::new(client, url), dlq).with_max_receive_count(max));
         }
-        adapter
+        if std::env::var("SQSKIT_DEADLINE_MARGIN").is_ok_and(|v| !v.trim().is_empty()) {
+            let secs = crate::config::env_secs("SQSKIT_DEADLINE_MARGIN", 0)?;
+            adapter.deadline_margin = Some(Duration::from_secs(secs));
+        }
+        Ok(adapter)
+    }
+
+    /// Stop starting messages once less than `margin` is left before the deadline (default:
+    /// 10 % of the time left when the invocation began, at least 2 s).
+    pub fn with_deadline_margin(mut self, margin: Duration) -> Self {
+        self.deadline_margin = Some(margin);
+        self
     }
 
     /// Use this queue context for events from its queue (and events without a source ARN)
@@ -144,6 +180,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             }
         }
         let Some(arn) = source_arn else { return QueueContext::default() };
+        let fifo = arn.ends_with(".fifo");
         let mut cache = self.contexts.lock().await;
         if let Some(ctx) = cache.get(arn) {
             return ctx.clone();
@@ -158,69 +195,87 @@ impl<T: Send + 'static> LambdaAdapter<T> {
                 ctx
             }
             Err(e) => {
+                // not cached: the next invocation tries again
                 tracing::warn!(source = arn, error = %e, "cannot resolve the source queue; permanent failures will be reported as failures");
-                QueueContext::default()
+                QueueContext::unresolved(fifo)
             }
         }
     }
 
-    /// Process one SQS event.
+    /// Process one SQS event, with no deadline (see [`LambdaAdapter::handle_with_deadline`]).
     ///
     /// # Errors
     /// [`Error::Invalid`] when a record has no `messageId` (the whole batch is retried).
     pub async fn handle(&self, event: SqsEvent) -> Result<(SqsBatchResponse, BatchSummary), Error> {
+        self.handle_with_deadline(event, None).await
+    }
+
+    /// Process one SQS event that must be answered by `deadline` (the invocation's, from
+    /// `lambda_runtime::Context::deadline()`): no message is started once less than the
+    /// safety margin remains; those not started are listed as failures.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when a record has no `messageId` (the whole batch is retried).
+    pub async fn handle_with_deadline(
+        &self,
+        event: SqsEvent,
+        deadline: Option<SystemTime>,
+    ) -> Result<(SqsBatchResponse, BatchSummary), Error> {
         let started = Instant::now();
         let source = event.records.iter().find_map(|r| r.event_source_arn.clone());
-        let fifo = source.as_deref().is_some_and(|a| a.ends_with(".fifo"))
-            || event.records.iter().any(|r| r.attributes.contains_key("MessageGroupId"));
         let messages = event.records.into_iter().map(from_record).collect::<Result<Vec<_>, _>>()?;
         let mut summary = BatchSummary { records: messages.len(), ..Default::default() };
         if messages.is_empty() {
             return Ok((SqsBatchResponse::default(), summary));
         }
         let ctx = self.context(source.as_deref()).await;
-        let decisions = if fifo {
-            self.processor.process_sequence(&ctx, messages.into_iter().map(Arc::new).collect()).await
-        } else {
-            self.processor.process_batch(&ctx, messages).await
-        };
+        // FIFO queue names end in `.fifo`; a message's group id says nothing (fair queues)
+        let fifo = ctx.fifo || source.as_deref().is_some_and(|a| a.ends_with(".fifo"));
 
-        let actions = Actions::plan(&decisions);
-        let mut errors = Vec::new();
-        let (sent, _unsent) = send_dead_letters(&ctx, &actions.dead_letter, &mut errors).await;
-        for e in &errors {
-            tracing::error!(error = %e, "dead-lettering from Lambda");
-        }
-        let sent_ids: std::collections::HashSet<&str> = sent.iter().map(|m| m.message_id.as_str()).collect();
-        summary.dead_lettered = sent_ids.len();
+        // stop starting messages when the deadline nears
+        let stop = CancellationToken::new();
+        let start_until = deadline.map(|d| {
+            let left = d.duration_since(SystemTime::now()).unwrap_or_default();
+            let margin = self.deadline_margin.unwrap_or_else(|| (left / 10).max(Duration::from_secs(2)));
+            tokio::time::Instant::now() + left.saturating_sub(margin)
+        });
+        let work = async {
+            if fifo {
+                self.processor
+                    .process_sequence_until(&ctx, messages.into_iter().map(Arc::new).collect(), Some(&stop))
+                    .await
+            } else {
+                self.processor.process_batch_until(&ctx, messages, Some(&stop)).await
+            }
+        };
+        tokio::pin!(work);
+        let decisions = loop {
+            tokio::select! {
+                d = &mut work => break d,
+                _ = tokio::time::sleep_until(start_until.unwrap_or_else(tokio::time::Instant::now)),
+                    if start_until.is_some() && !stop.is_cancelled() => {
+                    tracing::warn!("the invocation deadline is near: starting no more messages");
+                    stop.cancel();
+                }
+            }
+        };
 
         if !fifo && self.backoff_visibility {
             if let Some(queue) = &ctx.queue {
-                let entries: Vec<(&str, u32)> = actions
+                let entries: Vec<_> = Actions::plan(&decisions)
                     .visibility
-                    .iter()
+                    .into_iter()
                     .filter(|(m, _)| !m.receipt_handle.is_empty())
-                    .map(|(m, v)| (m.receipt_handle.as_str(), *v))
                     .collect();
-                if !entries.is_empty() {
-                    match queue.change_visibility_each(&entries).await {
-                        Ok(r) if !r.failed.is_empty() => {
-                            tracing::warn!(failed = r.failed.len(), "some backoff visibility changes failed")
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "backoff visibility change failed; the queue's visibility timeout applies")
-                        }
-                    }
-                }
+                crate::settle::change_visibility(queue, &entries, "retry").await;
             }
         }
 
         let mut failed_flags: Vec<bool> = decisions
             .iter()
             .map(|d| match &d.outcome {
-                Outcome::Succeeded => false,
-                Outcome::DeadLetter { .. } => !sent_ids.contains(d.message.message_id.as_str()),
+                // a dead letter is only decided once the DLQ confirmed it: Lambda may delete it
+                Outcome::Succeeded | Outcome::DeadLetter { .. } => false,
                 Outcome::Retry { .. } | Outcome::Held { .. } | Outcome::Released => true,
             })
             .collect();
@@ -236,14 +291,19 @@ impl<T: Send + 'static> LambdaAdapter<T> {
                 *summary.failed.entry(d.outcome.label()).or_default() += 1;
             } else if d.outcome.is_success() {
                 summary.succeeded += 1;
+            } else {
+                summary.dead_lettered += 1;
             }
         }
+        // Lambda deletes what is not listed: that is when a success counts
+        metrics::counter!(crate::metrics::names::SUCCEEDED).increment(summary.succeeded as u64);
         summary.duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             records = summary.records,
             succeeded = summary.succeeded,
             dead_lettered = summary.dead_lettered,
             failed = response.batch_item_failures.len(),
+            not_started = summary.failed.get("released").copied().unwrap_or(0),
             "batch processed"
         );
         Ok((response, summary))

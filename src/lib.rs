@@ -18,7 +18,8 @@
 //! - [`limits`]: SQS limits and the batching arithmetic.
 //! - [`message`]: messages sent, received, and handed to handlers.
 //! - [`processor`]: handlers, outcomes, the FIFO rules, settling on SQS.
-//! - [`retry`]: exponential backoff with full jitter.
+//! - [`retry`]: exponential backoff with jitter.
+//! - [`settle`]: the one path that turns outcomes into SQS actions (delete, visibility, DLQ).
 //! - [`poller`]: the long-running consumer (concurrency, heartbeat, ack batching, shutdown).
 //! - [`handlers`]: ready-made exec / HTTP handlers for the poller.
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod poller;
 pub mod processor;
 pub mod retry;
+pub mod settle;
 
 pub use client::{load_aws_config, BatchReport, Queue, QueueAttributes, RedrivePolicy, SendBatchReport, SentMessage};
 pub use error::{EntryFailure, Error};

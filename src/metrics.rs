@@ -24,6 +24,14 @@ pub mod names {
     pub const IN_FLIGHT: &str = "sqskit_in_flight";
     /// Counter: visibility extensions made by the heartbeat.
     pub const VISIBILITY_EXTENSIONS: &str = "sqskit_visibility_extensions_total";
+    /// Counter, label `code`: deletes that failed for good (the message comes back).
+    pub const DELETE_FAILURES: &str = "sqskit_delete_failures_total";
+    /// Counter, label `reason` (`heartbeat`, `retry`, `release`): visibility changes that failed for good.
+    pub const VISIBILITY_FAILURES: &str = "sqskit_visibility_failures_total";
+    /// Counter, label `during`: receipt handles found invalid or expired (the lease was lost).
+    pub const LEASES_LOST: &str = "sqskit_leases_lost_total";
+    /// Counter: handlers cancelled because their lease reached `max_visibility_extension`.
+    pub const LEASE_LIMIT_CANCELLED: &str = "sqskit_lease_limit_cancellations_total";
     /// Counter, label `operation`: failed SQS API calls.
     pub const SQS_ERRORS: &str = "sqskit_sqs_errors_total";
     /// Gauge, labels `queue`, `state` (`visible`, `in_flight`, `delayed`): queue depth.

@@ -9,6 +9,16 @@
 //! Shutdown (when the `shutdown` future completes): in-flight long polls are
 //! cancelled at once; messages received but not started are released (visibility 0);
 //! running handlers get `shutdown_timeout` to finish; pending acks are flushed.
+//!
+//! Leases: the heartbeat extends a unit's messages until its next extension would pass
+//! `max_visibility_extension` since receipt; then the running handler is cancelled (a
+//! retryable `timeout`) while the lease still has half a visibility timeout left, so no
+//! handler runs past its lease. In a FIFO group each message is deleted as soon as its
+//! outcome is known (batched with others, not held until the group finishes).
+//!
+//! Acks go through a bounded channel: when SQS is slow to confirm deletes, handlers wait
+//! to hand theirs over (keeping their slots), so receiving slows down instead of memory
+//! growing.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +35,9 @@ use crate::error::Error;
 use crate::limits::{clamp_visibility, MAX_BATCH_ENTRIES, MAX_VISIBILITY_SECONDS};
 use crate::message::ReceivedMessage;
 use crate::metrics::names;
-use crate::processor::{
-    fifo_groups, retry_visibility, send_dead_letters, Actions, Decision, Failure, Outcome, Processor, QueueContext,
-};
+use crate::processor::{fifo_groups, Outcome, Processor, QueueContext, Sequence};
 use crate::retry::Backoff;
+use crate::settle::{self, Actions, Deletion};
 
 /// A queue to poll and its weight (share of receives relative to the other queues).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +76,8 @@ pub struct PollerConfig {
     pub concurrency: usize,
     /// Visibility timeout requested on receive; the heartbeat extends by this much.
     pub visibility_timeout: Duration,
-    /// Longest total time a message may be kept invisible by heartbeats (≤ 12 h).
+    /// Longest total time a message may be kept invisible by heartbeats (≤ 12 h). A handler
+    /// still running when the next extension would pass it is cancelled (retryable timeout).
     pub max_visibility_extension: Duration,
     /// Long-poll wait (≤ 20 s).
     pub wait_time: Duration,
@@ -191,7 +201,7 @@ struct Source {
     ctx: QueueContext,
     queue: Queue,
     weight: u32,
-    acker: mpsc::UnboundedSender<Ack>,
+    acker: mpsc::Sender<Ack>,
 }
 
 /// The poller.
@@ -232,9 +242,18 @@ impl<T: Send + 'static> Poller<T> {
         for (q, w) in queues {
             let mut ctx = QueueContext::discover(q.clone()).await?;
             if ctx.dlq.is_none() {
-                ctx.dlq = config.dead_letter_url.as_ref().map(|u| Queue::new(q.client().clone(), u.clone()));
+                // the fallback DLQ is refused (with an error log) when its type differs from the queue's
+                let fallback = config.dead_letter_url.as_ref().map(|u| Queue::new(q.client().clone(), u.clone()));
+                ctx = ctx.with_dlq(fallback);
             }
-            tracing::info!(queue = q.name(), dlq = ctx.dlq.as_ref().map(|d| d.name()), weight = w, "polling");
+            tracing::info!(
+                queue = q.name(),
+                dlq = ctx.dlq.as_ref().map(|d| d.name()),
+                fifo = ctx.fifo,
+                max_receive_count = ctx.max_receive_count,
+                weight = w,
+                "polling"
+            );
             contexts.push((ctx, w.max(1)));
         }
         Ok(Self { processor, queues: contexts, config, stats: Arc::default() })
@@ -255,18 +274,11 @@ impl<T: Send + 'static> Poller<T> {
         let mut ackers = JoinSet::new();
         let sources: Vec<Arc<Source>> = queues
             .into_iter()
-            .map(|(ctx, weight)| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let queue = ctx.queue.clone().expect("poller contexts always have a queue");
-                ackers.spawn(acker(
-                    ctx.clone(),
-                    rx,
-                    config.clone(),
-                    processor.config().backoff,
-                    stats.clone(),
-                    drain_acks.clone(),
-                ));
-                Arc::new(Source { ctx, queue, weight, acker: tx })
+            .filter_map(|(ctx, weight)| {
+                let (tx, rx) = mpsc::channel(config.concurrency.max(MAX_BATCH_ENTRIES));
+                let queue = ctx.queue.clone()?;
+                ackers.spawn(acker(queue.clone(), rx, config.clone(), stats.clone(), drain_acks.clone()));
+                Some(Arc::new(Source { ctx, queue, weight, acker: tx }))
             })
             .collect();
         let sem = Arc::new(Semaphore::new(config.concurrency));
@@ -427,18 +439,18 @@ async fn receiver<T: Send + 'static>(
             // Received as the shutdown began: hand them back at once.
             PollStats::add(&stats.released, messages.len());
             let v = ghosts.release_visibility();
-            let _ = source.acker.send(Ack::Visibility(messages.into_iter().map(|m| (Arc::new(m), v)).collect()));
+            let unit = messages.into_iter().map(|m| (Arc::new(m), v)).collect();
+            let _ = source.acker.send(Ack::Visibility(unit, "release")).await;
             continue;
         }
-        let units = if source.ctx.queue.as_ref().is_some_and(Queue::is_fifo) {
-            fifo_groups(messages)
-        } else {
-            messages.into_iter().map(|m| vec![m]).collect()
-        };
+        // FIFO-ness is the queue's (never a message's group id: fair queues carry one too)
+        let units =
+            if source.ctx.fifo { fifo_groups(messages) } else { messages.into_iter().map(|m| vec![m]).collect() };
         for unit in units {
             let Some(permit) = permits.split(unit.len()) else {
                 tracing::error!("more messages than permits; releasing");
-                let _ = source.acker.send(Ack::Visibility(unit.into_iter().map(|m| (Arc::new(m), 0)).collect()));
+                let unit = unit.into_iter().map(|m| (Arc::new(m), 0)).collect();
+                let _ = source.acker.send(Ack::Visibility(unit, "release")).await;
                 continue;
             };
             let unit: Vec<Arc<ReceivedMessage>> = unit.into_iter().map(Arc::new).collect();
@@ -461,8 +473,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Handle one message (standard queue) or one FIFO group, with a heartbeat, then hand the
-/// decisions to the acker.
+/// Handle one message (standard queue) or one FIFO group, with a heartbeat; hand each
+/// message's delete to the acker as soon as its outcome is known, and the visibility changes
+/// of the unit (a failure first, the messages held behind it after) in one piece at the end.
 #[allow(clippy::too_many_arguments)]
 async fn run_unit<T: Send + 'static>(
     unit: Vec<Arc<ReceivedMessage>>,
@@ -477,28 +490,33 @@ async fn run_unit<T: Send + 'static>(
     let n = unit.len();
     stats.in_flight.fetch_add(n as u64, Ordering::Relaxed);
     metrics::gauge!(names::IN_FLIGHT).increment(n as f64);
-    let beat = heartbeat(unit.clone(), &source, &config, &stats);
+    let pending = Arc::new(Mutex::new(unit.clone()));
+    let lease = CancellationToken::new();
+    let beat = heartbeat(pending.clone(), &source, &config, &stats, &lease);
     let work = async {
-        if unit.len() == 1 && unit[0].group_id().is_none() {
-            let m = unit[0].clone();
-            let outcome = processor.process_one(&source.ctx, m.clone()).await;
-            vec![Decision { message: m, outcome }]
-        } else {
-            processor.process_sequence_until(&source.ctx, unit.clone(), Some(&stop)).await
+        let mut seq = Sequence::new(&processor, &source.ctx, unit.clone(), Some(&stop), Some(&lease));
+        let mut decisions = Vec::with_capacity(n);
+        while let Some(d) = seq.next().await {
+            lock(&pending).retain(|m| m.message_id != d.message.message_id);
+            match &d.outcome {
+                Outcome::Succeeded => {
+                    let _ = source.acker.send(Ack::Delete(d.message.clone(), Deletion::Succeeded)).await;
+                }
+                Outcome::DeadLetter { .. } => {
+                    PollStats::add(&stats.dead_lettered, 1);
+                    let _ = source.acker.send(Ack::Delete(d.message.clone(), Deletion::DeadLettered)).await;
+                }
+                Outcome::Retry { .. } | Outcome::Held { .. } => PollStats::add(&stats.retried, 1),
+                Outcome::Released => PollStats::add(&stats.released, 1),
+            }
+            decisions.push(d);
         }
+        decisions
     };
     let decisions = tokio::select! {
         d = work => d,
         never = beat => match never {},
     };
-    for d in &decisions {
-        match &d.outcome {
-            Outcome::Succeeded => PollStats::add(&stats.succeeded, 1),
-            Outcome::Retry { .. } | Outcome::Held { .. } => PollStats::add(&stats.retried, 1),
-            Outcome::Released => PollStats::add(&stats.released, 1),
-            Outcome::DeadLetter { .. } => {}
-        }
-    }
     let mut actions = Actions::plan(&decisions);
     let released: Vec<&str> =
         decisions.iter().filter(|d| d.outcome == Outcome::Released).map(|d| d.message.message_id.as_str()).collect();
@@ -510,232 +528,168 @@ async fn run_unit<T: Send + 'static>(
             }
         }
     }
-    for m in actions.delete {
-        let _ = source.acker.send(Ack::Delete(m));
-    }
     if !actions.visibility.is_empty() {
-        let _ = source.acker.send(Ack::Visibility(actions.visibility));
-    }
-    if !actions.dead_letter.is_empty() {
-        let _ = source.acker.send(Ack::DeadLetter(actions.dead_letter));
+        let reason = if released.len() == actions.visibility.len() { "release" } else { "retry" };
+        let _ = source.acker.send(Ack::Visibility(actions.visibility, reason)).await;
     }
     stats.in_flight.fetch_sub(n as u64, Ordering::Relaxed);
     metrics::gauge!(names::IN_FLIGHT).decrement(n as f64);
     drop(permit);
 }
 
-/// Extend the visibility of `unit` while its handler runs: every half visibility timeout,
-/// by one visibility timeout, until `max_visibility_extension` since receipt is reached.
+/// Extend the visibility of the unit's undecided messages while its handler runs: every half
+/// visibility timeout, by one visibility timeout. When the next extension would pass
+/// `max_visibility_extension` since receipt (or 12 h), cancel `lease`: the running handler is
+/// stopped while half a visibility timeout of its lease is left.
 async fn heartbeat(
-    unit: Vec<Arc<ReceivedMessage>>,
+    pending: Arc<Mutex<Vec<Arc<ReceivedMessage>>>>,
     source: &Source,
     config: &PollerConfig,
     stats: &PollStats,
+    lease: &CancellationToken,
 ) -> std::convert::Infallible {
     let vis = config.visibility_timeout;
-    let Some(received_at) = unit.iter().map(|m| m.received_at).min() else { return std::future::pending().await };
+    let Some(received_at) = lock(&pending).iter().map(|m| m.received_at).min() else {
+        return std::future::pending().await;
+    };
     let limit = config.max_visibility_extension.as_secs().min(u64::from(MAX_VISIBILITY_SECONDS));
     let mut next = received_at + vis / 2;
     loop {
         tokio::time::sleep_until(next.into()).await;
         let elapsed = received_at.elapsed().as_secs();
         let room = limit.saturating_sub(elapsed);
-        let extend = clamp_visibility(vis.as_secs().min(room), elapsed);
+        let extend = if room < vis.as_secs() { 0 } else { clamp_visibility(vis.as_secs(), elapsed) };
+        let unit: Vec<Arc<ReceivedMessage>> = lock(&pending).clone();
+        if unit.is_empty() {
+            return std::future::pending().await;
+        }
         if extend == 0 {
             tracing::warn!(
                 queue = source.queue.name(),
-                "handler passed max visibility extension; the message may be received again"
+                message_id = %unit[0].message_id,
+                limit_secs = limit,
+                "handler reached the longest visibility extension allowed; cancelling it before its lease ends"
             );
+            metrics::counter!(names::LEASE_LIMIT_CANCELLED).increment(1);
+            lease.cancel();
             return std::future::pending().await;
         }
         PollStats::add(&stats.extensions, unit.len());
         metrics::counter!(names::VISIBILITY_EXTENSIONS).increment(unit.len() as u64);
         tracing::debug!(messages = unit.len(), seconds = extend, "extending visibility");
-        let _ = source.acker.send(Ack::Visibility(unit.iter().map(|m| (m.clone(), extend)).collect()));
+        let entries = unit.into_iter().map(|m| (m, extend)).collect();
+        let _ = source.acker.send(Ack::Visibility(entries, "heartbeat")).await;
         next = Instant::now() + Duration::from_secs(u64::from(extend)) / 2;
     }
 }
 
 enum Ack {
-    Delete(Arc<ReceivedMessage>),
-    /// One unit of visibility changes, kept together and in order in one call.
-    Visibility(Vec<(Arc<ReceivedMessage>, u32)>),
-    DeadLetter(Vec<(Arc<ReceivedMessage>, Failure)>),
+    Delete(Arc<ReceivedMessage>, Deletion),
+    /// One unit of visibility changes, kept together and in order in one call; the reason
+    /// labels failures (`heartbeat`, `retry`, `release`).
+    Visibility(Vec<(Arc<ReceivedMessage>, u32)>, &'static str),
 }
 
 const ACK_CALLS_IN_FLIGHT: usize = 8;
 
-/// Coalesces acks of one queue into batch calls: flush by size (10) or interval.
+/// Coalesces acks of one queue into batch calls: flush by size (10) or interval. Carries them
+/// out through [`settle`], which confirms, retries and counts them.
 async fn acker(
-    ctx: QueueContext,
-    mut rx: mpsc::UnboundedReceiver<Ack>,
+    queue: Queue,
+    mut rx: mpsc::Receiver<Ack>,
     config: Arc<PollerConfig>,
-    backoff: Backoff,
     stats: Arc<PollStats>,
     drain: CancellationToken,
 ) {
-    let Some(queue) = ctx.queue.clone() else { return };
-    let mut deletes: Vec<Arc<ReceivedMessage>> = Vec::new();
-    let mut vis: Vec<Vec<(Arc<ReceivedMessage>, u32)>> = Vec::new();
-    let mut letters: Vec<(Arc<ReceivedMessage>, Failure)> = Vec::new();
+    let mut deletes: Vec<(Arc<ReceivedMessage>, Deletion)> = Vec::new();
+    let mut vis: Vec<(Vec<(Arc<ReceivedMessage>, u32)>, &'static str)> = Vec::new();
     let mut calls = JoinSet::new();
     let limit = Arc::new(Semaphore::new(ACK_CALLS_IN_FLIGHT));
     let mut tick = tokio::time::interval(config.ack_flush_interval.max(Duration::from_millis(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
+    let take = |msg: Ack, deletes: &mut Vec<_>, vis: &mut Vec<_>| match msg {
+        Ack::Delete(m, why) => deletes.push((m, why)),
+        Ack::Visibility(unit, reason) => vis.push((unit, reason)),
+    };
     loop {
         tokio::select! {
             biased;
             msg = rx.recv(), if !closing => match msg {
-                Some(Ack::Delete(m)) => deletes.push(m),
-                Some(Ack::Visibility(unit)) => vis.push(unit),
-                Some(Ack::DeadLetter(l)) => letters.extend(l),
+                Some(msg) => take(msg, &mut deletes, &mut vis),
                 None => closing = true,
             },
             _ = drain.cancelled(), if !closing => {
                 // take whatever is queued, then stop
                 while let Ok(msg) = rx.try_recv() {
-                    match msg {
-                        Ack::Delete(m) => deletes.push(m),
-                        Ack::Visibility(unit) => vis.push(unit),
-                        Ack::DeadLetter(l) => letters.extend(l),
-                    }
+                    take(msg, &mut deletes, &mut vis);
                 }
                 closing = true;
             }
             _ = tick.tick() => {
-                flush_all(&queue, &ctx, &mut deletes, &mut vis, &mut letters, &mut calls, &limit, &backoff, &stats).await;
+                flush_all(&queue, &mut deletes, &mut vis, &mut calls, &limit, &stats).await;
             }
         }
         if deletes.len() >= MAX_BATCH_ENTRIES {
             let batch: Vec<_> = deletes.drain(..MAX_BATCH_ENTRIES).collect();
-            spawn_delete(&queue, batch, &mut calls, &limit).await;
+            spawn_delete(&queue, batch, &mut calls, &limit, &stats).await;
         }
         while calls.try_join_next().is_some() {}
         if closing {
-            flush_all(&queue, &ctx, &mut deletes, &mut vis, &mut letters, &mut calls, &limit, &backoff, &stats).await;
+            flush_all(&queue, &mut deletes, &mut vis, &mut calls, &limit, &stats).await;
             while calls.join_next().await.is_some() {}
             return;
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn flush_all(
     queue: &Queue,
-    ctx: &QueueContext,
-    deletes: &mut Vec<Arc<ReceivedMessage>>,
-    vis: &mut Vec<Vec<(Arc<ReceivedMessage>, u32)>>,
-    letters: &mut Vec<(Arc<ReceivedMessage>, Failure)>,
+    deletes: &mut Vec<(Arc<ReceivedMessage>, Deletion)>,
+    vis: &mut Vec<(Vec<(Arc<ReceivedMessage>, u32)>, &'static str)>,
     calls: &mut JoinSet<()>,
     limit: &Arc<Semaphore>,
-    backoff: &Backoff,
     stats: &Arc<PollStats>,
 ) {
-    if !letters.is_empty() {
-        let batch = std::mem::take(letters);
-        let (queue, ctx, backoff, stats) = (queue.clone(), ctx.clone(), *backoff, stats.clone());
-        let permit = limit.clone().acquire_owned().await;
-        calls.spawn(async move {
-            let _permit = permit;
-            let mut errors = Vec::new();
-            let (sent, unsent) = send_dead_letters(&ctx, &batch, &mut errors).await;
-            for e in errors {
-                tracing::error!(queue = queue.name(), error = %e, "dead-lettering");
-            }
-            PollStats::add(&stats.dead_lettered, sent.len());
-            PollStats::add(&stats.retried, unsent.len());
-            if !sent.is_empty() {
-                delete_with_retry(&queue, &sent).await;
-            }
-            if !unsent.is_empty() {
-                let entries: Vec<(Arc<ReceivedMessage>, u32)> = unsent
-                    .into_iter()
-                    .map(|m| {
-                        let v = retry_visibility(&m, backoff.delay(m.receive_count()));
-                        (m, v)
-                    })
-                    .collect();
-                change_visibility(&queue, &entries).await;
-            }
-        });
-    }
     while !deletes.is_empty() {
         let n = deletes.len().min(MAX_BATCH_ENTRIES);
         let batch: Vec<_> = deletes.drain(..n).collect();
-        spawn_delete(queue, batch, calls, limit).await;
+        spawn_delete(queue, batch, calls, limit, stats).await;
     }
-    // Visibility changes in arrival order, units never split across calls (unless > 10).
+    // Visibility changes in arrival order, units never split across calls (unless > 10);
+    // a call's failures are labelled with the reason of its first unit.
     let mut pending: Vec<(Arc<ReceivedMessage>, u32)> = Vec::new();
-    for unit in vis.drain(..) {
+    let mut reason = "retry";
+    for (unit, why) in vis.drain(..) {
         if !pending.is_empty() && pending.len() + unit.len() > MAX_BATCH_ENTRIES {
-            change_visibility(queue, &pending).await;
+            settle::change_visibility(queue, &pending, reason).await;
             pending.clear();
+        }
+        if pending.is_empty() {
+            reason = why;
         }
         pending.extend(unit);
     }
     if !pending.is_empty() {
-        change_visibility(queue, &pending).await;
+        settle::change_visibility(queue, &pending, reason).await;
     }
 }
 
 async fn spawn_delete(
     queue: &Queue,
-    batch: Vec<Arc<ReceivedMessage>>,
+    batch: Vec<(Arc<ReceivedMessage>, Deletion)>,
     calls: &mut JoinSet<()>,
     limit: &Arc<Semaphore>,
+    stats: &Arc<PollStats>,
 ) {
     let permit = limit.clone().acquire_owned().await;
-    let queue = queue.clone();
+    let (queue, stats) = (queue.clone(), stats.clone());
     calls.spawn(async move {
         let _permit = permit;
-        delete_with_retry(&queue, &batch).await;
+        let applied = settle::delete(&queue, &batch).await;
+        // a success counts once SQS confirmed its delete
+        PollStats::add(&stats.succeeded, applied.succeeded);
     });
-}
-
-async fn delete_with_retry(queue: &Queue, batch: &[Arc<ReceivedMessage>]) {
-    let handles: Vec<&str> = batch.iter().map(|m| m.receipt_handle.as_str()).collect();
-    for attempt in 0..4u32 {
-        match queue.delete_batch(&handles).await {
-            Ok(r) => {
-                for f in r.failed {
-                    tracing::warn!(queue = queue.name(), message_id = %batch[f.index].message_id, code = %f.code,
-                        "delete failed; the message will be received again");
-                }
-                return;
-            }
-            Err(e) if e.is_transient() && attempt < 3 => {
-                tracing::warn!(queue = queue.name(), error = %e, "delete failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-            }
-            Err(e) => {
-                tracing::error!(queue = queue.name(), error = %e, messages = batch.len(), "delete failed; the messages will be received again");
-                return;
-            }
-        }
-    }
-}
-
-async fn change_visibility(queue: &Queue, entries: &[(Arc<ReceivedMessage>, u32)]) {
-    let list: Vec<(&str, u32)> = entries.iter().map(|(m, v)| (m.receipt_handle.as_str(), *v)).collect();
-    for attempt in 0..3u32 {
-        match queue.change_visibility_each(&list).await {
-            Ok(r) => {
-                for f in r.failed {
-                    // an extension racing a delete lands here harmlessly
-                    tracing::debug!(queue = queue.name(), message_id = %entries[f.index].0.message_id, code = %f.code, "visibility change failed");
-                }
-                return;
-            }
-            Err(e) if e.is_transient() && attempt < 2 => {
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await
-            }
-            Err(e) => {
-                tracing::warn!(queue = queue.name(), error = %e, "visibility change failed; the queue's visibility timeout applies");
-                return;
-            }
-        }
-    }
 }
 
 async fn depth_reporter(sources: Vec<Arc<Source>>, every: Duration, stop: CancellationToken) {

@@ -1,17 +1,21 @@
 //! The batch processor: the one place where a handler's result becomes an action on SQS.
 //!
 //! It runs handlers (decoding the body, catching panics, enforcing an optional
-//! timeout), turns each result into an [`Outcome`], applies the FIFO rules, and
-//! carries the outcomes out on SQS ([`Processor::settle`]) or hands them to a
-//! runtime that batches them itself (the poller, the Lambda adapter). It knows
-//! nothing about where messages came from.
+//! timeout), turns each result into an [`Outcome`] and applies the FIFO rules. A
+//! message that must be dead-lettered is sent to the DLQ right away, so that an
+//! outcome is only [`Outcome::DeadLetter`] once the DLQ has it; everything else is
+//! carried out by [`settle`](crate::settle), the one path the poller, the Lambda
+//! adapter and [`Processor::settle`] share. Whether a queue is FIFO is a property of
+//! the queue ([`QueueContext::fifo`]), never of a message: on a standard queue a
+//! `MessageGroupId` names a tenant (fair queues) and every message is independent.
 //!
 //! | handler result | outcome | SQS action |
 //! |---|---|---|
 //! | `Ok(())` | [`Outcome::Succeeded`] | delete |
 //! | retryable / panic / timeout | [`Outcome::Retry`] | visibility = backoff (or retry-after) |
-//! | permanent / undecodable, DLQ known | [`Outcome::DeadLetter`] | send to DLQ with error attributes, delete |
-//! | permanent / undecodable, no DLQ | [`Outcome::Retry`] (with a warning) | visibility = backoff |
+//! | retryable on the last receive the redrive policy allows, DLQ known | [`Outcome::DeadLetter`] (`retries-exhausted`) | sent to the DLQ with the last error, delete |
+//! | permanent / undecodable, DLQ known | [`Outcome::DeadLetter`] | sent to the DLQ with error attributes, delete |
+//! | permanent / undecodable, no DLQ, or the DLQ send failed | [`Outcome::Retry`] (with a warning) | visibility = backoff |
 //! | FIFO: later message of a failed group | [`Outcome::Held`] | same visibility as the failed one, in the same call, after it |
 
 use std::collections::HashMap;
@@ -23,13 +27,15 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::client::Queue;
 use crate::error::Error;
-use crate::limits::{clamp_visibility, MAX_MESSAGE_ATTRIBUTES, MAX_PAYLOAD_BYTES};
-use crate::message::{AttributeValue, Message, OutgoingMessage, ReceivedMessage};
+use crate::limits::clamp_visibility;
+use crate::message::{Message, ReceivedMessage};
 use crate::retry::Backoff;
+pub use crate::settle::{dead_letter_attributes, dead_letter_message, Actions, SettleReport};
 
 /// A boxed, sendable future returned by handlers.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -88,8 +94,11 @@ pub enum FailureKind {
     Undecodable,
     /// The handler panicked.
     Panicked,
-    /// The handler overran its timeout.
+    /// The handler overran its timeout, or its lease could not be extended any further.
     TimedOut,
+    /// A retryable failure on the last receive the queue's redrive policy allows: dead-lettered
+    /// by sqskit with the last error, instead of being moved by SQS without one.
+    RetriesExhausted,
 }
 
 impl FailureKind {
@@ -101,6 +110,7 @@ impl FailureKind {
             Self::Undecodable => "undecodable",
             Self::Panicked => "panic",
             Self::TimedOut => "timeout",
+            Self::RetriesExhausted => "retries-exhausted",
         }
     }
     /// Whether messages failing this way belong in the dead-letter queue right away.
@@ -132,7 +142,7 @@ pub enum Outcome {
         /// Why.
         failure: Failure,
     },
-    /// Failed for good: send it to the DLQ, then delete it.
+    /// Failed for good and sent to the DLQ (the send is confirmed): delete it.
     DeadLetter {
         /// Why.
         failure: Failure,
@@ -194,29 +204,76 @@ where
     }
 }
 
-/// Where messages come from and where dead ones go: the source queue (when known) and its DLQ.
+/// Where messages come from and where dead ones go: the source queue (when known), its DLQ,
+/// whether it is FIFO, and how many receives its redrive policy allows.
 #[derive(Debug, Clone, Default)]
 pub struct QueueContext {
     /// The source queue (needed to delete and change visibility).
     pub queue: Option<Queue>,
     /// The dead-letter queue (from the redrive policy or configured).
     pub dlq: Option<Queue>,
+    /// Whether the source queue is FIFO. Decided from the queue (`.fifo` name, `FifoQueue`
+    /// attribute, event source ARN), never from a message's `MessageGroupId`.
+    pub fifo: bool,
+    /// `maxReceiveCount` of the redrive policy, when known: a retryable failure on that
+    /// receive is dead-lettered by sqskit (kind `retries-exhausted`) with its error.
+    pub max_receive_count: Option<u32>,
 }
 
 impl QueueContext {
-    /// Context for `queue`, with its DLQ discovered from the redrive policy.
+    /// Context for `queue`, with its DLQ and `maxReceiveCount` from the redrive policy and
+    /// FIFO-ness from the `FifoQueue` attribute.
     ///
     /// # Errors
-    /// When `GetQueueAttributes` fails (e.g. the queue does not exist).
+    /// When `GetQueueAttributes` fails (e.g. the queue does not exist), or the DLQ named by
+    /// the redrive policy cannot be looked up for a reason other than not existing.
     pub async fn discover(queue: Queue) -> Result<Self, Error> {
-        let dlq = queue.dead_letter_queue().await?;
-        Ok(Self { queue: Some(queue), dlq })
+        let attrs = queue.attributes().await?;
+        let fifo = attrs.fifo || queue.is_fifo();
+        let (dlq, max_receive_count) = match attrs.redrive {
+            Some(r) => (r.dead_letter_url.map(|u| Queue::new(queue.client().clone(), u)), Some(r.max_receive_count)),
+            None => (None, None),
+        };
+        Ok(Self { queue: Some(queue), dlq: None, fifo, max_receive_count }.with_dlq(dlq))
     }
-    /// Context with an explicit DLQ (or none).
+
+    /// Context with an explicit DLQ (or none). FIFO-ness comes from the queue's name.
     pub fn new(queue: Queue, dlq: Option<Queue>) -> Self {
-        Self { queue: Some(queue), dlq }
+        let fifo = queue.is_fifo();
+        Self { queue: Some(queue), dlq: None, fifo, max_receive_count: None }.with_dlq(dlq)
     }
-    fn queue_name(&self) -> &str {
+
+    /// Context for messages whose queue could not be resolved: only FIFO-ness is known.
+    pub fn unresolved(fifo: bool) -> Self {
+        Self { fifo, ..Self::default() }
+    }
+
+    /// Use `dlq` as the dead-letter queue. A DLQ whose type (FIFO or standard) differs from
+    /// the source's is refused with an error log: SQS itself does not allow it, and sending a
+    /// FIFO message to a standard DLQ would lose its group order.
+    pub fn with_dlq(mut self, dlq: Option<Queue>) -> Self {
+        self.dlq = match dlq {
+            Some(d) if d.is_fifo() != self.fifo => {
+                tracing::error!(
+                    queue = self.queue_name(),
+                    dlq = d.name(),
+                    source_fifo = self.fifo,
+                    "the dead-letter queue's type (FIFO or standard) differs from the source queue's; not using it"
+                );
+                None
+            }
+            other => other,
+        };
+        self
+    }
+
+    /// Set `maxReceiveCount` (when the redrive policy is not read, e.g. a configured Lambda).
+    pub fn with_max_receive_count(mut self, max: Option<u32>) -> Self {
+        self.max_receive_count = max.filter(|m| *m > 0);
+        self
+    }
+
+    pub(crate) fn queue_name(&self) -> &str {
         self.queue.as_ref().map_or("-", Queue::name)
     }
 }
@@ -230,15 +287,18 @@ pub struct ProcessorConfig {
     pub timeout: Option<Duration>,
     /// Messages handled at once within a batch (standard queues; FIFO groups).
     pub concurrency: usize,
+    /// Put the full decoding error (which may quote the body) in logs and DLQ attributes.
+    /// Off by default: only the error's category, line and column are recorded.
+    pub log_bodies: bool,
 }
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
-        Self { backoff: Backoff::default(), timeout: None, concurrency: 10 }
+        Self { backoff: Backoff::default(), timeout: None, concurrency: 10, log_bodies: false }
     }
 }
 
-type Decoder<T> = fn(&str) -> Result<T, String>;
+type Decoder<T> = fn(&str, bool) -> Result<T, String>;
 
 /// The batch processor.
 ///
@@ -264,7 +324,7 @@ type Decoder<T> = fn(&str) -> Result<T, String>;
 /// let processor = Processor::json(handle);
 /// let batch = queue.receive(10, std::time::Duration::from_secs(20), None).await?;
 /// let decisions = processor.process_batch(&ctx, batch).await;
-/// processor.settle(&ctx, &decisions).await;               // delete / backoff / dead-letter
+/// processor.settle(&ctx, &decisions).await;               // delete / backoff
 /// # Ok(()) }
 /// ```
 pub struct Processor<T> {
@@ -279,11 +339,25 @@ impl<T> Clone for Processor<T> {
     }
 }
 
-fn decode_json<T: DeserializeOwned>(body: &str) -> Result<T, String> {
-    serde_json::from_str(body).map_err(|e| format!("body is not a valid {}: {e}", std::any::type_name::<T>()))
+/// The decoding error for logs and DLQ attributes: by default only its category, line and
+/// column, because serde's message may quote the offending value (personal data).
+fn decode_json<T: DeserializeOwned>(body: &str, full: bool) -> Result<T, String> {
+    serde_json::from_str(body).map_err(|e| {
+        let ty = std::any::type_name::<T>();
+        if full {
+            return format!("body is not a valid {ty}: {e}");
+        }
+        let category = match e.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        };
+        format!("body is not a valid {ty}: {category} error at line {} column {}", e.line(), e.column())
+    })
 }
 
-fn decode_raw(body: &str) -> Result<String, String> {
+fn decode_raw(body: &str, _full: bool) -> Result<String, String> {
     Ok(body.to_string())
 }
 
@@ -315,25 +389,41 @@ impl<T: Send + 'static> Processor<T> {
     /// Run the handler on one message and return what went wrong, if anything.
     /// Never panics: decode errors, panics and timeouts become failures.
     pub async fn run(&self, raw: Arc<ReceivedMessage>) -> Result<(), Failure> {
+        self.run_until(raw, None).await
+    }
+
+    /// As [`Processor::run`]; when `cancel` fires while the handler runs, the handler is
+    /// dropped and the result is a [`FailureKind::TimedOut`] failure (the poller uses this
+    /// when a message's lease cannot be extended any further).
+    pub async fn run_until(
+        &self,
+        raw: Arc<ReceivedMessage>,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<(), Failure> {
         let started = Instant::now();
-        let body = (self.decode)(&raw.body).map_err(|error| Failure {
+        let body = (self.decode)(&raw.body, self.config.log_bodies).map_err(|error| Failure {
             kind: FailureKind::Undecodable,
             error,
             retry_after: None,
         })?;
         let fut = AssertUnwindSafe(self.handler.call(Message::new(body, raw.clone()))).catch_unwind();
-        let result = match self.config.timeout {
-            Some(t) => match tokio::time::timeout(t, fut).await {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(Failure {
-                        kind: FailureKind::TimedOut,
-                        error: format!("handler overran its {t:?} timeout"),
-                        retry_after: None,
-                    })
-                }
-            },
-            None => fut.await,
+        let timed_out = |error: String| Err(Failure { kind: FailureKind::TimedOut, error, retry_after: None });
+        let limited = async {
+            match self.config.timeout {
+                Some(t) => match tokio::time::timeout(t, fut).await {
+                    Ok(r) => Ok(r),
+                    Err(_) => Err(format!("handler overran its {t:?} timeout")),
+                },
+                None => Ok(fut.await),
+            }
+        };
+        let never = CancellationToken::new();
+        let cancel = cancel.unwrap_or(&never);
+        let result = tokio::select! {
+            r = limited => match r { Ok(r) => r, Err(e) => return timed_out(e) },
+            _ = cancel.cancelled() => {
+                return timed_out("handler cancelled: its lease reached the longest visibility extension allowed".into())
+            }
         };
         metrics::histogram!(crate::metrics::names::HANDLER_DURATION).record(started.elapsed().as_secs_f64());
         match result {
@@ -348,18 +438,30 @@ impl<T: Send + 'static> Processor<T> {
         }
     }
 
-    /// Turn a handler result into an outcome. Pure apart from the jitter.
-    pub fn decide(&self, raw: &ReceivedMessage, result: Result<(), Failure>, has_dlq: bool) -> Outcome {
+    /// Turn a handler result into an outcome, before any I/O: [`Outcome::DeadLetter`] here
+    /// means "to be dead-lettered" ([`Processor::process_one`] sends it and falls back to a
+    /// retry when the send fails). Pure apart from the jitter.
+    ///
+    /// A retryable failure on the last receive the redrive policy allows
+    /// (`receive count ≥ maxReceiveCount`) is dead-lettered as
+    /// [`FailureKind::RetriesExhausted`] with the last error, so the DLQ sees why.
+    pub fn decide(&self, ctx: &QueueContext, raw: &ReceivedMessage, result: Result<(), Failure>) -> Outcome {
         let failure = match result {
             Ok(()) => return Outcome::Succeeded,
             Err(f) => f,
         };
+        let has_dlq = ctx.dlq.is_some();
         if failure.kind.is_permanent() {
             if has_dlq {
                 return Outcome::DeadLetter { failure };
             }
             tracing::warn!(message_id = %raw.message_id, kind = failure.kind.as_str(),
                 "permanent failure but no dead-letter queue is known; retrying with backoff instead");
+        } else if has_dlq && ctx.max_receive_count.is_some_and(|max| raw.receive_count() >= max) {
+            let error = format!("{}: {}", failure.kind.as_str(), failure.error);
+            return Outcome::DeadLetter {
+                failure: Failure { kind: FailureKind::RetriesExhausted, error, retry_after: None },
+            };
         }
         let wanted = failure.retry_after.unwrap_or_else(|| self.config.backoff.delay(raw.receive_count()));
         let visibility = retry_visibility(raw, wanted);
@@ -367,19 +469,41 @@ impl<T: Send + 'static> Processor<T> {
     }
 
     /// Run and decide one message, inside a tracing span with its id, queue and receive count.
+    /// A message to dead-letter is sent to the DLQ before this returns: the outcome is
+    /// [`Outcome::DeadLetter`] only when the DLQ confirmed it, else a retry with backoff.
     pub async fn process_one(&self, ctx: &QueueContext, raw: Arc<ReceivedMessage>) -> Outcome {
+        self.process_one_until(ctx, raw, None).await
+    }
+
+    async fn process_one_until(
+        &self,
+        ctx: &QueueContext,
+        raw: Arc<ReceivedMessage>,
+        cancel: Option<&CancellationToken>,
+    ) -> Outcome {
         let span = tracing::info_span!("message", message_id = %raw.message_id, queue = ctx.queue_name(), receive_count = raw.receive_count());
         async {
-            let result = self.run(raw.clone()).await;
-            let outcome = self.decide(&raw, result, ctx.dlq.is_some());
-            record(&outcome);
+            let result = self.run_until(raw.clone(), cancel).await;
+            let mut outcome = self.decide(ctx, &raw, result);
+            if let Outcome::DeadLetter { failure } = &outcome {
+                if let Err(e) = crate::settle::dead_letter(ctx, &raw, failure).await {
+                    let visibility = retry_visibility(&raw, self.config.backoff.delay(raw.receive_count()));
+                    tracing::error!(kind = failure.kind.as_str(), error = %e, visibility,
+                        "dead-letter send failed; the message will be retried instead");
+                    let error = format!("{}; dead-letter send failed: {e}", failure.error);
+                    outcome = Outcome::Retry { visibility, failure: Failure { error, ..failure.clone() } };
+                }
+            }
+            if let Outcome::Retry { failure, .. } | Outcome::DeadLetter { failure } = &outcome {
+                metrics::counter!(crate::metrics::names::FAILED, "kind" => failure.kind.as_str()).increment(1);
+            }
             match &outcome {
                 Outcome::Succeeded => tracing::debug!("processed"),
                 Outcome::Retry { visibility, failure } => {
                     tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, visibility, "failed; will retry")
                 }
                 Outcome::DeadLetter { failure } => {
-                    tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, "failed permanently; dead-lettering")
+                    tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, "failed permanently; dead-lettered")
                 }
                 Outcome::Held { .. } | Outcome::Released => {}
             }
@@ -391,7 +515,8 @@ impl<T: Send + 'static> Processor<T> {
 
     /// Process messages of one FIFO group (or any strict sequence) in order, one at a time.
     /// After the first message that will be retried, the rest are not attempted and are
-    /// [`Outcome::Held`] with its visibility. Dead-lettered messages do not stop the sequence.
+    /// [`Outcome::Held`] with its visibility. Dead-lettered messages do not stop the sequence
+    /// (their DLQ send is confirmed before the next message starts; a failed send is a retry).
     pub async fn process_sequence(&self, ctx: &QueueContext, messages: Vec<Arc<ReceivedMessage>>) -> Vec<Decision> {
         self.process_sequence_until(ctx, messages, None).await
     }
@@ -402,39 +527,40 @@ impl<T: Send + 'static> Processor<T> {
         &self,
         ctx: &QueueContext,
         messages: Vec<Arc<ReceivedMessage>>,
-        stop: Option<&tokio_util::sync::CancellationToken>,
+        stop: Option<&CancellationToken>,
     ) -> Vec<Decision> {
-        let mut out = Vec::with_capacity(messages.len());
-        let mut blocked: Option<(String, u32)> = None;
-        for m in messages {
-            let outcome = match &blocked {
-                Some((behind, visibility)) => Outcome::Held { visibility: *visibility, behind: behind.clone() },
-                None if stop.is_some_and(|s| s.is_cancelled()) => Outcome::Released,
-                None => {
-                    let outcome = self.process_one(ctx, m.clone()).await;
-                    if let Outcome::Retry { visibility, .. } = &outcome {
-                        blocked = Some((m.message_id.clone(), *visibility));
-                    }
-                    outcome
-                }
-            };
-            out.push(Decision { message: m, outcome });
+        let mut seq = Sequence::new(self, ctx, messages, stop, None);
+        let mut out = Vec::with_capacity(seq.len());
+        while let Some(d) = seq.next().await {
+            out.push(d);
         }
         out
     }
 
     /// Process a received batch and return one decision per message, in input order.
     ///
-    /// Standard queue: messages run concurrently (up to `concurrency`). FIFO (messages carry
-    /// a `MessageGroupId`): each group runs in order through [`Processor::process_sequence`],
-    /// groups concurrently.
+    /// Standard queue: messages run concurrently (up to `concurrency`), whatever their
+    /// `MessageGroupId` (a tenant id on fair queues). FIFO ([`QueueContext::fifo`]): each group
+    /// runs in order through [`Processor::process_sequence`], groups concurrently.
     pub async fn process_batch(&self, ctx: &QueueContext, messages: Vec<ReceivedMessage>) -> Vec<Decision> {
+        self.process_batch_until(ctx, messages, None).await
+    }
+
+    /// As [`Processor::process_batch`], but once `stop` is cancelled no further message is
+    /// started: those not started are [`Outcome::Released`] (the Lambda adapter cancels it
+    /// when the invocation's deadline nears).
+    pub async fn process_batch_until(
+        &self,
+        ctx: &QueueContext,
+        messages: Vec<ReceivedMessage>,
+        stop: Option<&CancellationToken>,
+    ) -> Vec<Decision> {
         let messages: Vec<Arc<ReceivedMessage>> = messages.into_iter().map(Arc::new).collect();
         let limit = self.config.concurrency.max(1);
-        if messages.iter().any(|m| m.group_id().is_some()) {
+        if ctx.fifo {
             let seqs = fifo_groups(messages.clone());
             let decided: Vec<Vec<Decision>> =
-                futures::stream::iter(seqs.into_iter().map(|s| self.process_sequence(ctx, s)))
+                futures::stream::iter(seqs.into_iter().map(|s| self.process_sequence_until(ctx, s, stop)))
                     .buffer_unordered(limit)
                     .collect()
                     .await;
@@ -443,7 +569,11 @@ impl<T: Send + 'static> Processor<T> {
             messages.iter().filter_map(|m| by_id.remove(&m.message_id)).collect()
         } else {
             futures::stream::iter(messages.into_iter().map(|m| async move {
-                let outcome = self.process_one(ctx, m.clone()).await;
+                let outcome = if stop.is_some_and(CancellationToken::is_cancelled) {
+                    Outcome::Released
+                } else {
+                    self.process_one(ctx, m.clone()).await
+                };
                 Decision { message: m, outcome }
             }))
             .buffered(limit)
@@ -452,11 +582,57 @@ impl<T: Send + 'static> Processor<T> {
         }
     }
 
-    /// Carry out decisions on SQS: dead-letter (send to the DLQ, then delete; a failed send
-    /// falls back to a retry), delete successes, set visibility for retries with each FIFO
+    /// Carry out decisions on SQS through [`settle::settle`](crate::settle::settle): delete
+    /// successes and dead-lettered messages, set visibility for retries with each FIFO
     /// failure followed by the messages held behind it in the same call.
     pub async fn settle(&self, ctx: &QueueContext, decisions: &[Decision]) -> SettleReport {
-        settle(ctx, decisions, &self.config.backoff).await
+        crate::settle::settle(ctx, decisions).await
+    }
+}
+
+/// A strict sequence in progress (one FIFO group, or a Lambda FIFO batch): yields one decision
+/// at a time, so a runtime can settle each message as soon as its outcome is known.
+pub(crate) struct Sequence<'a, T> {
+    processor: &'a Processor<T>,
+    ctx: &'a QueueContext,
+    rest: std::collections::VecDeque<Arc<ReceivedMessage>>,
+    blocked: Option<(String, u32)>,
+    stop: Option<&'a CancellationToken>,
+    lease: Option<&'a CancellationToken>,
+}
+
+impl<'a, T: Send + 'static> Sequence<'a, T> {
+    /// `stop`: start nothing more (the rest are released). `lease`: cancel the running
+    /// handler (a retryable timeout; the rest are held behind it) and start nothing more.
+    pub(crate) fn new(
+        processor: &'a Processor<T>,
+        ctx: &'a QueueContext,
+        messages: Vec<Arc<ReceivedMessage>>,
+        stop: Option<&'a CancellationToken>,
+        lease: Option<&'a CancellationToken>,
+    ) -> Self {
+        Self { processor, ctx, rest: messages.into(), blocked: None, stop, lease }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rest.len()
+    }
+
+    pub(crate) async fn next(&mut self) -> Option<Decision> {
+        let m = self.rest.pop_front()?;
+        let stopped = |t: Option<&CancellationToken>| t.is_some_and(CancellationToken::is_cancelled);
+        let outcome = match &self.blocked {
+            Some((behind, visibility)) => Outcome::Held { visibility: *visibility, behind: behind.clone() },
+            None if stopped(self.stop) || stopped(self.lease) => Outcome::Released,
+            None => {
+                let outcome = self.processor.process_one_until(self.ctx, m.clone(), self.lease).await;
+                if let Outcome::Retry { visibility, .. } = &outcome {
+                    self.blocked = Some((m.message_id.clone(), *visibility));
+                }
+                outcome
+            }
+        };
+        Some(Decision { message: m, outcome })
     }
 }
 
@@ -480,16 +656,6 @@ pub(crate) fn retry_visibility(m: &ReceivedMessage, wanted: Duration) -> u32 {
     clamp_visibility(wanted.as_secs(), m.received_at.elapsed().as_secs())
 }
 
-fn record(outcome: &Outcome) {
-    match outcome {
-        Outcome::Succeeded => metrics::counter!(crate::metrics::names::SUCCEEDED).increment(1),
-        Outcome::Retry { failure, .. } | Outcome::DeadLetter { failure } => {
-            metrics::counter!(crate::metrics::names::FAILED, "kind" => failure.kind.as_str()).increment(1)
-        }
-        Outcome::Held { .. } | Outcome::Released => {}
-    }
-}
-
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     let text = panic
         .downcast_ref::<&str>()
@@ -497,202 +663,6 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "handler panicked".to_string());
     format!("panicked: {text}")
-}
-
-/// The SQS actions a set of decisions calls for.
-#[derive(Debug, Default, Clone)]
-pub struct Actions {
-    /// Receipt handles to delete.
-    pub delete: Vec<Arc<ReceivedMessage>>,
-    /// Visibility changes, in the order they must be made: each FIFO failure is followed by
-    /// the messages held behind it.
-    pub visibility: Vec<(Arc<ReceivedMessage>, u32)>,
-    /// Messages to send to the DLQ (then delete).
-    pub dead_letter: Vec<(Arc<ReceivedMessage>, Failure)>,
-}
-
-impl Actions {
-    /// Plan the actions for `decisions`.
-    pub fn plan(decisions: &[Decision]) -> Self {
-        let mut a = Actions::default();
-        for d in decisions {
-            match &d.outcome {
-                Outcome::Succeeded => a.delete.push(d.message.clone()),
-                Outcome::DeadLetter { failure } => a.dead_letter.push((d.message.clone(), failure.clone())),
-                Outcome::Retry { visibility, .. } => {
-                    a.visibility.push((d.message.clone(), *visibility));
-                    for h in decisions {
-                        if let Outcome::Held { visibility, behind } = &h.outcome {
-                            if *behind == d.message.message_id {
-                                a.visibility.push((h.message.clone(), *visibility));
-                            }
-                        }
-                    }
-                }
-                Outcome::Released => a.visibility.push((d.message.clone(), 0)),
-                Outcome::Held { .. } => {}
-            }
-        }
-        a
-    }
-}
-
-/// Names of the message attributes the processor adds when it dead-letters a message.
-pub mod dead_letter_attributes {
-    /// The [`FailureKind`](super::FailureKind) name.
-    pub const ERROR_KIND: &str = "sqskit-error-kind";
-    /// A short error text (≤ 256 characters).
-    pub const ERROR: &str = "sqskit-error";
-    /// The source queue's name.
-    pub const SOURCE_QUEUE: &str = "sqskit-source-queue";
-    /// The receive count when it was dead-lettered.
-    pub const RECEIVE_COUNT: &str = "sqskit-receive-count";
-    /// Used instead of the four above (as one JSON object) when the message has more than
-    /// six attributes of its own (SQS allows ten).
-    pub const COMBINED: &str = "sqskit-dead-letter";
-    /// All of them.
-    pub const ALL: [&str; 5] = [ERROR_KIND, ERROR, SOURCE_QUEUE, RECEIVE_COUNT, COMBINED];
-}
-
-/// The message to send to the DLQ for `raw`: original body and attributes plus the error
-/// attributes. On a FIFO DLQ, the group id is kept and the original message id is the dedup id.
-pub fn dead_letter_message(
-    raw: &ReceivedMessage,
-    failure: &Failure,
-    source_queue: &str,
-    fifo: bool,
-) -> OutgoingMessage {
-    use dead_letter_attributes as n;
-    let error: String = failure.error.chars().take(256).collect();
-    let mut msg = OutgoingMessage::new(raw.body.clone());
-    msg.attributes = raw.attributes.clone();
-    let own = msg.attributes.len();
-    if own + 4 <= MAX_MESSAGE_ATTRIBUTES {
-        msg.attributes.insert(n::ERROR_KIND.into(), AttributeValue::string(failure.kind.as_str()));
-        msg.attributes
-            .insert(n::ERROR.into(), AttributeValue::string(if error.is_empty() { "-".into() } else { error }));
-        msg.attributes.insert(n::SOURCE_QUEUE.into(), AttributeValue::string(source_queue));
-        msg.attributes.insert(n::RECEIVE_COUNT.into(), AttributeValue::number(raw.receive_count()));
-    } else if own < MAX_MESSAGE_ATTRIBUTES {
-        let combined = serde_json::json!({
-            "kind": failure.kind.as_str(), "error": error, "source_queue": source_queue, "receive_count": raw.receive_count(),
-        });
-        msg.attributes.insert(
-            n::COMBINED.into(),
-            AttributeValue {
-                data_type: "String.json".into(),
-                string_value: Some(combined.to_string()),
-                binary_value: None,
-            },
-        );
-    } else {
-        tracing::warn!(message_id = %raw.message_id, kind = failure.kind.as_str(), error = %failure.error,
-            "message already has 10 attributes; dead-lettering it without error attributes");
-    }
-    // Never make the message too large for the DLQ by adding attributes.
-    if msg.payload_size() > MAX_PAYLOAD_BYTES {
-        msg.attributes = raw.attributes.clone();
-    }
-    if fifo {
-        msg.group_id = Some(raw.group_id().unwrap_or("sqskit-dead-letter").to_string());
-        msg.dedup_id = Some(raw.message_id.clone());
-    }
-    msg
-}
-
-/// What [`Processor::settle`] did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct SettleReport {
-    /// Messages deleted (successes and dead-lettered ones).
-    pub deleted: usize,
-    /// Messages whose visibility was set for a retry (including FIFO held ones).
-    pub retried: usize,
-    /// Messages sent to the DLQ.
-    pub dead_lettered: usize,
-    /// Errors met (the affected messages come back after their visibility timeout).
-    pub errors: Vec<String>,
-}
-
-/// Send dead letters to the DLQ; returns the ones sent and the ones that must be retried instead.
-pub(crate) async fn send_dead_letters(
-    ctx: &QueueContext,
-    letters: &[(Arc<ReceivedMessage>, Failure)],
-    errors: &mut Vec<String>,
-) -> (Vec<Arc<ReceivedMessage>>, Vec<Arc<ReceivedMessage>>) {
-    if letters.is_empty() {
-        return (Vec::new(), Vec::new());
-    }
-    let Some(dlq) = &ctx.dlq else {
-        return (Vec::new(), letters.iter().map(|(m, _)| m.clone()).collect());
-    };
-    let source = ctx.queue_name().to_string();
-    let outgoing: Vec<OutgoingMessage> =
-        letters.iter().map(|(m, f)| dead_letter_message(m, f, &source, dlq.is_fifo())).collect();
-    match dlq.send_batch(outgoing).await {
-        Ok(report) => {
-            for f in &report.failed {
-                errors.push(format!(
-                    "dead-letter send failed for {}: {}: {}",
-                    letters[f.index].0.message_id, f.code, f.message
-                ));
-            }
-            let sent = report.sent.iter().map(|s| letters[s.index].0.clone()).collect();
-            let failed = report.failed.iter().map(|f| letters[f.index].0.clone()).collect();
-            metrics::counter!(crate::metrics::names::DEAD_LETTERED).increment(report.sent.len() as u64);
-            (sent, failed)
-        }
-        Err(e) => {
-            errors.push(format!("dead-letter send to {} failed: {e}", dlq.name()));
-            (Vec::new(), letters.iter().map(|(m, _)| m.clone()).collect())
-        }
-    }
-}
-
-async fn settle(ctx: &QueueContext, decisions: &[Decision], backoff: &Backoff) -> SettleReport {
-    let mut report = SettleReport::default();
-    let Some(queue) = &ctx.queue else {
-        report.errors.push("no source queue known: nothing settled".into());
-        return report;
-    };
-    let mut actions = Actions::plan(decisions);
-    let (sent, unsent) = send_dead_letters(ctx, &actions.dead_letter, &mut report.errors).await;
-    report.dead_lettered = sent.len();
-    actions.delete.extend(sent);
-    for m in unsent {
-        let v = retry_visibility(&m, backoff.delay(m.receive_count()));
-        actions.visibility.push((m, v));
-    }
-    if !actions.delete.is_empty() {
-        let handles: Vec<&str> = actions.delete.iter().map(|m| m.receipt_handle.as_str()).collect();
-        match queue.delete_batch(&handles).await {
-            Ok(r) => {
-                report.deleted = r.succeeded.len();
-                report.errors.extend(
-                    r.failed
-                        .iter()
-                        .map(|f| format!("delete {}: {}: {}", actions.delete[f.index].message_id, f.code, f.message)),
-                );
-            }
-            Err(e) => report.errors.push(format!("delete failed: {e}")),
-        }
-    }
-    if !actions.visibility.is_empty() {
-        let entries: Vec<(&str, u32)> =
-            actions.visibility.iter().map(|(m, v)| (m.receipt_handle.as_str(), *v)).collect();
-        match queue.change_visibility_each(&entries).await {
-            Ok(r) => {
-                report.retried = r.succeeded.len();
-                report.errors.extend(r.failed.iter().map(|f| {
-                    format!("change visibility {}: {}: {}", actions.visibility[f.index].0.message_id, f.code, f.message)
-                }));
-            }
-            Err(e) => report.errors.push(format!("change visibility failed: {e}")),
-        }
-    }
-    for e in &report.errors {
-        tracing::error!(queue = queue.name(), error = %e, "settling a batch");
-    }
-    report
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::message::AttributeValue;
+use crate::settle::Deletion;
 
 fn msg(id: &str, body: &str, group: Option<&str>, receive_count: u32) -> ReceivedMessage {
     let mut sys = HashMap::new();
@@ -28,6 +30,15 @@ fn dummy_queue(name: &str) -> Queue {
 
 fn with_dlq() -> QueueContext {
     QueueContext::new(dummy_queue("src"), Some(dummy_queue("dlq")))
+}
+
+/// No DLQ: permanent failures become retries, so these tests make no network call.
+fn no_dlq() -> QueueContext {
+    QueueContext::new(dummy_queue("src"), None)
+}
+
+fn fifo_no_dlq() -> QueueContext {
+    QueueContext::new(dummy_queue("src.fifo"), None)
 }
 
 /// A raw processor whose behaviour is chosen by the body: "ok", "retry", "retry-after-7",
@@ -64,7 +75,7 @@ async fn success_is_deleted() {
     assert_eq!(d[0].outcome, Outcome::Succeeded);
     let plan = Actions::plan(&d);
     assert_eq!(plan.delete.len(), 1);
-    assert!(plan.visibility.is_empty() && plan.dead_letter.is_empty());
+    assert!(plan.visibility.is_empty());
 }
 
 #[tokio::test]
@@ -91,13 +102,42 @@ async fn explicit_retry_after_is_honoured() {
 }
 
 #[tokio::test]
-async fn permanent_failure_goes_to_the_dlq_when_there_is_one() {
+async fn permanent_failure_is_decided_for_the_dlq_when_there_is_one() {
     let p = scripted(Default::default());
-    let d = p.process_batch(&with_dlq(), vec![msg("a", "perm", None, 1)]).await;
-    match &d[0].outcome {
+    let m = Arc::new(msg("a", "perm", None, 1));
+    let result = p.run(m.clone()).await;
+    match p.decide(&with_dlq(), &m, result) {
         Outcome::DeadLetter { failure } => assert_eq!(failure.kind, FailureKind::Permanent),
         other => panic!("expected dead letter, got {other:?}"),
     }
+}
+
+#[test]
+fn retryable_failure_on_the_last_allowed_receive_is_dead_lettered_with_its_error() {
+    let p = scripted(Default::default());
+    let ctx = with_dlq().with_max_receive_count(Some(3));
+    let f = || Failure { kind: FailureKind::Retryable, error: "downstream 503".into(), retry_after: None };
+    assert!(matches!(p.decide(&ctx, &msg("a", "x", None, 2), Err(f())), Outcome::Retry { .. }));
+    match p.decide(&ctx, &msg("a", "x", None, 3), Err(f())) {
+        Outcome::DeadLetter { failure } => {
+            assert_eq!(failure.kind, FailureKind::RetriesExhausted);
+            assert_eq!(failure.kind.as_str(), "retries-exhausted");
+            assert_eq!(failure.error, "retryable: downstream 503");
+        }
+        other => panic!("expected dead letter, got {other:?}"),
+    }
+    // without a DLQ, SQS's redrive policy is left to move it
+    let no = no_dlq().with_max_receive_count(Some(3));
+    assert!(matches!(p.decide(&no, &msg("a", "x", None, 3), Err(f())), Outcome::Retry { .. }));
+}
+
+#[test]
+fn a_dlq_of_the_other_queue_type_is_refused() {
+    let ctx = QueueContext::new(dummy_queue("src.fifo"), Some(dummy_queue("dlq")));
+    assert!(ctx.fifo && ctx.dlq.is_none(), "a FIFO source never dead-letters into a standard DLQ");
+    let ctx = QueueContext::new(dummy_queue("src"), Some(dummy_queue("dlq.fifo")));
+    assert!(ctx.dlq.is_none());
+    assert!(QueueContext::new(dummy_queue("src.fifo"), Some(dummy_queue("dlq.fifo"))).dlq.is_some());
 }
 
 #[tokio::test]
@@ -119,7 +159,7 @@ async fn undecodable_body_fails_that_message_alone() {
     let p = Processor::json(|_m: Message<Order>| async { Ok(()) });
     let d = p
         .process_batch(
-            &with_dlq(),
+            &no_dlq(),
             vec![
                 msg("good", r#"{"id":1}"#, None, 1),
                 msg("bad", "{not json", None, 1),
@@ -130,12 +170,30 @@ async fn undecodable_body_fails_that_message_alone() {
     assert_eq!(d[0].outcome, Outcome::Succeeded);
     assert_eq!(d[2].outcome, Outcome::Succeeded);
     match &d[1].outcome {
-        Outcome::DeadLetter { failure } => {
+        Outcome::Retry { failure, .. } => {
             assert_eq!(failure.kind, FailureKind::Undecodable);
             assert!(failure.error.contains("Order"), "{}", failure.error);
         }
-        other => panic!("expected dead letter, got {other:?}"),
+        other => panic!("expected a retry (no DLQ), got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn decoding_errors_do_not_quote_the_body_unless_asked() {
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Person {
+        age: u32,
+    }
+    let body = r#"{"age": "Jane Doe, 12 Secret Street"}"#;
+    let p = Processor::json(|_m: Message<Person>| async { Ok(()) });
+    let err = p.run(Arc::new(msg("a", body, None, 1))).await.unwrap_err();
+    assert_eq!(err.kind, FailureKind::Undecodable);
+    assert!(!err.error.contains("Secret"), "{}", err.error);
+    assert!(err.error.contains("data error at line 1 column"), "{}", err.error);
+    let p = p.with_config(ProcessorConfig { log_bodies: true, ..Default::default() });
+    let err = p.run(Arc::new(msg("a", body, None, 1))).await.unwrap_err();
+    assert!(err.error.contains("Secret"), "opted in: the full serde text: {}", err.error);
 }
 
 #[tokio::test]
@@ -178,7 +236,7 @@ async fn fifo_failure_holds_the_rest_of_its_group_only() {
         msg("c1", "ok", Some("C"), 1),
         msg("a4", "ok", Some("A"), 1),
     ];
-    let d = p.process_batch(&with_dlq(), batch).await;
+    let d = p.process_batch(&fifo_no_dlq(), batch).await;
     let o = outcomes(&d);
     assert_eq!(
         o.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
@@ -205,20 +263,35 @@ async fn fifo_failure_holds_the_rest_of_its_group_only() {
     let ids: Vec<(&str, u32)> = plan.visibility.iter().map(|(m, v)| (m.message_id.as_str(), *v)).collect();
     assert_eq!(ids, [("a2", 7), ("a3", 7), ("a4", 7)]);
     assert_eq!(plan.delete.len(), 4);
+    assert!(plan.delete.iter().all(|(_, why)| *why == Deletion::Succeeded));
 }
 
 #[tokio::test]
-async fn fifo_permanent_failure_is_dead_lettered_and_the_group_continues() {
-    let p = scripted(Default::default());
-    let d = p
-        .process_batch(
-            &with_dlq(),
-            vec![msg("a1", "ok", Some("A"), 1), msg("a2", "perm", Some("A"), 1), msg("a3", "ok", Some("A"), 1)],
-        )
-        .await;
+async fn group_ids_on_a_standard_queue_are_tenants_not_fifo_groups() {
+    // fair queues: a failure does not hold later messages of the same group id
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let p = scripted(calls.clone());
+    let batch = vec![
+        msg("t1", "ok", Some("tenant-a"), 1),
+        msg("t2", "retry", Some("tenant-a"), 1),
+        msg("t3", "ok", Some("tenant-a"), 1),
+        msg("u1", "ok", None, 1),
+    ];
+    let d = p.process_batch(&no_dlq(), batch).await;
     assert_eq!(d[0].outcome, Outcome::Succeeded);
-    assert!(matches!(d[1].outcome, Outcome::DeadLetter { .. }));
-    assert_eq!(d[2].outcome, Outcome::Succeeded);
+    assert!(matches!(d[1].outcome, Outcome::Retry { .. }));
+    assert_eq!(d[2].outcome, Outcome::Succeeded, "not held behind t2");
+    assert_eq!(d[3].outcome, Outcome::Succeeded);
+    assert_eq!(calls.lock().unwrap().len(), 4, "every message ran");
+}
+
+#[tokio::test]
+async fn a_stopped_batch_releases_the_messages_not_started() {
+    let p = scripted(Default::default()).with_config(ProcessorConfig { concurrency: 1, ..Default::default() });
+    let stop = tokio_util::sync::CancellationToken::new();
+    stop.cancel();
+    let d = p.process_batch_until(&no_dlq(), vec![msg("a", "ok", None, 1), msg("b", "ok", None, 1)], Some(&stop)).await;
+    assert!(d.iter().all(|d| d.outcome == Outcome::Released));
 }
 
 #[tokio::test]
@@ -230,7 +303,7 @@ async fn sequence_stops_at_first_retry_across_groups() {
             .into_iter()
             .map(Arc::new)
             .collect();
-    let d = p.process_sequence(&with_dlq(), batch).await;
+    let d = p.process_sequence(&no_dlq(), batch).await;
     assert_eq!(d[0].outcome, Outcome::Succeeded);
     assert!(matches!(d[1].outcome, Outcome::Retry { .. }));
     assert!(matches!(&d[2].outcome, Outcome::Held { behind, .. } if behind == "b1"));
@@ -264,7 +337,7 @@ fn retry_visibility_never_passes_twelve_hours_from_receipt() {
     let mut m = msg("a", "x", None, 1);
     m.received_at = Instant::now() - Duration::from_secs(43_100);
     let f = Failure { kind: FailureKind::Retryable, error: "e".into(), retry_after: Some(Duration::from_secs(3600)) };
-    assert!(matches!(p.decide(&m, Err(f), true), Outcome::Retry { visibility: 100, .. }));
+    assert!(matches!(p.decide(&with_dlq(), &m, Err(f)), Outcome::Retry { visibility: 100, .. }));
 }
 
 #[test]

@@ -54,14 +54,14 @@ pub fn emf_lines(output: &str) -> Vec<serde_json::Value> {
 }
 
 struct Shared {
-    events: Mutex<Receiver<(String, serde_json::Value)>>,
+    events: Mutex<Receiver<(String, serde_json::Value, Duration)>>,
     answers: Mutex<HashMap<String, Sender<Answer>>>,
     init_error: Mutex<Option<serde_json::Value>>,
 }
 
 pub struct LambdaHarness {
     child: Child,
-    events: Sender<(String, serde_json::Value)>,
+    events: Sender<(String, serde_json::Value, Duration)>,
     shared: Arc<Shared>,
     pub output: Arc<Mutex<String>>,
     counter: u64,
@@ -125,11 +125,16 @@ impl LambdaHarness {
 
     /// Invoke the function with `event` and wait for its answer (or its init error).
     pub fn invoke(&mut self, event: serde_json::Value) -> Answer {
+        self.invoke_with_deadline(event, Duration::from_secs(60))
+    }
+
+    /// As [`LambdaHarness::invoke`], with the invocation's deadline `timeout` from now.
+    pub fn invoke_with_deadline(&mut self, event: serde_json::Value, timeout: Duration) -> Answer {
         self.counter += 1;
         let id = format!("req-{}-{}", std::process::id(), self.counter);
         let (atx, arx) = channel();
         self.shared.answers.lock().unwrap().insert(id.clone(), atx);
-        self.events.send((id, event)).unwrap();
+        self.events.send((id, event, timeout)).unwrap();
         let start = std::time::Instant::now();
         loop {
             if let Ok(a) = arx.recv_timeout(Duration::from_millis(100)) {
@@ -196,10 +201,10 @@ fn serve(conn: TcpStream, shared: Arc<Shared>) {
         let base = "/2018-06-01/runtime";
         if method == "GET" && path == format!("{base}/invocation/next") {
             let next = shared.events.lock().unwrap().recv();
-            let Ok((id, event)) = next else { return };
+            let Ok((id, event, timeout)) = next else { return };
             let payload = event.to_string();
-            let deadline =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 60_000;
+            let deadline = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
+                + timeout.as_millis();
             let resp = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: {id}\r\n\
                  Lambda-Runtime-Deadline-Ms: {deadline}\r\nLambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:000000000000:function:test\r\n\

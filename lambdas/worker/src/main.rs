@@ -53,12 +53,13 @@ async fn main() -> Result<(), Error> {
     let config = sqskit::config::processor_from_env()?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
     let processor = Processor::json(move |m: Message<WebhookDelivery>| deliver(http.clone(), m)).with_config(config);
-    let adapter = Arc::new(LambdaAdapter::from_env(processor).await);
+    let adapter = Arc::new(LambdaAdapter::from_env(processor).await?);
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "worker".into());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let (adapter, function) = (adapter.clone(), function.clone());
         async move {
-            let (response, summary) = adapter.handle(event.payload).await?;
+            let deadline = event.context.deadline();
+            let (response, summary) = adapter.handle_with_deadline(event.payload, Some(deadline)).await?;
             println!("{}", summary.emf_line(&function));
             Ok::<_, Error>(response)
         }

@@ -27,8 +27,9 @@ pub struct Args {
     /// Longest total invisibility since receipt the heartbeat may give a message, in seconds (≤ 43200).
     #[arg(long, env = "SQSKIT_MAX_VISIBILITY_EXTENSION", default_value_t = 3600)]
     pub max_visibility_extension: u64,
-    /// Backoff base for retryable failures, in seconds (delay ≤ base × 2^(receives−1), full jitter).
-    #[arg(long, env = "SQSKIT_BACKOFF_BASE", default_value_t = 2)]
+    /// Backoff base for retryable failures, in seconds: the delay after receive n is between
+    /// half and all of base × 2^(n−1), capped by --backoff-max (see README "Reliability").
+    #[arg(long, env = "SQSKIT_BACKOFF_BASE", default_value_t = 15)]
     pub backoff_base: u64,
     /// Backoff cap, in seconds.
     #[arg(long, env = "SQSKIT_BACKOFF_MAX", default_value_t = 900)]
@@ -61,6 +62,9 @@ pub struct Args {
     /// Exit by itself once the queues are empty (nothing visible, in flight or delayed).
     #[arg(long, env = "SQSKIT_UNTIL_EMPTY")]
     pub until_empty: bool,
+    /// Put full decoding errors (which may quote the body) in logs and DLQ attributes.
+    #[arg(long, env = "SQSKIT_LOG_BODIES")]
+    pub log_bodies: bool,
     /// Seconds between progress log lines (0 = none).
     #[arg(long, env = "SQSKIT_PROGRESS_INTERVAL", default_value_t = 10)]
     pub progress_interval: u64,
@@ -85,6 +89,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         },
         timeout: args.handler_timeout.map(Duration::from_secs),
         concurrency: args.concurrency,
+        log_bodies: args.log_bodies,
     };
     let poller_config = PollerConfig {
         concurrency: args.concurrency,

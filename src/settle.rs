@@ -1,0 +1,336 @@
+//! Settlement: the one path that turns outcomes into SQS actions.
+//!
+//! The poller's acker, the Lambda adapter and [`Processor::settle`](crate::Processor::settle)
+//! all carry outcomes out through this module, so each rule lives once:
+//!
+//! - **Dead letters** are sent to the DLQ by [`dead_letter`] as soon as the processor decides
+//!   them, before anything later in a FIFO group starts; only a confirmed send becomes
+//!   [`Outcome::DeadLetter`] (then the message is deleted), a failed one a retry.
+//! - **Deletes** ([`delete`]) are confirmed per entry: `DeleteMessageBatch` may answer HTTP 200
+//!   with entries in `Failed`. Entries failing with `SenderFault = false` and whole calls
+//!   failing transiently are retried; a success is counted
+//!   (`sqskit_messages_succeeded_total`) only once its delete is confirmed; every delete that
+//!   fails for good is counted in `sqskit_delete_failures_total`.
+//! - **Visibility changes** ([`change_visibility`]) keep the given order inside a call (a FIFO
+//!   failure first, then the messages held behind it), are retried the same way, and each
+//!   failure is counted in `sqskit_visibility_failures_total{reason}`.
+//! - An invalid or expired receipt handle means the lease was lost: the message may already be
+//!   with another consumer. That is logged as a warning and counted in
+//!   `sqskit_leases_lost_total`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::{BatchReport, Queue};
+use crate::error::Error;
+use crate::limits::{MAX_BATCH_ENTRIES, MAX_MESSAGE_ATTRIBUTES, MAX_PAYLOAD_BYTES};
+use crate::message::{AttributeValue, OutgoingMessage, ReceivedMessage};
+use crate::metrics::names;
+use crate::processor::{Decision, Failure, Outcome, QueueContext};
+
+/// Names of the message attributes the processor adds when it dead-letters a message.
+pub mod dead_letter_attributes {
+    /// The [`FailureKind`](super::FailureKind) name.
+    pub const ERROR_KIND: &str = "sqskit-error-kind";
+    /// A short error text (≤ 256 characters).
+    pub const ERROR: &str = "sqskit-error";
+    /// The source queue's name.
+    pub const SOURCE_QUEUE: &str = "sqskit-source-queue";
+    /// The receive count when it was dead-lettered.
+    pub const RECEIVE_COUNT: &str = "sqskit-receive-count";
+    /// Used instead of the four above (as one JSON object) when the message has more than
+    /// six attributes of its own (SQS allows ten).
+    pub const COMBINED: &str = "sqskit-dead-letter";
+    /// All of them.
+    pub const ALL: [&str; 5] = [ERROR_KIND, ERROR, SOURCE_QUEUE, RECEIVE_COUNT, COMBINED];
+}
+
+/// The message to send to the DLQ for `raw`: original body and attributes plus the error
+/// attributes. On a FIFO DLQ, the group id is kept and the original message id is the dedup id.
+pub fn dead_letter_message(
+    raw: &ReceivedMessage,
+    failure: &Failure,
+    source_queue: &str,
+    fifo: bool,
+) -> OutgoingMessage {
+    use dead_letter_attributes as n;
+    let error: String = failure.error.chars().take(256).collect();
+    let mut msg = OutgoingMessage::new(raw.body.clone());
+    msg.attributes = raw.attributes.clone();
+    let own = msg.attributes.len();
+    if own + 4 <= MAX_MESSAGE_ATTRIBUTES {
+        msg.attributes.insert(n::ERROR_KIND.into(), AttributeValue::string(failure.kind.as_str()));
+        msg.attributes
+            .insert(n::ERROR.into(), AttributeValue::string(if error.is_empty() { "-".into() } else { error }));
+        msg.attributes.insert(n::SOURCE_QUEUE.into(), AttributeValue::string(source_queue));
+        msg.attributes.insert(n::RECEIVE_COUNT.into(), AttributeValue::number(raw.receive_count()));
+    } else if own < MAX_MESSAGE_ATTRIBUTES {
+        let combined = serde_json::json!({
+            "kind": failure.kind.as_str(), "error": error, "source_queue": source_queue, "receive_count": raw.receive_count(),
+        });
+        msg.attributes.insert(
+            n::COMBINED.into(),
+            AttributeValue {
+                data_type: "String.json".into(),
+                string_value: Some(combined.to_string()),
+                binary_value: None,
+            },
+        );
+    } else {
+        tracing::warn!(message_id = %raw.message_id, kind = failure.kind.as_str(), error = %failure.error,
+            "message already has 10 attributes; dead-lettering it without error attributes");
+    }
+    // Never make the message too large for the DLQ by adding attributes.
+    if msg.payload_size() > MAX_PAYLOAD_BYTES {
+        msg.attributes = raw.attributes.clone();
+    }
+    if fifo {
+        msg.group_id = Some(raw.group_id().unwrap_or("sqskit-dead-letter").to_string());
+        msg.dedup_id = Some(raw.message_id.clone());
+    }
+    msg
+}
+
+/// Send `raw` to the context's DLQ with the error attributes, and wait for SQS to confirm.
+///
+/// # Errors
+/// A text naming the DLQ and the reason when no DLQ is known or the send failed.
+pub async fn dead_letter(ctx: &QueueContext, raw: &ReceivedMessage, failure: &Failure) -> Result<(), String> {
+    let Some(dlq) = &ctx.dlq else { return Err("no dead-letter queue is known".into()) };
+    let msg = dead_letter_message(raw, failure, ctx.queue_name(), dlq.is_fifo());
+    match dlq.send(msg).await {
+        Ok(_) => {
+            metrics::counter!(names::DEAD_LETTERED).increment(1);
+            Ok(())
+        }
+        Err(e) => Err(format!("sending to {}: {e}", dlq.name())),
+    }
+}
+
+/// Why a message is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// The handler succeeded.
+    Succeeded,
+    /// It is in the DLQ now.
+    DeadLettered,
+}
+
+/// The SQS actions a set of decisions calls for.
+#[derive(Debug, Default, Clone)]
+pub struct Actions {
+    /// Messages to delete, and why.
+    pub delete: Vec<(Arc<ReceivedMessage>, Deletion)>,
+    /// Visibility changes, in the order they must be made: each FIFO failure is followed by
+    /// the messages held behind it.
+    pub visibility: Vec<(Arc<ReceivedMessage>, u32)>,
+}
+
+impl Actions {
+    /// Plan the actions for `decisions`.
+    pub fn plan(decisions: &[Decision]) -> Self {
+        let mut a = Actions::default();
+        for d in decisions {
+            match &d.outcome {
+                Outcome::Succeeded => a.delete.push((d.message.clone(), Deletion::Succeeded)),
+                Outcome::DeadLetter { .. } => a.delete.push((d.message.clone(), Deletion::DeadLettered)),
+                Outcome::Retry { visibility, .. } => {
+                    a.visibility.push((d.message.clone(), *visibility));
+                    for h in decisions {
+                        if let Outcome::Held { visibility, behind } = &h.outcome {
+                            if *behind == d.message.message_id {
+                                a.visibility.push((h.message.clone(), *visibility));
+                            }
+                        }
+                    }
+                }
+                Outcome::Released => a.visibility.push((d.message.clone(), 0)),
+                Outcome::Held { .. } => {}
+            }
+        }
+        a
+    }
+}
+
+/// What [`settle`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SettleReport {
+    /// Messages deleted (successes and dead-lettered ones), confirmed by SQS.
+    pub deleted: usize,
+    /// Successes whose delete SQS confirmed.
+    pub succeeded: usize,
+    /// Messages whose visibility was set for a retry (including FIFO held ones).
+    pub retried: usize,
+    /// Messages in the DLQ (their send was confirmed when they were decided).
+    pub dead_lettered: usize,
+    /// Errors met (the affected messages come back after their visibility timeout).
+    pub errors: Vec<String>,
+}
+
+/// Carry out `decisions` for one batch: delete successes and dead-lettered messages, then set
+/// the visibility of retried, held and released ones (each FIFO failure first, its held
+/// messages after it, in one call).
+pub async fn settle(ctx: &QueueContext, decisions: &[Decision]) -> SettleReport {
+    let mut report = SettleReport {
+        dead_lettered: decisions.iter().filter(|d| matches!(d.outcome, Outcome::DeadLetter { .. })).count(),
+        ..Default::default()
+    };
+    let Some(queue) = &ctx.queue else {
+        report.errors.push("no source queue known: nothing settled".into());
+        return report;
+    };
+    let actions = Actions::plan(decisions);
+    let d = delete(queue, &actions.delete).await;
+    report.deleted = d.done;
+    report.succeeded = d.succeeded;
+    report.errors.extend(d.errors);
+    let v = change_visibility(queue, &actions.visibility, "retry").await;
+    report.retried = v.done;
+    report.errors.extend(v.errors);
+    report
+}
+
+/// What [`delete`] or [`change_visibility`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Entries SQS confirmed.
+    pub done: usize,
+    /// Of the deletes, successes (counted as processed only now).
+    pub succeeded: usize,
+    /// One text per entry or call that failed for good.
+    pub errors: Vec<String>,
+}
+
+const ATTEMPTS: u32 = 4;
+
+/// Delete messages, at most 10 per call; retries entries that SQS failed on its side and
+/// calls that failed transiently. Counts successes only once their delete is confirmed.
+pub async fn delete(queue: &Queue, items: &[(Arc<ReceivedMessage>, Deletion)]) -> Applied {
+    let mut applied = Applied::default();
+    for chunk in items.chunks(MAX_BATCH_ENTRIES) {
+        let r = with_retries(chunk.len(), |idx| {
+            let handles: Vec<&str> = idx.iter().map(|&i| chunk[i].0.receipt_handle.as_str()).collect();
+            async move { queue.delete_batch(&handles).await }
+        })
+        .await;
+        let succeeded = r.ok.iter().filter(|&&i| chunk[i].1 == Deletion::Succeeded).count();
+        applied.done += r.ok.len();
+        applied.succeeded += succeeded;
+        metrics::counter!(names::SUCCEEDED).increment(succeeded as u64);
+        for (i, code, message) in r.failed {
+            let m = &chunk[i].0;
+            metrics::counter!(names::DELETE_FAILURES, "code" => code.clone()).increment(1);
+            if lease_lost(&code, &message) {
+                lost_lease(queue, m, "delete");
+            } else {
+                tracing::warn!(queue = queue.name(), message_id = %m.message_id, code = %code, error = %message,
+                    "delete failed; the message will be received again");
+            }
+            applied.errors.push(format!("delete {}: {code}: {message}", m.message_id));
+        }
+    }
+    applied
+}
+
+/// Set visibility timeouts (`(message, seconds)`), at most 10 per call, keeping the order;
+/// retries like [`delete`]. `reason` labels the failure metric: `heartbeat`, `retry`, `release`.
+pub async fn change_visibility(
+    queue: &Queue,
+    entries: &[(Arc<ReceivedMessage>, u32)],
+    reason: &'static str,
+) -> Applied {
+    let mut applied = Applied::default();
+    for chunk in entries.chunks(MAX_BATCH_ENTRIES) {
+        let r = with_retries(chunk.len(), |idx| {
+            let list: Vec<(&str, u32)> =
+                idx.iter().map(|&i| (chunk[i].0.receipt_handle.as_str(), chunk[i].1)).collect();
+            async move { queue.change_visibility_each(&list).await }
+        })
+        .await;
+        applied.done += r.ok.len();
+        for (i, code, message) in r.failed {
+            let m = &chunk[i].0;
+            metrics::counter!(names::VISIBILITY_FAILURES, "reason" => reason).increment(1);
+            if lease_lost(&code, &message) {
+                lost_lease(queue, m, reason);
+            } else {
+                tracing::warn!(queue = queue.name(), message_id = %m.message_id, code = %code, error = %message, reason,
+                    "visibility change failed; the queue's visibility timeout applies");
+            }
+            applied.errors.push(format!("change visibility ({reason}) {}: {code}: {message}", m.message_id));
+        }
+    }
+    applied
+}
+
+/// Whether an entry failure means the receipt handle no longer holds the message (retrying
+/// cannot help; LocalStack reports these with `SenderFault = false`).
+fn lease_lost(code: &str, message: &str) -> bool {
+    let code = code.rsplit('.').next().unwrap_or(code);
+    let message = message.to_ascii_lowercase();
+    matches!(code, "ReceiptHandleIsInvalid" | "MessageNotInflight")
+        || message.contains("receipt handle has expired")
+        || message.contains("not available for visibility timeout change")
+}
+
+fn lost_lease(queue: &Queue, m: &ReceivedMessage, during: &'static str) {
+    metrics::counter!(names::LEASES_LOST, "during" => during).increment(1);
+    tracing::warn!(queue = queue.name(), message_id = %m.message_id, receive_count = m.receive_count(), during,
+        "lease lost: the receipt handle is no longer valid; the message may be processed again by another consumer");
+}
+
+#[derive(Default)]
+struct EntryResults {
+    ok: Vec<usize>,
+    failed: Vec<(usize, String, String)>,
+}
+
+/// Run a batch call over entries `0..n`, retrying the entries SQS failed on its side
+/// (`SenderFault = false`) and calls that failed transiently, up to [`ATTEMPTS`] times.
+async fn with_retries<F, Fut>(n: usize, mut call: F) -> EntryResults
+where
+    F: FnMut(Vec<usize>) -> Fut,
+    Fut: Future<Output = Result<BatchReport, Error>>,
+{
+    let mut pending: Vec<usize> = (0..n).collect();
+    let mut out = EntryResults::default();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            let cap = 100u64 << attempt;
+            tokio::time::sleep(Duration::from_millis(cap / 2 + fastrand::u64(0..=cap / 2))).await;
+        }
+        let last = attempt + 1 == ATTEMPTS;
+        match call(pending.clone()).await {
+            Ok(r) => {
+                out.ok.extend(r.succeeded.iter().filter_map(|&i| pending.get(i).copied()));
+                let mut retry = Vec::new();
+                for f in r.failed {
+                    let Some(&idx) = pending.get(f.index) else { continue };
+                    if !f.sender_fault && !last && !lease_lost(&f.code, &f.message) {
+                        retry.push(idx);
+                    } else {
+                        out.failed.push((idx, f.code, f.message));
+                    }
+                }
+                if retry.is_empty() {
+                    return out;
+                }
+                pending = retry;
+            }
+            Err(e) if e.is_transient() && !last => {
+                tracing::debug!(error = %e, attempt, "batch call failed; retrying");
+            }
+            Err(e) => {
+                let code = match &e {
+                    Error::Service { code, .. } | Error::Throttled { code, .. } => code.clone(),
+                    Error::QueueDoesNotExist { .. } => "QueueDoesNotExist".into(),
+                    _ => "Transport".into(),
+                };
+                out.failed.extend(pending.iter().map(|&i| (i, code.clone(), e.to_string())));
+                return out;
+            }
+        }
+    }
+    out
+}
