@@ -191,7 +191,11 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         };
         match resolved {
             Ok(ctx) => {
-                cache.insert(arn.to_string(), ctx.clone());
+                // a redrive policy whose DLQ could not be resolved is not remembered either:
+                // the DLQ may be created (or become readable) before the next invocation
+                if ctx.dlq.is_some() || ctx.max_receive_count.is_none() {
+                    cache.insert(arn.to_string(), ctx.clone());
+                }
                 ctx
             }
             Err(e) => {
