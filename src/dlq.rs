@@ -48,6 +48,16 @@ pub enum DlqError {
         /// The SNS error.
         message: String,
     },
+    /// A drain stopped at a failed receive or delete; what was archived before was still
+    /// alerted on (see the report).
+    #[error("draining stopped after archiving {} and deleting {} message(s)", report.archived, report.deleted)]
+    Drain {
+        /// What the drain did before it stopped.
+        report: DrainReport,
+        /// The receive or delete error.
+        #[source]
+        source: crate::Error,
+    },
 }
 
 /// Where and how to archive and alert.
@@ -109,7 +119,7 @@ pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 pub struct Archived {
     /// Message id.
     pub message_id: String,
-    /// Source queue name (from the processor's attributes, else the DLQ's redrive source).
+    /// Source queue name (see [`source_queue`], else the DLQ's single redrive source).
     pub source_queue: String,
     /// Error kind (`permanent`, `undecodable`, ... or `max-receives` when SQS redrove it).
     pub error_kind: String,
@@ -161,6 +171,19 @@ fn error_info(m: &ReceivedMessage) -> (Option<String>, Option<String>, Option<St
         return (s("kind"), s("error"), s("source_queue"), s("receive_count"));
     }
     (None, None, None, None)
+}
+
+/// The queue a dead letter came from: SQS's `DeadLetterQueueSourceArn` system attribute (set on
+/// every message its redrive policy moves; in Lambda records' `attributes`, on received messages
+/// when system attributes `All` are requested), else the processor's `sqskit-source-queue`
+/// attribute. `None` when neither says (the caller may ask `ListDeadLetterSourceQueues`).
+pub fn source_queue(m: &ReceivedMessage) -> Option<String> {
+    m.system_attributes
+        .get("DeadLetterQueueSourceArn")
+        .and_then(|arn| arn.rsplit(':').next())
+        .filter(|name| !name.is_empty())
+        .map(str::to_string)
+        .or_else(|| error_info(m).2)
 }
 
 /// The archive key of `m`.
@@ -225,8 +248,8 @@ impl DlqMonitor {
         &self.config
     }
 
-    /// Archive each message as one JSON object. `redrive_source` names the source queue for
-    /// messages without the processor's attributes (moved by SQS's redrive policy).
+    /// Archive each message as one JSON object, under its [`source_queue`], else
+    /// `redrive_source` (the DLQ's single source queue, when known), else `unknown`.
     pub async fn archive(
         &self,
         messages: &[ReceivedMessage],
@@ -234,8 +257,9 @@ impl DlqMonitor {
         redrive_source: Option<&str>,
     ) -> ArchiveReport {
         let results: Vec<Result<Archived, DlqError>> = futures::stream::iter(messages.iter().map(|m| async move {
-            let (kind, _, source, _) = error_info(m);
-            let source = source.or_else(|| redrive_source.map(str::to_string)).unwrap_or_else(|| "unknown".into());
+            let kind = error_info(m).0;
+            let source =
+                source_queue(m).or_else(|| redrive_source.map(str::to_string)).unwrap_or_else(|| "unknown".into());
             let key = archive_key(&self.config.prefix, &source, m);
             let doc = archive_document(m, &source, dead_letter_queue);
             let put = self
@@ -387,7 +411,7 @@ impl DlqMonitor {
         let arn = event.records.iter().find_map(|r| r.event_source_arn.clone()).unwrap_or_default();
         let dlq_name = arn.rsplit(':').next().unwrap_or("unknown").to_string();
         let messages = event.records.into_iter().map(crate::lambda::from_record).collect::<Result<Vec<_>, _>>()?;
-        let needs_source = messages.iter().any(|m| error_info(m).2.is_none());
+        let needs_source = messages.iter().any(|m| source_queue(m).is_none());
         let source = if needs_source && !arn.is_empty() {
             match crate::Queue::by_arn(sqs.clone(), &arn).await {
                 Ok(q) => redrive_source(&q).await,
@@ -429,8 +453,10 @@ impl DlqMonitor {
 /// What a drain did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DrainReport {
-    /// Messages archived and deleted from the DLQ.
+    /// Messages archived.
     pub archived: usize,
+    /// Archived messages deleted from the DLQ.
+    pub deleted: usize,
     /// Messages whose archive failed (left in the DLQ).
     pub archive_failures: usize,
     /// Whether the one alert was sent.
@@ -440,36 +466,56 @@ pub struct DrainReport {
 impl DlqMonitor {
     /// Empty a DLQ without Lambda: archive every message, delete the archived ones, then send
     /// one alert for all of them. Messages whose archive fails stay (invisible for `hold`).
+    /// A failed receive or delete stops the drain, but the alert still goes out for what was
+    /// archived (those messages are safe in S3 even when their delete failed) before the error
+    /// is returned.
     ///
     /// # Errors
-    /// A receive or delete failure; [`DlqError`]s of single messages are counted, not returned.
-    pub async fn drain(&self, dlq: &crate::Queue, hold: std::time::Duration) -> Result<DrainReport, crate::Error> {
+    /// [`DlqError::Drain`] with the report and the receive or delete error. Archive failures of
+    /// single messages are counted in the report, not returned.
+    pub async fn drain(&self, dlq: &crate::Queue, hold: std::time::Duration) -> Result<DrainReport, DlqError> {
         let source = redrive_source(dlq).await;
         let mut archived = Vec::new();
         let mut report = DrainReport::default();
-        loop {
-            let batch = dlq.receive(10, std::time::Duration::from_secs(1), Some(hold)).await?;
-            if batch.is_empty() {
-                break;
-            }
+        let stopped = loop {
+            let batch = match dlq.receive(10, std::time::Duration::from_secs(1), Some(hold)).await {
+                Ok(b) if b.is_empty() => break None,
+                Ok(b) => b,
+                Err(e) => break Some(e),
+            };
             let r = self.archive(&batch, dlq.name(), source.as_deref()).await;
             report.archive_failures += r.failed.len();
+            report.archived += r.archived.len();
             let done: Vec<&str> = batch
                 .iter()
                 .filter(|m| r.archived.iter().any(|a| a.message_id == m.message_id))
                 .map(|m| m.receipt_handle.as_str())
                 .collect();
-            if !done.is_empty() {
-                dlq.delete_batch(&done).await?.into_result()?;
-            }
-            report.archived += r.archived.len();
             archived.extend(r.archived);
+            if done.is_empty() {
+                continue;
+            }
+            match dlq.delete_batch(&done).await {
+                Ok(d) => {
+                    report.deleted += d.succeeded.len();
+                    if let Err(e) = d.into_result() {
+                        break Some(e);
+                    }
+                }
+                Err(e) => break Some(e),
+            }
+        };
+        if let Some(e) = &stopped {
+            tracing::error!(error = %e, archived = report.archived, "draining stopped; alerting on what was archived");
         }
         match self.alert(&archived, dlq.name()).await {
             Ok(sent) => report.alert_sent = sent,
             Err(e) => tracing::error!(error = %e, "alert failed; the messages are archived"),
         }
-        Ok(report)
+        match stopped {
+            None => Ok(report),
+            Some(source) => Err(DlqError::Drain { report, source }),
+        }
     }
 }
 
@@ -511,8 +557,8 @@ pub struct Redriver {
 }
 
 impl Redriver {
-    /// A redriver for `dlq`, to `to` when given, else to each message's source queue (the
-    /// processor's `sqskit-source-queue` attribute, or the DLQ's single redrive source).
+    /// A redriver for `dlq`, to `to` when given, else to each message's [`source_queue`] (or
+    /// the DLQ's single redrive source).
     pub async fn new(dlq: crate::Queue, to: Option<crate::Queue>) -> Self {
         let redrive_source = if to.is_none() { redrive_source(&dlq).await } else { None };
         Self { dlq, to, redrive_source, targets: Default::default() }
@@ -522,9 +568,9 @@ impl Redriver {
         if let Some(t) = &self.to {
             return Ok(t.clone());
         }
-        let name = error_info(m).2.or_else(|| self.redrive_source.clone()).ok_or_else(|| {
+        let name = source_queue(m).or_else(|| self.redrive_source.clone()).ok_or_else(|| {
             format!(
-                "{}: source queue unknown (no {} attribute, DLQ has no single source); use --to",
+                "{}: source queue unknown (no DeadLetterQueueSourceArn or {} attribute, DLQ has no single source); use --to",
                 m.message_id,
                 dl::SOURCE_QUEUE
             )
@@ -614,6 +660,18 @@ mod tests {
     fn key_uses_source_queue_and_sent_date() {
         assert_eq!(archive_key("dead-letters/", "orders", &msg()), "dead-letters/orders/2023/11/14/m-1.json");
         assert_eq!(archive_key("", "orders", &msg()), "orders/2023/11/14/m-1.json");
+    }
+
+    #[test]
+    fn source_queue_prefers_the_redrive_attribute() {
+        let mut m = msg();
+        assert_eq!(source_queue(&m).as_deref(), Some("orders"));
+        m.system_attributes
+            .insert("DeadLetterQueueSourceArn".into(), "arn:aws:sqs:us-east-1:000000000000:payments".into());
+        assert_eq!(source_queue(&m).as_deref(), Some("payments"));
+        m.system_attributes.clear();
+        m.attributes.clear();
+        assert_eq!(source_queue(&m), None);
     }
 
     #[test]

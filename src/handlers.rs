@@ -6,7 +6,10 @@
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use std::os::unix::process::ExitStatusExt;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::message::Message;
 use crate::processor::{BoxFuture, Handler, HandlerError};
@@ -17,7 +20,11 @@ pub const EXIT_PERMANENT: i32 = 65;
 /// Runs a command per message: body on stdin, metadata in `SQSKIT_*` environment variables.
 ///
 /// Exit 0 → success; exit 65 (`EX_DATAERR`) → permanent failure (DLQ); anything else or a
-/// timeout (the processor's) → retryable. Output lines are logged with the message id.
+/// timeout (the processor's) → retryable, the error ending with the last few hundred bytes of
+/// stderr. Output is read as bytes to its end and logged line by line with the message id
+/// (invalid UTF-8 replaced). The command runs in its own process group, which is killed
+/// (SIGKILL) when the command exits, times out or the handler is dropped (shutdown): nothing
+/// it started, e.g. the other half of `sh -c 'a | b'`, outlives it.
 /// Environment: `SQSKIT_MESSAGE_ID`, `SQSKIT_QUEUE_URL`, `SQSKIT_QUEUE_NAME`,
 /// `SQSKIT_RECEIVE_COUNT`, `SQSKIT_GROUP_ID`, `SQSKIT_SENT_TIMESTAMP` (ms),
 /// `SQSKIT_FIRST_RECEIVED_AT` (ms), and `SQSKIT_ATTR_<NAME>` per string attribute (name
@@ -78,6 +85,8 @@ impl ExecHandler {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // its own process group, so that a timeout or shutdown can kill everything it started
+            .process_group(0)
             .env("SQSKIT_MESSAGE_ID", &raw.message_id)
             .env("SQSKIT_QUEUE_URL", &self.queue_url)
             .env("SQSKIT_QUEUE_NAME", self.queue_url.rsplit('/').next().unwrap_or_default())
@@ -98,9 +107,15 @@ impl ExecHandler {
         }
         let mut child =
             cmd.spawn().map_err(|e| HandlerError::retryable(format!("cannot start {}: {e}", self.program)))?;
+        // dropped on every path out of here (exit, timeout, shutdown, panic): kills the group
+        let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(GroupKill);
         let id = raw.message_id.clone();
-        let out = child.stdout.take().map(|s| tokio::spawn(log_lines(s, id.clone(), "stdout")));
-        let err = child.stderr.take().map(|s| tokio::spawn(log_lines(s, id.clone(), "stderr")));
+        let out =
+            child.stdout.take().map(|s| AbortOnDropHandle::new(tokio::spawn(drain_output(s, id.clone(), "stdout", 0))));
+        let err = child
+            .stderr
+            .take()
+            .map(|s| AbortOnDropHandle::new(tokio::spawn(drain_output(s, id.clone(), "stderr", STDERR_KEPT))));
         if let Some(mut stdin) = child.stdin.take() {
             // a command that does not read stdin closes the pipe early: not an error
             let _ = stdin.write_all(msg.body.as_bytes()).await;
@@ -108,24 +123,98 @@ impl ExecHandler {
         }
         let status =
             child.wait().await.map_err(|e| HandlerError::retryable(format!("waiting for {}: {e}", self.program)))?;
-        for t in [out, err].into_iter().flatten() {
-            let _ = t.await;
+        // the command is done: what it left running in its group goes too, which closes the pipes
+        drop(group);
+        let mut stderr_tail = Vec::new();
+        for (t, keep) in [(out, false), (err, true)] {
+            let Some(t) = t else { continue };
+            // a process that left the group may still hold a pipe: do not wait for it forever
+            if let Ok(Ok(tail)) = tokio::time::timeout(OUTPUT_GRACE, t).await {
+                if keep {
+                    stderr_tail = tail;
+                }
+            }
         }
+        let stderr = stderr_note(&stderr_tail);
         match status.code() {
             Some(0) => Ok(()),
-            Some(EXIT_PERMANENT) => {
-                Err(HandlerError::permanent(format!("{} exited with {EXIT_PERMANENT} (EX_DATAERR)", self.program)))
-            }
-            Some(c) => Err(HandlerError::retryable(format!("{} exited with {c}", self.program))),
-            None => Err(HandlerError::retryable(format!("{} was killed by a signal", self.program))),
+            Some(EXIT_PERMANENT) => Err(HandlerError::permanent(format!(
+                "{} exited with {EXIT_PERMANENT} (EX_DATAERR){stderr}",
+                self.program
+            ))),
+            Some(c) => Err(HandlerError::retryable(format!("{} exited with {c}{stderr}", self.program))),
+            None => Err(HandlerError::retryable(format!(
+                "{} was killed by signal {}{stderr}",
+                self.program,
+                status.signal().unwrap_or_default()
+            ))),
         }
     }
 }
 
-async fn log_lines(stream: impl tokio::io::AsyncRead + Unpin, message_id: String, which: &'static str) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(message_id = %message_id, stream = which, "{line}");
+/// How many bytes of a command's stderr (its end) go into the error of a failed run.
+const STDERR_KEPT: usize = 300;
+/// Lines longer than this are logged in pieces.
+const MAX_LINE: u64 = 8 * 1024;
+/// How long output is still drained after the command's group was killed.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Kills a child's whole process group (SIGKILL) when dropped.
+struct GroupKill(i32);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            // SAFETY: kill(2) takes plain integers and touches no memory of this process;
+            // a negative pid addresses the process group. ESRCH (group gone) is fine.
+            unsafe {
+                libc::kill(-self.0, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Reads a command's output to its end as bytes, so the command never writes into a closed
+/// pipe (SIGPIPE): each line is logged (invalid UTF-8 replaced), and the last `keep` bytes are
+/// returned.
+async fn drain_output(
+    stream: impl tokio::io::AsyncRead + Unpin,
+    message_id: String,
+    which: &'static str,
+    keep: usize,
+) -> Vec<u8> {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line).await {
+            Ok(0) => return tail,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(message_id = %message_id, stream = which, error = %e, "reading the command's output failed");
+                return tail;
+            }
+        }
+        let text = String::from_utf8_lossy(&line);
+        tracing::info!(message_id = %message_id, stream = which, "{}", text.trim_end_matches(['\n', '\r']));
+        if keep > 0 {
+            tail.extend_from_slice(&line);
+            if tail.len() > keep {
+                tail.drain(..tail.len() - keep);
+            }
+        }
+    }
+}
+
+/// `: stderr: "…"` with the end of a command's stderr, or nothing.
+fn stderr_note(tail: &[u8]) -> String {
+    let text = String::from_utf8_lossy(tail);
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; stderr ends: {text:?}")
     }
 }
 
@@ -134,8 +223,9 @@ async fn log_lines(stream: impl tokio::io::AsyncRead + Unpin, message_id: String
 /// Body as is; headers `X-Aws-Sqsd-Msgid`, `X-Aws-Sqsd-Queue`, `X-Aws-Sqsd-Receive-Count`,
 /// `X-Aws-Sqsd-First-Received-At` (RFC 3339), `X-Aws-Sqsd-Sender-Id`, `X-Aws-Sqsd-Attr-<name>`
 /// per string attribute; `Content-Type` from a `Content-Type` attribute or `application/json`.
-/// 2xx → success; 429, 5xx, timeout, connection refused → retryable (`Retry-After` seconds
-/// honoured); other 4xx → permanent.
+/// 2xx → success; 429, 5xx, timeout, connection refused → retryable (`Retry-After` in seconds
+/// or as an HTTP date honoured); a 3xx is never followed and is a retryable failure naming its
+/// `Location`; other 4xx → permanent. The client is [`http_client`] (rustls, platform trust store).
 #[derive(Debug, Clone)]
 pub struct HttpHandler {
     client: reqwest::Client,
@@ -153,11 +243,7 @@ impl HttpHandler {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(crate::Error::Invalid { what: "http", reason: format!("{url:?} is not an http(s) URL") });
         }
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| crate::Error::Invalid { what: "http", reason: e.to_string() })?;
-        Ok(Self { client, url, queue_name: queue_name.into() })
+        Ok(Self { client: http_client(timeout)?, url, queue_name: queue_name.into() })
     }
 
     /// For another queue.
@@ -205,24 +291,91 @@ impl HttpHandler {
             };
             HandlerError::retryable(format!("POST {}: {why}: {e}", self.url))
         })?;
-        classify_status(resp.status().as_u16(), resp.headers().get("Retry-After").and_then(|v| v.to_str().ok()))
+        classify_response(&resp)
     }
 }
 
-/// Map an HTTP status (and `Retry-After`) to a handler result.
+/// The HTTP client for delivering messages (`--http`, the worker Lambda): redirects are **not**
+/// followed, since following one turns the POST into a body-less GET whose 2xx would count as
+/// delivered ([`classify_response`] makes a 3xx a retryable failure); TLS is rustls (no
+/// OpenSSL) trusting the platform's certificates, or those named by `SSL_CERT_FILE` /
+/// `SSL_CERT_DIR` when set; `timeout` applies to each request.
+///
+/// # Errors
+/// [`crate::Error::Invalid`] when the client cannot be built.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, crate::Error> {
+    let invalid = |reason: String| crate::Error::Invalid { what: "http client", reason };
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .use_preconfigured_tls(tls_config().map_err(|e| invalid(e.to_string()))?)
+        .build()
+        .map_err(|e| invalid(e.to_string()))
+}
+
+/// rustls with the aws-lc-rs provider the AWS SDK already uses (one crypto library) and the
+/// platform trust store (rustls-native-certs: `SSL_CERT_FILE` / `SSL_CERT_DIR`, else the system's).
+fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::warn!(error = %e, "loading trusted certificates");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    if ignored > 0 {
+        tracing::warn!(ignored, "some trusted certificates could not be parsed and are ignored");
+    }
+    if added == 0 {
+        tracing::warn!("no trusted CA certificates found (system store, SSL_CERT_FILE, SSL_CERT_DIR): https will fail");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Map an HTTP response to a handler result: [`classify_status`] with its `Retry-After`, and
+/// a 3xx (redirects are not followed) a retryable failure naming its `Location`.
+pub fn classify_response(resp: &reqwest::Response) -> Result<(), HandlerError> {
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
+    classify(resp.status().as_u16(), header("Retry-After"), header("Location"))
+}
+
+/// Map an HTTP status (and `Retry-After`, in seconds or as an HTTP date) to a handler result:
+/// 2xx success; 3xx, 429, 5xx retryable; other 4xx permanent.
 pub fn classify_status(status: u16, retry_after: Option<&str>) -> Result<(), HandlerError> {
+    classify(status, retry_after, None)
+}
+
+/// Longest `Location` quoted in an error.
+const LOCATION_MAX: usize = 200;
+
+fn classify(status: u16, retry_after: Option<&str>, location: Option<&str>) -> Result<(), HandlerError> {
+    let retry = |msg: String| match retry_after.and_then(parse_retry_after) {
+        Some(after) => Err(HandlerError::retry_after(msg, after)),
+        None => Err(HandlerError::retryable(msg)),
+    };
     match status {
         200..=299 => Ok(()),
-        429 | 500..=599 => {
-            let msg = format!("HTTP {status}");
-            match retry_after.and_then(|v| v.trim().parse::<u64>().ok()) {
-                Some(secs) => Err(HandlerError::retry_after(msg, Duration::from_secs(secs))),
-                None => Err(HandlerError::retryable(msg)),
-            }
+        300..=399 => {
+            let to: String = location.unwrap_or("(no Location)").chars().take(LOCATION_MAX).collect();
+            retry(format!("HTTP {status} redirect to {to} (redirects are not followed; use the final URL)"))
         }
+        429 | 500..=599 => retry(format!("HTTP {status}")),
         400..=499 => Err(HandlerError::permanent(format!("HTTP {status}"))),
         other => Err(HandlerError::retryable(format!("unexpected HTTP {other}"))),
     }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (a date in the past means now).
+fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 fn rfc3339(t: SystemTime) -> Option<String> {
@@ -249,6 +402,31 @@ mod tests {
         assert_eq!(classify_status(500, Some("soon")), Err(HandlerError::retryable("HTTP 500")));
         assert_eq!(classify_status(400, None), Err(HandlerError::permanent("HTTP 400")));
         assert_eq!(classify_status(404, Some("5")), Err(HandlerError::permanent("HTTP 404")));
+    }
+
+    #[test]
+    fn redirect_is_retryable_and_names_the_location() {
+        assert_eq!(
+            classify(302, None, Some("/ok")),
+            Err(HandlerError::retryable("HTTP 302 redirect to /ok (redirects are not followed; use the final URL)"))
+        );
+        assert!(matches!(classify_status(301, Some("4")), Err(HandlerError::Retryable { retry_after: Some(_), .. })));
+    }
+
+    #[test]
+    fn retry_after_as_http_date_is_honoured() {
+        // a date in the past: retry at once
+        assert_eq!(
+            classify_status(503, Some("Sun, 06 Nov 1994 08:49:37 GMT")),
+            Err(HandlerError::retry_after("HTTP 503", Duration::ZERO))
+        );
+        // a date in the future: the time until then
+        match classify_status(429, Some("Fri, 01 Jan 2100 00:00:00 GMT")) {
+            Err(HandlerError::Retryable { retry_after: Some(d), .. }) => {
+                assert!(d > Duration::from_secs(365 * 24 * 3600), "{d:?}")
+            }
+            other => panic!("Retry-After date ignored: {other:?}"),
+        }
     }
 
     #[test]

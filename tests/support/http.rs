@@ -8,8 +8,17 @@ use tokio::net::TcpListener;
 
 #[derive(Debug, Clone)]
 pub struct Request {
+    pub method: String,
+    pub path: String,
     pub headers: HashMap<String, String>,
     pub body: String,
+}
+
+/// A response: status and extra headers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
 }
 
 /// Serves on 127.0.0.1:0 from its own thread; `status(body)` picks the response status
@@ -17,6 +26,15 @@ pub struct Request {
 pub fn serve(
     status: impl Fn(&str) -> (u16, Option<u64>) + Send + Sync + 'static,
 ) -> (String, Arc<Mutex<Vec<Request>>>) {
+    serve_with(move |req| {
+        let (status, retry_after) = status(&req.body);
+        Reply { status, headers: retry_after.map(|s| ("Retry-After".to_string(), s.to_string())).into_iter().collect() }
+    })
+}
+
+/// Like [`serve`], but `reply(request)` decides status and headers (e.g. a redirect).
+pub fn serve_with(reply: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> (String, Arc<Mutex<Vec<Request>>>) {
+    let status = reply;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s2 = seen.clone();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -29,7 +47,7 @@ pub fn serve(
 }
 
 async fn run(
-    status: impl Fn(&str) -> (u16, Option<u64>) + Send + Sync + 'static,
+    status: impl Fn(&Request) -> Reply + Send + Sync + 'static,
     s2: Arc<Mutex<Vec<Request>>>,
     tx: std::sync::mpsc::Sender<std::net::SocketAddr>,
 ) {
@@ -48,6 +66,9 @@ async fn run(
                     if r.read_line(&mut line).await.unwrap_or(0) == 0 {
                         return;
                     }
+                    let mut words = line.split_whitespace();
+                    let method = words.next().unwrap_or_default().to_string();
+                    let path = words.next().unwrap_or_default().to_string();
                     let mut headers = HashMap::new();
                     loop {
                         let mut h = String::new();
@@ -68,10 +89,11 @@ async fn run(
                         return;
                     }
                     let body = String::from_utf8_lossy(&body).to_string();
-                    let (code, retry_after) = status(&body);
-                    seen.lock().unwrap().push(Request { headers, body });
-                    let extra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
-                    let resp = format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\n{extra}\r\n");
+                    let req = Request { method, path, headers, body };
+                    let reply = status(&req);
+                    seen.lock().unwrap().push(req);
+                    let extra: String = reply.headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+                    let resp = format!("HTTP/1.1 {} X\r\nContent-Length: 0\r\n{extra}\r\n", reply.status);
                     if w.write_all(resp.as_bytes()).await.is_err() {
                         return;
                     }

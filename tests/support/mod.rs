@@ -148,10 +148,12 @@ pub async fn depth(queue: &Queue) -> (u64, u64, u64) {
     (a.visible, a.in_flight, a.delayed)
 }
 
+pub mod deny;
 pub mod http;
 pub mod lambda_rt;
 pub mod proc;
 pub mod proxy;
+pub mod tls;
 
 /// A record shaped exactly as Lambda's SQS event source sends it, from a received message.
 pub fn lambda_record(m: &sqskit::ReceivedMessage, arn: &str) -> serde_json::Value {
@@ -193,4 +195,35 @@ pub async fn receive_exactly(q: &Queue, n: usize) -> Vec<sqskit::ReceivedMessage
     }
     assert_eq!(got.len(), n, "received all");
     got
+}
+
+/// A DLQ shared by two source queues (`maxReceiveCount` 1, so `ListDeadLetterSourceQueues`
+/// names no single source) holding one message that SQS's redrive policy moved there from the
+/// first source: received once, made visible again, received again. Returns (source, DLQ).
+pub async fn shared_dlq_with_redriven_message(prefix: &str, body: &str) -> (Queue, Queue) {
+    let client = sqs().await;
+    let base = unique(prefix);
+    let dlq = create_queue(&client, &format!("{base}-dlq"), &[]).await;
+    let dlq_arn = dlq.attributes().await.expect("dlq attributes").arn.expect("dlq arn");
+    let policy = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": 1}).to_string();
+    let mut sources = Vec::new();
+    for name in [format!("{base}-a"), format!("{base}-b")] {
+        sources.push(create_queue(&client, &name, &[(QueueAttributeName::RedrivePolicy, policy.clone())]).await);
+    }
+    let src = sources.swap_remove(0);
+    src.send(sqskit::OutgoingMessage::new(body)).await.expect("send");
+    let first = receive_exactly(&src, 1).await;
+    src.change_visibility_each(&[(first[0].receipt_handle.as_str(), 0)])
+        .await
+        .expect("release")
+        .into_result()
+        .expect("release entry");
+    for _ in 0..20 {
+        let again = src.receive(10, Duration::from_secs(1), Some(Duration::from_secs(30))).await.expect("receive");
+        assert!(again.is_empty(), "the second receive moves the message to the DLQ instead of returning it");
+        if depth(&dlq).await.0 == 1 {
+            return (src, dlq);
+        }
+    }
+    panic!("SQS did not move the message to the DLQ");
 }

@@ -4,8 +4,10 @@
 //! (decoding, panics, backoff, DLQ, partial batch responses, FIFO rules) is the library's.
 //!
 //! Message: `{"delivery_id": "...", "url": "https://...", "event_type": "order.created", "payload": {...}}`.
-//! 2xx → done; 429 / 5xx / timeout / connection error → retry with backoff (honouring
-//! `Retry-After`); other 4xx or an invalid message → DLQ.
+//! 2xx → done; 3xx (never followed) / 429 / 5xx / timeout / connection error → retry with
+//! backoff (honouring `Retry-After`); other 4xx or an invalid message → DLQ. HTTPS trusts the
+//! platform's certificates, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set
+//! ([`sqskit::handlers::http_client`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,15 +45,14 @@ async fn deliver(http: reqwest::Client, msg: Message<WebhookDelivery>) -> Result
         .send()
         .await
         .map_err(|e| HandlerError::retryable(format!("delivery {}: {e}", d.delivery_id)))?;
-    let retry_after = resp.headers().get("Retry-After").and_then(|v| v.to_str().ok()).map(str::to_string);
-    sqskit::handlers::classify_status(resp.status().as_u16(), retry_after.as_deref())
+    sqskit::handlers::classify_response(&resp)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     sqskit::lambda::init_logging();
     let config = sqskit::config::processor_from_env()?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let http = sqskit::handlers::http_client(Duration::from_secs(10))?;
     let processor = Processor::json(move |m: Message<WebhookDelivery>| deliver(http.clone(), m)).with_config(config);
     let adapter = Arc::new(LambdaAdapter::from_env(processor).await?);
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "worker".into());

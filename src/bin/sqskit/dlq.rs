@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use sqskit::dlq::{DlqMonitor, MonitorConfig};
+use sqskit::dlq::{DlqError, DlqMonitor, MonitorConfig};
 use sqskit::processor::dead_letter_attributes as dl;
 use sqskit::Queue;
 
@@ -66,16 +66,29 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
             };
             let monitor = DlqMonitor::new(&sdk, config);
             let dlq = Queue::new(sqs, a.queue_url);
-            let report = monitor.drain(&dlq, Duration::from_secs(60)).await?;
+            let (report, stopped) = match monitor.drain(&dlq, Duration::from_secs(60)).await {
+                Ok(report) => (report, None),
+                Err(DlqError::Drain { report, source }) => (report, Some(source)),
+                Err(e) => return Err(e.into()),
+            };
             match a.output {
                 Output::Json => println!("{}", serde_json::to_string(&report)?),
                 Output::Text => println!(
-                    "archived {} message(s) from {}, {} archive failure(s), alert {}",
+                    "archived {} message(s) from {}, deleted {}, {} archive failure(s), alert {}",
                     report.archived,
                     dlq.name(),
+                    report.deleted,
                     report.archive_failures,
                     if report.alert_sent { "sent" } else { "not sent" }
                 ),
+            }
+            if let Some(e) = stopped {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "draining {} stopped after archiving {} message(s) (deleted {}; the rest stay in the DLQ)",
+                    dlq.name(),
+                    report.archived,
+                    report.deleted
+                )));
             }
             anyhow::ensure!(
                 report.archive_failures == 0,
@@ -91,7 +104,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
             let mut sources: BTreeMap<String, usize> = BTreeMap::new();
             for m in &msgs {
                 *kinds.entry(m.attribute_str(dl::ERROR_KIND).unwrap_or("max-receives").to_string()).or_default() += 1;
-                *sources.entry(m.attribute_str(dl::SOURCE_QUEUE).unwrap_or("unknown").to_string()).or_default() += 1;
+                *sources.entry(sqskit::dlq::source_queue(m).unwrap_or_else(|| "unknown".into())).or_default() += 1;
             }
             match a.output {
                 Output::Json => {

@@ -1,0 +1,87 @@
+//! `sqskit dlq drain` as a real process against LocalStack: what it does when a delete is
+//! refused, and where it files messages moved by SQS's redrive policy.
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sqskit::{OutgoingMessage, Queue};
+use support::deny::DenyProxy;
+use support::proc::sqskit;
+use support::*;
+
+struct Capture {
+    bucket: String,
+    topic_arn: String,
+    alerts: Queue,
+    s3: aws_sdk_s3::Client,
+}
+
+async fn capture() -> Capture {
+    let sdk = sdk_config().await;
+    let s3 = sqskit::dlq::s3_client(&sdk);
+    let bucket = unique("drain").to_lowercase();
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let sns = aws_sdk_sns::Client::new(&sdk);
+    let topic_arn = sns.create_topic().name(unique("alerts")).send().await.unwrap().topic_arn().unwrap().to_string();
+    let alerts = queue("drain-alerts").await;
+    let alerts_arn = alerts.attributes().await.unwrap().arn.unwrap();
+    sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(alerts_arn).send().await.unwrap();
+    Capture { bucket, topic_arn, alerts, s3 }
+}
+
+impl Capture {
+    async fn keys(&self) -> Vec<String> {
+        let listed = self.s3.list_objects_v2().bucket(&self.bucket).send().await.unwrap();
+        listed.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+    }
+}
+
+fn drain_cmd(dlq: &Queue, cap: &Capture) -> std::process::Command {
+    let mut c = sqskit(None);
+    c.args(["dlq", "drain", "--queue-url", dlq.url(), "--bucket", &cap.bucket, "--topic-arn", &cap.topic_arn]);
+    c.stdin(std::process::Stdio::null());
+    c
+}
+
+#[tokio::test]
+async fn dlq_drain_alerts_on_what_it_archived_when_the_delete_is_denied() {
+    let cap = capture().await;
+    let dlq = queue("drain-denied").await;
+    dlq.send_batch((0..3).map(|i| OutgoingMessage::new(format!("{{\"dead\":{i}}}"))))
+        .await
+        .unwrap()
+        .into_result()
+        .unwrap();
+    // SQS through a proxy that refuses deletes (a role without sqs:DeleteMessage); S3 and SNS direct
+    let upstream = endpoint().trim_start_matches("http://").trim_end_matches('/').to_string();
+    let proxy = DenyProxy::start(upstream, &[".DeleteMessageBatch", ".DeleteMessage"]);
+    let mut cmd = drain_cmd(&dlq, &cap);
+    cmd.env("AWS_ENDPOINT_URL", &proxy.url)
+        .env("AWS_ENDPOINT_URL_S3", endpoint())
+        .env("AWS_ENDPOINT_URL_SNS", endpoint());
+    let out = cmd.output().expect("run sqskit");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(proxy.denied.load(Ordering::SeqCst) >= 1, "the delete was attempted and refused");
+    assert_eq!(out.status.code(), Some(1), "a failed delete is an error; stdout {stdout}\nstderr {stderr}");
+    assert!(stderr.contains("AccessDenied") || stderr.contains("not authorized"), "the error is reported: {stderr}");
+    assert_eq!(cap.keys().await.len(), 3, "archived");
+    let alerts = peek_all(&cap.alerts, Duration::from_secs(3), Duration::from_secs(60)).await;
+    assert_eq!(alerts.len(), 1, "one alert for what was archived; stderr {stderr}");
+    let note: serde_json::Value = serde_json::from_str(&alerts[0].body).unwrap();
+    assert!(note["Message"].as_str().unwrap().contains("3 message(s)"), "{note}");
+    let (visible, in_flight, _) = depth(&dlq).await;
+    assert_eq!(visible + in_flight, 3, "nothing deleted");
+}
+
+#[tokio::test]
+async fn dlq_drain_files_redriven_messages_under_their_source_queue() {
+    let cap = capture().await;
+    let (src, dlq) = shared_dlq_with_redriven_message("drain-redriven", "{\"order\":9}").await;
+    let out = drain_cmd(&dlq, &cap).output().expect("run sqskit");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let keys = cap.keys().await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with(&format!("dead-letters/{}/", src.name())), "filed under the source queue: {keys:?}");
+    assert_eq!(depth(&dlq).await, (0, 0, 0));
+}
