@@ -334,3 +334,53 @@ where
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::EntryFailure;
+
+    fn fail(index: usize, code: &str, sender_fault: bool) -> EntryFailure {
+        EntryFailure { index, code: code.into(), message: String::new(), sender_fault }
+    }
+
+    #[tokio::test]
+    async fn server_side_entry_failures_are_retried_and_client_side_ones_are_not() {
+        // entries 0..4: 1 fails on SQS's side once, 2 is the caller's fault, 3 lost its lease
+        let calls = std::sync::Mutex::new(Vec::new());
+        let r = with_retries(4, |idx: Vec<usize>| {
+            let attempt = {
+                let mut c = calls.lock().unwrap();
+                c.push(idx.clone());
+                c.len()
+            };
+            async move {
+                let mut report = BatchReport::default();
+                for (pos, entry) in idx.iter().enumerate() {
+                    match (entry, attempt) {
+                        (1, 1) => report.failed.push(fail(pos, "InternalError", false)),
+                        (2, _) => report.failed.push(fail(pos, "InvalidParameterValue", true)),
+                        (3, _) => report.failed.push(fail(pos, "ReceiptHandleIsInvalid", false)),
+                        _ => report.succeeded.push(pos),
+                    }
+                }
+                Ok(report)
+            }
+        })
+        .await;
+        assert_eq!(*calls.lock().unwrap(), vec![vec![0, 1, 2, 3], vec![1]], "only the server-side failure is re-sent");
+        let mut ok = r.ok.clone();
+        ok.sort();
+        assert_eq!(ok, [0, 1]);
+        let failed: Vec<(usize, &str)> = r.failed.iter().map(|(i, c, _)| (*i, c.as_str())).collect();
+        assert_eq!(failed, [(2, "InvalidParameterValue"), (3, "ReceiptHandleIsInvalid")]);
+    }
+
+    #[test]
+    fn invalid_or_expired_receipt_handles_mean_a_lost_lease() {
+        assert!(lease_lost("ReceiptHandleIsInvalid", ""));
+        assert!(lease_lost("AWS.SimpleQueueService.MessageNotInflight", ""));
+        assert!(lease_lost("InvalidParameterValue", "Value x for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."));
+        assert!(!lease_lost("InternalError", "try again"));
+    }
+}

@@ -158,3 +158,29 @@ async fn a_fifo_queue_never_dead_letters_into_a_standard_dlq() {
     let left = peek_all(&src, Duration::from_secs(3), Duration::from_secs(30)).await;
     assert_eq!(left.len(), 1, "the message is kept (retried), not lost");
 }
+
+#[tokio::test]
+async fn a_stalled_delete_endpoint_slows_receiving_instead_of_piling_up_messages() {
+    let q = queue("stalled-deletes").await;
+    let bodies: Vec<OutgoingMessage> = (0..300).map(|i| OutgoingMessage::new(format!("m{i}"))).collect();
+    q.send_batch(bodies).await.unwrap().into_result().unwrap();
+    let target = endpoint().trim_start_matches("http://").to_string();
+    let proxy = support::deny::DenyProxy::hold(target, &[".DeleteMessageBatch"]);
+    let dir = temp_dir("stalled");
+    let mut cmd = poll(&q, &dir, &["--until-empty", "--wait-time", "1", "--concurrency", "10"]);
+    cmd.env("AWS_ENDPOINT_URL", &proxy.url);
+    let mut p = spawn(cmd);
+    // while no delete is confirmed, handlers wait to hand over their acks (keeping their slots):
+    // at most ~10 running + 10 queued acks + 8 delete calls of 10 are out, not all 300
+    wait_until(Duration::from_secs(30), "deletes to stall", || proxy.denied.load(std::sync::atomic::Ordering::SeqCst) >= 8);
+    let mut most = 0;
+    for _ in 0..16 {
+        most = most.max(depth(&q).await.1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(most <= 150, "{most} messages in flight while deletes stalled");
+    proxy.release();
+    assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
+    assert_eq!(lines(&dir, "end").len(), 300);
+    assert_eq!(depth(&q).await, (0, 0, 0));
+}
