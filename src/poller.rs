@@ -583,11 +583,14 @@ async fn heartbeat(
     }
 }
 
+/// Visibility changes of one unit, in order: `(message, seconds)`.
+type VisibilityUnit = Vec<(Arc<ReceivedMessage>, u32)>;
+
 enum Ack {
     Delete(Arc<ReceivedMessage>, Deletion),
     /// One unit of visibility changes, kept together and in order in one call; the reason
     /// labels failures (`heartbeat`, `retry`, `release`).
-    Visibility(Vec<(Arc<ReceivedMessage>, u32)>, &'static str),
+    Visibility(VisibilityUnit, &'static str),
 }
 
 const ACK_CALLS_IN_FLIGHT: usize = 8;
@@ -602,7 +605,7 @@ async fn acker(
     drain: CancellationToken,
 ) {
     let mut deletes: Vec<(Arc<ReceivedMessage>, Deletion)> = Vec::new();
-    let mut vis: Vec<(Vec<(Arc<ReceivedMessage>, u32)>, &'static str)> = Vec::new();
+    let mut vis: Vec<(VisibilityUnit, &'static str)> = Vec::new();
     let mut calls = JoinSet::new();
     let limit = Arc::new(Semaphore::new(ACK_CALLS_IN_FLIGHT));
     let mut tick = tokio::time::interval(config.ack_flush_interval.max(Duration::from_millis(1)));
@@ -646,7 +649,7 @@ async fn acker(
 async fn flush_all(
     queue: &Queue,
     deletes: &mut Vec<(Arc<ReceivedMessage>, Deletion)>,
-    vis: &mut Vec<(Vec<(Arc<ReceivedMessage>, u32)>, &'static str)>,
+    vis: &mut Vec<(VisibilityUnit, &'static str)>,
     calls: &mut JoinSet<()>,
     limit: &Arc<Semaphore>,
     stats: &Arc<PollStats>,

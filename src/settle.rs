@@ -380,7 +380,10 @@ mod tests {
     fn invalid_or_expired_receipt_handles_mean_a_lost_lease() {
         assert!(lease_lost("ReceiptHandleIsInvalid", ""));
         assert!(lease_lost("AWS.SimpleQueueService.MessageNotInflight", ""));
-        assert!(lease_lost("InvalidParameterValue", "Value x for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."));
+        assert!(lease_lost(
+            "InvalidParameterValue",
+            "Value x for parameter ReceiptHandle is invalid. Reason: The receipt handle has expired."
+        ));
         assert!(!lease_lost("InternalError", "try again"));
     }
 }

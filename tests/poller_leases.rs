@@ -172,7 +172,9 @@ async fn a_stalled_delete_endpoint_slows_receiving_instead_of_piling_up_messages
     let mut p = spawn(cmd);
     // while no delete is confirmed, handlers wait to hand over their acks (keeping their slots):
     // at most ~10 running + 10 queued acks + 8 delete calls of 10 are out, not all 300
-    wait_until(Duration::from_secs(30), "deletes to stall", || proxy.denied.load(std::sync::atomic::Ordering::SeqCst) >= 8);
+    wait_until(Duration::from_secs(30), "deletes to stall", || {
+        proxy.denied.load(std::sync::atomic::Ordering::SeqCst) >= 8
+    });
     let mut most = 0;
     for _ in 0..16 {
         most = most.max(depth(&q).await.1);

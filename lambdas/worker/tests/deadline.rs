@@ -23,7 +23,9 @@ async fn worker_stops_starting_messages_near_the_deadline_and_lists_the_rest() {
     let q = fifo_queue("worker-deadline").await;
     let arn = q.attributes().await.unwrap().arn.unwrap();
     let bodies: Vec<String> = (0..8)
-        .map(|i| json!({"delivery_id": format!("d{i}"), "url": url, "event_type": "e", "payload": {"i": i}}).to_string())
+        .map(|i| {
+            json!({"delivery_id": format!("d{i}"), "url": url, "event_type": "e", "payload": {"i": i}}).to_string()
+        })
         .collect();
     q.send_batch(bodies.iter().map(|b| OutgoingMessage::new(b.clone()).group_id("A")))
         .await
@@ -33,7 +35,8 @@ async fn worker_stops_starting_messages_near_the_deadline_and_lists_the_rest() {
     let got = receive_exactly(&q, 8).await;
     let ids: Vec<String> = got.iter().map(|m| m.message_id.clone()).collect();
     let mut lambda = LambdaHarness::start(env!("CARGO_BIN_EXE_worker"), "worker-deadline", &[]);
-    let answer = lambda.invoke_with_deadline(event(got.iter().map(|m| lambda_record(m, &arn)).collect()), Duration::from_secs(6));
+    let answer = lambda
+        .invoke_with_deadline(event(got.iter().map(|m| lambda_record(m, &arn)).collect()), Duration::from_secs(6));
     let resp = response(answer, &lambda.output());
     let failed = failures(&resp);
     let delivered = seen.lock().unwrap().len();
