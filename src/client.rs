@@ -17,9 +17,24 @@ use aws_sdk_sqs::types::{
 };
 use futures::StreamExt;
 
-use crate::error::{classify, EntryFailure, Error};
+use crate::error::{EntryFailure, Error};
 use crate::limits::{self, MAX_BATCH_ENTRIES, MAX_DELAY_SECONDS, MAX_VISIBILITY_SECONDS, MAX_WAIT_SECONDS};
 use crate::message::{AttributeValue, OutgoingMessage, ReceivedMessage};
+
+/// Classify an SDK error and count it in `sqskit_sqs_errors_total{operation}`.
+fn sqs_error<E, R>(operation: &'static str, queue: &str, err: aws_sdk_sqs::error::SdkError<E, R>) -> Error
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata
+        + crate::error::QueueMissing
+        + std::error::Error
+        + Send
+        + Sync
+        + 'static,
+    R: std::fmt::Debug,
+{
+    metrics::counter!(crate::metrics::names::SQS_ERRORS, "operation" => operation).increment(1);
+    crate::error::classify(operation, queue, err)
+}
 
 /// Load the AWS configuration from the standard chain (env, profile, IMDS/ECS
 /// credentials; `AWS_ENDPOINT_URL` for LocalStack).
@@ -168,7 +183,7 @@ impl Queue {
             .set_queue_owner_aws_account_id(owner.map(str::to_string))
             .send()
             .await
-            .map_err(|e| classify("GetQueueUrl", name, e))?;
+            .map_err(|e| sqs_error("GetQueueUrl", name, e))?;
         let url = out.queue_url().ok_or_else(|| Error::QueueDoesNotExist { queue: name.to_string() })?;
         Ok(Self::new(client, url))
     }
@@ -227,7 +242,7 @@ impl Queue {
             .set_message_deduplication_id(msg.dedup_id)
             .send()
             .await
-            .map_err(|e| classify("SendMessage", self.url(), e))?;
+            .map_err(|e| sqs_error("SendMessage", self.url(), e))?;
         Ok(SentMessage {
             index: 0,
             message_id: out.message_id().unwrap_or_default().to_string(),
@@ -351,7 +366,7 @@ impl Queue {
             let out = match call {
                 Ok(out) => out,
                 Err(e) => {
-                    let err = classify("SendMessageBatch", self.url(), e);
+                    let err = sqs_error("SendMessageBatch", self.url(), e);
                     if matches!(err, Error::QueueDoesNotExist { .. }) {
                         return Err(err);
                     }
@@ -448,7 +463,7 @@ impl Queue {
             .message_attribute_names("All")
             .send()
             .await
-            .map_err(|e| classify("ReceiveMessage", self.url(), e))?;
+            .map_err(|e| sqs_error("ReceiveMessage", self.url(), e))?;
         let now = Instant::now();
         let mut received = Vec::with_capacity(out.messages().len());
         for m in out.messages() {
@@ -504,7 +519,7 @@ impl Queue {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| classify("DeleteMessageBatch", self.url(), e))?;
+                .map_err(|e| sqs_error("DeleteMessageBatch", self.url(), e))?;
             collect_batch(&mut report, out.successful().iter().map(|s| s.id()), out.failed());
         }
         Ok(report)
@@ -556,7 +571,7 @@ impl Queue {
                 .set_entries(Some(sdk_entries))
                 .send()
                 .await
-                .map_err(|e| classify("ChangeMessageVisibilityBatch", self.url(), e))?;
+                .map_err(|e| sqs_error("ChangeMessageVisibilityBatch", self.url(), e))?;
             collect_batch(&mut report, out.successful().iter().map(|s| s.id()), out.failed());
         }
         Ok(report)
@@ -574,7 +589,7 @@ impl Queue {
             .attribute_names(QueueAttributeName::All)
             .send()
             .await
-            .map_err(|e| classify("GetQueueAttributes", self.url(), e))?;
+            .map_err(|e| sqs_error("GetQueueAttributes", self.url(), e))?;
         let empty = HashMap::new();
         let a = out.attributes().unwrap_or(&empty);
         let get = |n: QueueAttributeName| a.get(&n).map(String::as_str);
@@ -651,7 +666,7 @@ impl Queue {
             .queue_url(self.url())
             .send()
             .await
-            .map_err(|e| classify("PurgeQueue", self.url(), e))?;
+            .map_err(|e| sqs_error("PurgeQueue", self.url(), e))?;
         Ok(())
     }
 }

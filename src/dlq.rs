@@ -397,20 +397,17 @@ impl MonitorSummary {
 }
 
 impl DlqMonitor {
-    /// The dlq-monitor Lambda's work for one event: archive every record, report the ones
-    /// whose archive failed in `batchItemFailures`, then send one alert for the archived ones
-    /// (a failed alert is logged and counted; the invocation still succeeds).
-    ///
-    /// # Errors
-    /// [`crate::Error::Invalid`] when a record has no `messageId` (the whole batch is retried).
-    pub async fn handle_event(
+    /// The dlq-monitor's work for the messages of one invocation from the DLQ `dlq_arn`:
+    /// archive every message, then send one alert for the archived ones (a failed alert is
+    /// logged and counted). Returns the ids whose archive failed (to be retried).
+    pub async fn handle_messages(
         &self,
-        event: aws_lambda_events::event::sqs::SqsEvent,
+        dlq_arn: &str,
+        messages: Vec<ReceivedMessage>,
         sqs: &aws_sdk_sqs::Client,
-    ) -> Result<(aws_lambda_events::event::sqs::SqsBatchResponse, MonitorSummary), crate::Error> {
-        let arn = event.records.iter().find_map(|r| r.event_source_arn.clone()).unwrap_or_default();
+    ) -> (Vec<String>, MonitorSummary) {
+        let arn = dlq_arn.to_string();
         let dlq_name = arn.rsplit(':').next().unwrap_or("unknown").to_string();
-        let messages = event.records.into_iter().map(crate::lambda::from_record).collect::<Result<Vec<_>, _>>()?;
         let needs_source = messages.iter().any(|m| source_queue(m).is_none());
         let source = if needs_source && !arn.is_empty() {
             match crate::Queue::by_arn(sqs.clone(), &arn).await {
@@ -421,12 +418,14 @@ impl DlqMonitor {
             None
         };
         let report = self.archive(&messages, &dlq_name, source.as_deref()).await;
-        let mut response = aws_lambda_events::event::sqs::SqsBatchResponse::default();
-        for f in &report.failed {
-            if let DlqError::Archive { message_id, .. } = f {
-                response.add_failure(message_id.clone());
-            }
-        }
+        let failed: Vec<String> = report
+            .failed
+            .iter()
+            .filter_map(|f| match f {
+                DlqError::Archive { message_id, .. } => Some(message_id.clone()),
+                _ => None,
+            })
+            .collect();
         let mut summary = MonitorSummary {
             archived: report.archived.len(),
             archive_failures: report.failed.len(),
@@ -446,7 +445,7 @@ impl DlqMonitor {
             alert_sent = summary.alert_sent,
             "dead letters processed"
         );
-        Ok((response, summary))
+        (failed, summary)
     }
 }
 

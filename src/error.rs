@@ -158,7 +158,6 @@ where
     E: ProvideErrorMetadata + QueueMissing + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    metrics::counter!(crate::metrics::names::SQS_ERRORS, "operation" => operation).increment(1);
     match err {
         SdkError::ServiceError(se) => {
             let e = se.err();

@@ -11,6 +11,8 @@ use std::os::unix::process::ExitStatusExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::task::AbortOnDropHandle;
 
+pub use reqwest;
+
 use crate::message::Message;
 use crate::processor::{BoxFuture, Handler, HandlerError};
 

@@ -37,10 +37,81 @@ use crate::message::{AttributeValue, ReceivedMessage};
 use crate::processor::{Outcome, Processor, QueueContext};
 use crate::settle::Actions;
 
+pub use aws_lambda_events;
+pub use lambda_runtime;
+
+/// The error `lambda_runtime` expects from a function (any boxed error).
+pub type BoxError = lambda_runtime::Error;
+
+/// Run an SQS-triggered Lambda function whose handler is `processor`'s: JSON logs, settings from
+/// the environment, each invocation's deadline, partial batch responses, one EMF metrics line
+/// per invocation. Returns when the runtime stops.
+///
+/// Settings: [`config::processor_from_env`](crate::config::processor_from_env) (`SQSKIT_BACKOFF_BASE`,
+/// `SQSKIT_BACKOFF_MAX`, `SQSKIT_HANDLER_TIMEOUT`, `SQSKIT_LOG_BODIES`) replace the processor's,
+/// and [`LambdaAdapter::from_env`] reads `SQSKIT_QUEUE_URL`, `SQSKIT_DLQ_URL`,
+/// `SQSKIT_MAX_RECEIVE_COUNT`, `SQSKIT_DEADLINE_MARGIN`. For full control build a
+/// [`LambdaAdapter`] and call [`run_adapter`].
+///
+/// # Errors
+/// A [`ConfigError`](crate::config::ConfigError) naming the variable at fault, or what the
+/// Lambda runtime reports.
+///
+/// # Example
+/// ```no_run
+/// use sqskit::{HandlerError, Message, Processor};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
+/// async fn handle(order: Message<Order>) -> Result<(), HandlerError> {
+///     tracing::info!(order = order.body.id, "charging");
+///     Ok(())
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), sqskit::lambda::BoxError> {
+///     sqskit::lambda::run(Processor::json(handle)).await
+/// }
+/// ```
+pub async fn run<T: Send + 'static>(processor: Processor<T>) -> Result<(), BoxError> {
+    // boxed: the runtime's future is deep, and a user's `main` should not need a recursion limit
+    Box::pin(async move {
+        init_logging();
+        let config = crate::config::processor_from_env()?;
+        let processor = processor.with_config(config);
+        run_adapter(LambdaAdapter::from_env(processor).await?).await
+    })
+    .await
+}
+
+/// Run the Lambda runtime over an adapter you built: each invocation's deadline goes to
+/// [`LambdaAdapter::handle_with_deadline`]; its EMF line is printed to stdout. Does not set up
+/// logging (see [`init_logging`]).
+///
+/// # Errors
+/// What the Lambda runtime reports.
+pub async fn run_adapter<T: Send + 'static>(adapter: LambdaAdapter<T>) -> Result<(), BoxError> {
+    let adapter = Arc::new(adapter);
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "sqskit".into());
+    let runtime =
+        lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
+            let (adapter, function) = (adapter.clone(), function.clone());
+            async move {
+                let deadline = event.context.deadline();
+                let (response, summary) = adapter.handle_with_deadline(event.payload, Some(deadline)).await?;
+                println!("{}", summary.emf_line(&function));
+                Ok::<_, BoxError>(response)
+            }
+        }));
+    Box::pin(runtime).await
+}
+
 /// JSON logs for a Lambda function (to stdout, as CloudWatch Logs expects; no time stamps, no
 /// colours; the runtime's span adds the request id). Filter with `RUST_LOG` (default `info`).
+/// Does nothing when a subscriber is already installed.
 pub fn init_logging() {
-    tracing_subscriber::fmt()
+    let _ = tracing_subscriber::fmt()
         .json()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -49,7 +120,7 @@ pub fn init_logging() {
         .with_current_span(true)
         .with_ansi(false)
         .without_time()
-        .init();
+        .try_init();
 }
 
 /// Counts of one invocation, for logs and metrics.
@@ -90,11 +161,11 @@ impl BatchSummary {
 /// # Example
 /// ```no_run
 /// use sqskit::{lambda::LambdaAdapter, HandlerError, Message, Processor};
-/// # async fn demo(event: aws_lambda_events::event::sqs::SqsEvent) -> Result<(), sqskit::Error> {
+/// # async fn demo(event: aws_lambda_events::event::sqs::SqsEvent) -> Result<(), Box<dyn std::error::Error>> {
 /// let adapter = LambdaAdapter::from_env(Processor::json(|m: Message<serde_json::Value>| async move {
 ///     if m.body.get("id").is_none() { return Err(HandlerError::permanent("no id")); }
 ///     Ok(())
-/// })).await;
+/// })).await?;
 /// let (response, _summary) = adapter.handle(event).await?;
 /// println!("{}", serde_json::to_string(&response).unwrap());
 /// # Ok(()) }
@@ -235,6 +306,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         let ctx = self.context(source.as_deref()).await;
         // FIFO queue names end in `.fifo`; a message's group id says nothing (fair queues)
         let fifo = ctx.fifo || source.as_deref().is_some_and(|a| a.ends_with(".fifo"));
+        let ctx = QueueContext { fifo, ..ctx };
 
         // stop starting messages when the deadline nears
         let stop = CancellationToken::new();
@@ -244,7 +316,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             tokio::time::Instant::now() + left.saturating_sub(margin)
         });
         let work = async {
-            if fifo {
+            if fifo && !self.processor.is_batch() {
                 self.processor
                     .process_sequence_until(&ctx, messages.into_iter().map(Arc::new).collect(), Some(&stop))
                     .await
@@ -342,4 +414,27 @@ pub fn from_record(r: SqsMessage) -> Result<ReceivedMessage, Error> {
         system_attributes: r.attributes,
         received_at: Instant::now(),
     })
+}
+
+/// The dlq-monitor Lambda's work for one event (see [`DlqMonitor::handle_messages`]): records
+/// whose archive failed are listed in `batchItemFailures`.
+///
+/// # Errors
+/// [`Error::Invalid`] when a record has no `messageId` (the whole batch is retried).
+///
+/// [`DlqMonitor::handle_messages`]: crate::dlq::DlqMonitor::handle_messages
+#[cfg(feature = "dlq")]
+pub async fn handle_dlq_event(
+    monitor: &crate::dlq::DlqMonitor,
+    event: SqsEvent,
+    sqs: &aws_sdk_sqs::Client,
+) -> Result<(SqsBatchResponse, crate::dlq::MonitorSummary), Error> {
+    let arn = event.records.iter().find_map(|r| r.event_source_arn.clone()).unwrap_or_default();
+    let messages = event.records.into_iter().map(from_record).collect::<Result<Vec<_>, _>>()?;
+    let (failed, summary) = monitor.handle_messages(&arn, messages, sqs).await;
+    let mut response = SqsBatchResponse::default();
+    for id in failed {
+        response.add_failure(id);
+    }
+    Ok((response, summary))
 }

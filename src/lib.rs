@@ -26,17 +26,33 @@
 //! - [`dlq`]: archive dead letters to S3 and send one aggregated SNS alert.
 //! - [`metrics`]: Prometheus exporter and CloudWatch EMF lines.
 //! - [`error`]: the client's error type.
+//!
+//! ## Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names) |
+//! | `poller` | yes | [`poller`](crate::poller) and [`shutdown_signal`] |
+//! | `lambda` | no | [`lambda`](crate::lambda): the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
+//! | `handlers` | no | [`handlers`](crate::handlers): `--exec` / `--http` handlers (reqwest + rustls) |
+//! | `dlq` | no | [`dlq`](crate::dlq): archive to S3, one SNS alert, redrive |
+//! | `prometheus` | no | `metrics::install_prometheus` |
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod client;
 pub mod config;
+#[cfg(feature = "dlq")]
 pub mod dlq;
 pub mod error;
+#[cfg(feature = "handlers")]
 pub mod handlers;
+#[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod limits;
 pub mod message;
 pub mod metrics;
+#[cfg(feature = "poller")]
 pub mod poller;
 pub mod processor;
 pub mod retry;
@@ -45,6 +61,9 @@ pub mod settle;
 pub use client::{load_aws_config, BatchReport, Queue, QueueAttributes, RedrivePolicy, SendBatchReport, SentMessage};
 pub use error::{EntryFailure, Error};
 pub use message::{AttributeValue, Message, OutgoingMessage, ReceivedMessage};
+#[cfg(feature = "poller")]
+pub use poller::shutdown_signal;
 pub use processor::{
-    Decision, Failure, FailureKind, Handler, HandlerError, Outcome, Processor, ProcessorConfig, QueueContext,
+    BatchHandler, Decision, Failure, FailureKind, Handler, HandlerError, Outcome, Processor, ProcessorConfig,
+    QueueContext, ResultExt,
 };

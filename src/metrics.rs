@@ -2,10 +2,11 @@
 //! lines for Lambda.
 //!
 //! The library records through the `metrics` facade (no-ops until a recorder is
-//! installed); [`install_prometheus`] installs one with an HTTP `/metrics` listener.
+//! installed); `install_prometheus` (feature `prometheus`) installs one with an HTTP `/metrics` listener.
 //! [`emf_line`] formats one EMF JSON line for stdout, so Lambdas publish metrics
 //! without a CloudWatch API call on the hot path.
 
+#[cfg(feature = "prometheus")]
 use std::net::SocketAddr;
 
 /// Metric names recorded by sqskit.
@@ -39,6 +40,7 @@ pub mod names {
 }
 
 /// Error installing the Prometheus exporter.
+#[cfg(feature = "prometheus")]
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start the Prometheus exporter on {addr}: {message}")]
 pub struct ExporterError {
@@ -48,6 +50,7 @@ pub struct ExporterError {
     pub message: String,
 }
 
+#[cfg(feature = "prometheus")]
 /// Install the global Prometheus recorder with an HTTP listener serving `/metrics` on `addr`.
 /// Must be called inside a Tokio runtime.
 ///

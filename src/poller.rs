@@ -39,6 +39,31 @@ use crate::processor::{fifo_groups, Outcome, Processor, QueueContext, Sequence};
 use crate::retry::Backoff;
 use crate::settle::{self, Actions, Deletion};
 
+/// Completes on the first SIGTERM or SIGINT (the signals ECS, Kubernetes and a terminal send):
+/// pass it to [`Poller::run`] for a graceful drain. A second signal exits the process at once
+/// (code 130).
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(poller: sqskit::poller::Poller<String>) {
+/// let summary = poller.run(sqskit::shutdown_signal()).await;
+/// # let _ = summary; }
+/// ```
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    tracing::info!("signal received: draining (a second signal exits at once)");
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        eprintln!("sqskit: second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
 /// A queue to poll and its weight (share of receives relative to the other queues).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueSpec {
@@ -69,8 +94,16 @@ impl std::str::FromStr for QueueSpec {
     }
 }
 
-/// Poller settings.
+/// Poller settings: `PollerConfig::default()` and the `with_*` setters.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// let c = sqskit::poller::PollerConfig::default().with_concurrency(100).with_wait_time(Duration::from_secs(5));
+/// assert!(c.validate().is_ok());
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PollerConfig {
     /// Messages in flight at most (handlers running or about to).
     pub concurrency: usize,
@@ -113,6 +146,47 @@ impl Default for PollerConfig {
 }
 
 impl PollerConfig {
+    /// Messages in flight at most.
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+    /// Visibility timeout requested on receive (and each heartbeat's extension).
+    pub fn with_visibility_timeout(mut self, d: Duration) -> Self {
+        self.visibility_timeout = d;
+        self
+    }
+    /// Longest total invisibility since receipt (then the handler is cancelled).
+    pub fn with_max_visibility_extension(mut self, d: Duration) -> Self {
+        self.max_visibility_extension = d;
+        self
+    }
+    /// Long-poll wait (≤ 20 s).
+    pub fn with_wait_time(mut self, d: Duration) -> Self {
+        self.wait_time = d;
+        self
+    }
+    /// Time running handlers get after shutdown starts.
+    pub fn with_shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = d;
+        self
+    }
+    /// How often queue depth is read for the metrics (zero: never).
+    pub fn with_depth_interval(mut self, d: Duration) -> Self {
+        self.depth_interval = d;
+        self
+    }
+    /// Stop by itself once the queues are empty.
+    pub fn with_until_empty(mut self, on: bool) -> Self {
+        self.until_empty = on;
+        self
+    }
+    /// DLQ for queues whose redrive policy names none (refused if its type differs).
+    pub fn with_dead_letter_url(mut self, url: Option<String>) -> Self {
+        self.dead_letter_url = url;
+        self
+    }
+
     /// Check the settings against SQS limits, naming the field at fault.
     ///
     /// # Errors

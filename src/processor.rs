@@ -40,51 +40,162 @@ pub use crate::settle::{dead_letter_attributes, dead_letter_message, Actions, Se
 /// A boxed, sendable future returned by handlers.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// A handler error's cause, kept for logs and callers (`std::error::Error::source` chain).
+pub type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What a handler returns when it cannot process a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Any `std::error::Error + Send + Sync + 'static` converts into a retryable `HandlerError`
+/// (keeping it as the source), so `?` works in handlers; mark an error permanent with
+/// [`HandlerError::permanent`] or [`ResultExt::permanent`].
+///
+/// # Example
+/// ```
+/// use sqskit::{HandlerError, Message, ResultExt};
+///
+/// async fn handle(msg: Message<String>) -> Result<(), HandlerError> {
+///     let n: u64 = msg.body.trim().parse().permanent()?; // a bad number never gets better: DLQ
+///     std::fs::metadata(format!("/tmp/{n}"))?;           // an I/O error: retry with backoff
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum HandlerError {
     /// Try again later (with backoff, or after `retry_after` when given).
+    #[non_exhaustive]
     Retryable {
         /// What went wrong (logged; never includes the body unless you put it there).
         message: String,
         /// Explicit delay before the message comes back.
         retry_after: Option<Duration>,
+        /// The error it came from, if any.
+        source: Option<Source>,
     },
     /// Will never succeed: dead-letter it now instead of burning receives.
+    #[non_exhaustive]
     Permanent {
         /// What went wrong.
         message: String,
+        /// The error it came from, if any.
+        source: Option<Source>,
     },
+}
+
+/// `err` and its `source()` chain as one line: `outer: inner: innermost`.
+fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let part = e.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = e.source();
+    }
+    text
 }
 
 impl HandlerError {
     /// A retryable failure.
     pub fn retryable(err: impl std::fmt::Display) -> Self {
-        Self::Retryable { message: err.to_string(), retry_after: None }
+        Self::Retryable { message: err.to_string(), retry_after: None, source: None }
     }
     /// A retryable failure that should come back after `after`.
     pub fn retry_after(err: impl std::fmt::Display, after: Duration) -> Self {
-        Self::Retryable { message: err.to_string(), retry_after: Some(after) }
+        Self::Retryable { message: err.to_string(), retry_after: Some(after), source: None }
     }
     /// A permanent failure.
     pub fn permanent(err: impl std::fmt::Display) -> Self {
-        Self::Permanent { message: err.to_string() }
+        Self::Permanent { message: err.to_string(), source: None }
+    }
+    /// A permanent failure caused by `err` (kept as the source).
+    pub fn permanent_from(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Permanent { message: chain_text(&err), source: Some(Arc::new(err)) }
+    }
+    /// The error text.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Retryable { message, .. } | Self::Permanent { message, .. } => message,
+        }
+    }
+    /// The error this one came from, if any.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            Self::Retryable { source, .. } | Self::Permanent { source, .. } => source.as_deref(),
+        }
+    }
+    /// Whether this failure is permanent.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Permanent { .. })
+    }
+    /// The explicit retry-after, if any.
+    pub fn retry_after_hint(&self) -> Option<Duration> {
+        match self {
+            Self::Retryable { retry_after, .. } => *retry_after,
+            Self::Permanent { .. } => None,
+        }
     }
 }
+
+/// Any error converts into a retryable failure that keeps it as its source, so `?` works.
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+    fn from(err: E) -> Self {
+        Self::Retryable { message: chain_text(&err), retry_after: None, source: Some(Arc::new(err)) }
+    }
+}
+
+/// Equal when kind, text and retry-after are equal (sources are not compared).
+impl PartialEq for HandlerError {
+    fn eq(&self, other: &Self) -> bool {
+        self.is_permanent() == other.is_permanent()
+            && self.message() == other.message()
+            && self.retry_after_hint() == other.retry_after_hint()
+    }
+}
+
+impl Eq for HandlerError {}
 
 impl std::fmt::Display for HandlerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Retryable { message, .. } => write!(f, "retryable: {message}"),
-            Self::Permanent { message } => write!(f, "permanent: {message}"),
+            Self::Permanent { message, .. } => write!(f, "permanent: {message}"),
         }
     }
 }
 
-impl std::error::Error for HandlerError {}
+/// Short ways to classify an error in a handler.
+pub trait ResultExt<T> {
+    /// Turn the error into a permanent failure (dead-lettered at once), keeping it as the source.
+    ///
+    /// # Errors
+    /// [`HandlerError::Permanent`] when `self` is an error.
+    fn permanent(self) -> Result<T, HandlerError>;
+    /// Turn the error into a retryable failure that comes back after `after`.
+    ///
+    /// # Errors
+    /// [`HandlerError::Retryable`] when `self` is an error.
+    fn retry_after(self, after: Duration) -> Result<T, HandlerError>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> ResultExt<T> for Result<T, E> {
+    fn permanent(self) -> Result<T, HandlerError> {
+        self.map_err(HandlerError::permanent_from)
+    }
+    fn retry_after(self, after: Duration) -> Result<T, HandlerError> {
+        self.map_err(|e| HandlerError::Retryable {
+            message: chain_text(&e),
+            retry_after: Some(after),
+            source: Some(Arc::new(e)),
+        })
+    }
+}
 
 /// Why a message failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FailureKind {
     /// The handler returned [`HandlerError::Retryable`].
     Retryable,
@@ -132,6 +243,7 @@ pub struct Failure {
 
 /// What happens to one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Outcome {
     /// Processed: delete it.
     Succeeded,
@@ -201,6 +313,54 @@ where
 {
     fn call(&self, msg: Message<T>) -> BoxFuture<Result<(), HandlerError>> {
         Box::pin(self(msg))
+    }
+}
+
+/// Something that handles a whole batch at once (e.g. one bulk database write) and returns one
+/// result per message, in the order given.
+///
+/// Implemented for every `Fn(Vec<Message<T>>) -> impl Future<Output = Vec<Result<(), HandlerError>>>`.
+/// The outcomes, DLQ rules and Lambda partial responses are the same as for one-message
+/// handlers. On FIFO queues the whole batch is handed over in order; after a message of a group
+/// failed, the later messages of that group are held behind it (not deleted, even if the
+/// handler reported them done), so they run again after it: keep batch handlers idempotent.
+/// A result list of the wrong length fails the whole batch (retryable).
+///
+/// # Example
+/// ```
+/// use sqskit::{HandlerError, Message, Processor};
+/// let p = Processor::json_batch(|batch: Vec<Message<serde_json::Value>>| async move {
+///     // one bulk write for the whole batch, then one result per message
+///     batch.iter().map(|_| Ok::<_, HandlerError>(())).collect::<Vec<_>>()
+/// });
+/// assert!(p.is_batch());
+/// ```
+pub trait BatchHandler<T>: Send + Sync + 'static {
+    /// Handle a batch; return exactly one result per message, in order.
+    fn call(&self, batch: Vec<Message<T>>) -> BoxFuture<Vec<Result<(), HandlerError>>>;
+}
+
+impl<T, F, Fut> BatchHandler<T> for F
+where
+    F: Fn(Vec<Message<T>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<Result<(), HandlerError>>> + Send + 'static,
+{
+    fn call(&self, batch: Vec<Message<T>>) -> BoxFuture<Vec<Result<(), HandlerError>>> {
+        Box::pin(self(batch))
+    }
+}
+
+enum Handlers<T> {
+    One(Arc<dyn Handler<T>>),
+    Batch(Arc<dyn BatchHandler<T>>),
+}
+
+impl<T> Clone for Handlers<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::One(h) => Self::One(h.clone()),
+            Self::Batch(h) => Self::Batch(h.clone()),
+        }
     }
 }
 
@@ -278,8 +438,19 @@ impl QueueContext {
     }
 }
 
-/// Processor settings.
+/// Processor settings: `ProcessorConfig::default()` and the `with_*` setters.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// use sqskit::{retry::Backoff, ProcessorConfig};
+/// let c = ProcessorConfig::default()
+///     .with_timeout(Some(Duration::from_secs(30)))
+///     .with_backoff(Backoff::default().with_base(Duration::from_secs(5)));
+/// assert_eq!(c.backoff.base, Duration::from_secs(5));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ProcessorConfig {
     /// Backoff for retryable failures.
     pub backoff: Backoff,
@@ -295,6 +466,29 @@ pub struct ProcessorConfig {
 impl Default for ProcessorConfig {
     fn default() -> Self {
         Self { backoff: Backoff::default(), timeout: None, concurrency: 10, log_bodies: false }
+    }
+}
+
+impl ProcessorConfig {
+    /// Set the backoff for retryable failures.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+    /// Set (or clear) the per-message handler timeout.
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Set how many messages of a batch run at once.
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+    /// Put full decoding errors (which may quote the body) in logs and DLQ attributes.
+    pub fn with_log_bodies(mut self, on: bool) -> Self {
+        self.log_bodies = on;
+        self
     }
 }
 
@@ -328,7 +522,7 @@ type Decoder<T> = fn(&str, bool) -> Result<T, String>;
 /// # Ok(()) }
 /// ```
 pub struct Processor<T> {
-    handler: Arc<dyn Handler<T>>,
+    handler: Handlers<T>,
     decode: Decoder<T>,
     config: ProcessorConfig,
 }
@@ -364,14 +558,27 @@ fn decode_raw(body: &str, _full: bool) -> Result<String, String> {
 impl<T: DeserializeOwned + Send + 'static> Processor<T> {
     /// A processor whose handler gets the body decoded from JSON into `T`.
     pub fn json(handler: impl Handler<T>) -> Self {
-        Self { handler: Arc::new(handler), decode: decode_json::<T>, config: ProcessorConfig::default() }
+        Self { handler: Handlers::One(Arc::new(handler)), decode: decode_json::<T>, config: ProcessorConfig::default() }
+    }
+    /// A processor whose batch handler gets the bodies decoded from JSON into `T` (an
+    /// undecodable body fails that message alone and is not passed to the handler).
+    pub fn json_batch(handler: impl BatchHandler<T>) -> Self {
+        Self {
+            handler: Handlers::Batch(Arc::new(handler)),
+            decode: decode_json::<T>,
+            config: ProcessorConfig::default(),
+        }
     }
 }
 
 impl Processor<String> {
     /// A processor whose handler gets the raw body.
     pub fn raw(handler: impl Handler<String>) -> Self {
-        Self { handler: Arc::new(handler), decode: decode_raw, config: ProcessorConfig::default() }
+        Self { handler: Handlers::One(Arc::new(handler)), decode: decode_raw, config: ProcessorConfig::default() }
+    }
+    /// A processor whose batch handler gets the raw bodies.
+    pub fn raw_batch(handler: impl BatchHandler<String>) -> Self {
+        Self { handler: Handlers::Batch(Arc::new(handler)), decode: decode_raw, config: ProcessorConfig::default() }
     }
 }
 
@@ -384,6 +591,10 @@ impl<T: Send + 'static> Processor<T> {
     /// The settings.
     pub fn config(&self) -> &ProcessorConfig {
         &self.config
+    }
+    /// Whether the handler takes whole batches ([`BatchHandler`]).
+    pub fn is_batch(&self) -> bool {
+        matches!(self.handler, Handlers::Batch(_))
     }
 
     /// Run the handler on one message and return what went wrong, if anything.
@@ -406,7 +617,21 @@ impl<T: Send + 'static> Processor<T> {
             error,
             retry_after: None,
         })?;
-        let fut = AssertUnwindSafe(self.handler.call(Message::new(body, raw.clone()))).catch_unwind();
+        let msg = Message::new(body, raw.clone());
+        let call: BoxFuture<Result<(), HandlerError>> = match &self.handler {
+            Handlers::One(h) => h.call(msg),
+            Handlers::Batch(h) => {
+                let fut = h.call(vec![msg]);
+                Box::pin(async move {
+                    let mut results = fut.await;
+                    match (results.pop(), results.is_empty()) {
+                        (Some(r), true) => r,
+                        _ => Err(HandlerError::retryable("the batch handler did not return exactly one result")),
+                    }
+                })
+            }
+        };
+        let fut = AssertUnwindSafe(call).catch_unwind();
         let timed_out = |error: String| Err(Failure { kind: FailureKind::TimedOut, error, retry_after: None });
         let limited = async {
             match self.config.timeout {
@@ -428,12 +653,7 @@ impl<T: Send + 'static> Processor<T> {
         metrics::histogram!(crate::metrics::names::HANDLER_DURATION).record(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(HandlerError::Retryable { message, retry_after })) => {
-                Err(Failure { kind: FailureKind::Retryable, error: message, retry_after })
-            }
-            Ok(Err(HandlerError::Permanent { message })) => {
-                Err(Failure { kind: FailureKind::Permanent, error: message, retry_after: None })
-            }
+            Ok(Err(e)) => Err(failure_of(e)),
             Err(panic) => Err(Failure { kind: FailureKind::Panicked, error: panic_text(&panic), retry_after: None }),
         }
     }
@@ -484,6 +704,16 @@ impl<T: Send + 'static> Processor<T> {
         let span = tracing::info_span!("message", message_id = %raw.message_id, queue = ctx.queue_name(), receive_count = raw.receive_count());
         async {
             let result = self.run_until(raw.clone(), cancel).await;
+            self.conclude(ctx, &raw, result).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Decide, dead-letter (confirmed) or fall back to a retry, count and log one result.
+    async fn conclude(&self, ctx: &QueueContext, raw: &Arc<ReceivedMessage>, result: Result<(), Failure>) -> Outcome {
+        {
+            let raw = raw.clone();
             let mut outcome = self.decide(ctx, &raw, result);
             if let Outcome::DeadLetter { failure } = &outcome {
                 if let Err(e) = crate::settle::dead_letter(ctx, &raw, failure).await {
@@ -509,8 +739,6 @@ impl<T: Send + 'static> Processor<T> {
             }
             outcome
         }
-        .instrument(span)
-        .await
     }
 
     /// Process messages of one FIFO group (or any strict sequence) in order, one at a time.
@@ -556,6 +784,9 @@ impl<T: Send + 'static> Processor<T> {
         stop: Option<&CancellationToken>,
     ) -> Vec<Decision> {
         let messages: Vec<Arc<ReceivedMessage>> = messages.into_iter().map(Arc::new).collect();
+        if self.is_batch() {
+            return self.process_whole(ctx, messages, stop, None).await;
+        }
         let limit = self.config.concurrency.max(1);
         if ctx.fifo {
             let seqs = fifo_groups(messages.clone());
@@ -580,6 +811,99 @@ impl<T: Send + 'static> Processor<T> {
             .collect()
             .await
         }
+    }
+
+    /// A [`BatchHandler`] over `messages` (in order): one call for every decodable message,
+    /// then the same rules as one-message handlers, with FIFO groups held after a failure.
+    /// `stop` already cancelled: nothing is started (all released). `lease` cancelled while the
+    /// handler runs: the handler is dropped and every message times out (retryable).
+    pub(crate) async fn process_whole(
+        &self,
+        ctx: &QueueContext,
+        messages: Vec<Arc<ReceivedMessage>>,
+        stop: Option<&CancellationToken>,
+        lease: Option<&CancellationToken>,
+    ) -> Vec<Decision> {
+        if stop.is_some_and(CancellationToken::is_cancelled) || lease.is_some_and(CancellationToken::is_cancelled) {
+            return messages.into_iter().map(|message| Decision { message, outcome: Outcome::Released }).collect();
+        }
+        let results = self.run_whole(&messages, lease).await;
+        let mut blocked: HashMap<String, (String, u32)> = HashMap::new();
+        let mut out = Vec::with_capacity(messages.len());
+        for (m, result) in messages.into_iter().zip(results) {
+            let group = if ctx.fifo { m.group_id().map(str::to_string) } else { None };
+            let outcome = match group.as_ref().and_then(|g| blocked.get(g)) {
+                Some((behind, visibility)) => Outcome::Held { visibility: *visibility, behind: behind.clone() },
+                None => {
+                    let span = tracing::info_span!("message", message_id = %m.message_id, queue = ctx.queue_name(), receive_count = m.receive_count());
+                    let outcome = self.conclude(ctx, &m, result).instrument(span).await;
+                    if let (Some(g), Outcome::Retry { visibility, .. }) = (group, &outcome) {
+                        blocked.insert(g, (m.message_id.clone(), *visibility));
+                    }
+                    outcome
+                }
+            };
+            out.push(Decision { message: m, outcome });
+        }
+        out
+    }
+
+    /// One call of the batch handler; one result per message (decoding failures included).
+    async fn run_whole(
+        &self,
+        messages: &[Arc<ReceivedMessage>],
+        cancel: Option<&CancellationToken>,
+    ) -> Vec<Result<(), Failure>> {
+        let Handlers::Batch(handler) = &self.handler else {
+            return vec![
+                Err(Failure {
+                    kind: FailureKind::Retryable,
+                    error: "not a batch handler".into(),
+                    retry_after: None
+                });
+                messages.len()
+            ];
+        };
+        let mut results: Vec<Result<(), Failure>> = vec![Ok(()); messages.len()];
+        let mut batch = Vec::new();
+        let mut positions = Vec::new();
+        for (i, raw) in messages.iter().enumerate() {
+            match (self.decode)(&raw.body, self.config.log_bodies) {
+                Ok(body) => {
+                    batch.push(Message::new(body, raw.clone()));
+                    positions.push(i);
+                }
+                Err(error) => results[i] = Err(Failure { kind: FailureKind::Undecodable, error, retry_after: None }),
+            }
+        }
+        if batch.is_empty() {
+            return results;
+        }
+        let started = Instant::now();
+        let n = batch.len();
+        let fut = AssertUnwindSafe(handler.call(batch)).catch_unwind();
+        let never = CancellationToken::new();
+        let cancel = cancel.unwrap_or(&never);
+        let all = |kind: FailureKind, error: String| Err(Failure { kind, error, retry_after: None });
+        let outcome: Vec<Result<(), Failure>> = tokio::select! {
+            r = async {
+                match self.config.timeout {
+                    Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| format!("batch handler overran its {t:?} timeout")),
+                    None => Ok(fut.await),
+                }
+            } => match r {
+                Ok(Ok(list)) if list.len() == n => list.into_iter().map(|r| r.map_err(failure_of)).collect(),
+                Ok(Ok(list)) => vec![all(FailureKind::Retryable, format!("the batch handler returned {} results for {n} messages", list.len())); n],
+                Ok(Err(panic)) => vec![all(FailureKind::Panicked, panic_text(&panic)); n],
+                Err(e) => vec![all(FailureKind::TimedOut, e); n],
+            },
+            _ = cancel.cancelled() => vec![all(FailureKind::TimedOut, "batch handler cancelled: its lease reached the longest visibility extension allowed".into()); n],
+        };
+        metrics::histogram!(crate::metrics::names::HANDLER_DURATION).record(started.elapsed().as_secs_f64());
+        for (pos, r) in positions.into_iter().zip(outcome) {
+            results[pos] = r;
+        }
+        results
     }
 
     /// Carry out decisions on SQS through [`settle::settle`](crate::settle::settle): delete
@@ -654,6 +978,17 @@ pub(crate) fn fifo_groups<M: std::borrow::Borrow<ReceivedMessage>>(messages: Vec
 /// The visibility (seconds) that brings `m` back after `wanted`, within 12 h of its receipt.
 pub(crate) fn retry_visibility(m: &ReceivedMessage, wanted: Duration) -> u32 {
     clamp_visibility(wanted.as_secs(), m.received_at.elapsed().as_secs())
+}
+
+fn failure_of(e: HandlerError) -> Failure {
+    match e {
+        HandlerError::Retryable { message, retry_after, .. } => {
+            Failure { kind: FailureKind::Retryable, error: message, retry_after }
+        }
+        HandlerError::Permanent { message, .. } => {
+            Failure { kind: FailureKind::Permanent, error: message, retry_after: None }
+        }
+    }
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -51,6 +51,26 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// Set the ceiling after the first receive.
+    pub fn with_base(mut self, base: Duration) -> Self {
+        self.base = base;
+        self
+    }
+    /// Set the growth per receive (≥ 1).
+    pub fn with_factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+    /// Set the largest delay.
+    pub fn with_max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+    /// A constant delay (base = max, factor 1), e.g. for tests.
+    pub fn fixed(delay: Duration) -> Self {
+        Self { base: delay, factor: 1.0, max: delay }
+    }
+
     /// The upper bound of the delay after `receive_count` receives (whole seconds).
     pub fn ceiling(&self, receive_count: u32) -> Duration {
         let cap = self.max.as_secs_f64().min(f64::from(MAX_VISIBILITY_SECONDS));

@@ -106,10 +106,7 @@ async fn retryable_failure_comes_back_after_its_backoff_not_before() {
 async fn permanent_failure_without_dlq_is_retried_not_lost() {
     let q = queue("nodlq").await;
     q.send(OutgoingMessage::new(r#"{"action":"perm"}"#)).await.unwrap();
-    let p = processor().with_config(ProcessorConfig {
-        backoff: Backoff { base: Duration::from_secs(1), factor: 1.0, max: Duration::from_secs(1) },
-        ..Default::default()
-    });
+    let p = processor().with_config(ProcessorConfig::default().with_backoff(Backoff::fixed(Duration::from_secs(1))));
     let ctx = QueueContext::discover(q.clone()).await.unwrap();
     assert!(ctx.dlq.is_none());
     let decisions = p.process_batch(&ctx, receive_n(&q, 1).await).await;

@@ -34,10 +34,7 @@ fn scripted(calls: Calls) -> Processor<String> {
             }
         }
     })
-    .with_config(ProcessorConfig {
-        backoff: Backoff { base: Duration::from_secs(1), factor: 1.0, max: Duration::from_secs(1) },
-        ..Default::default()
-    })
+    .with_config(ProcessorConfig::default().with_backoff(Backoff::fixed(Duration::from_secs(1))))
 }
 
 fn ran(calls: &Calls) -> Vec<String> {

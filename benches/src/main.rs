@@ -183,7 +183,7 @@ async fn child(
                     Ok::<(), HandlerError>(())
                 }
             });
-            let config = PollerConfig { concurrency, depth_interval: Duration::ZERO, ..PollerConfig::default() };
+            let config = PollerConfig::default().with_concurrency(concurrency).with_depth_interval(Duration::ZERO);
             let poller = Poller::new(processor, vec![(queue.clone(), 1)], config).await?;
             let stats = poller.stats();
             let finished = async move {

@@ -102,9 +102,13 @@ pub fn temp_dir(prefix: &str) -> PathBuf {
     dir
 }
 
-/// The test handler script shipped for the demo (`scripts/demo-handler`).
+/// The test handler script shipped for the demo (`scripts/demo-handler` at the workspace root).
 pub fn demo_handler() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo-handler")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|d| d.join("scripts/demo-handler"))
+        .find(|p| p.exists())
+        .expect("scripts/demo-handler in the workspace")
 }
 
 /// Lines of a handler log (`<event> <message id> <receive count>`), empty when absent.

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{service_fn, Error, LambdaEvent};
 use sqskit::dlq::{DlqMonitor, MonitorConfig};
+use sqskit::lambda::aws_lambda_events::event::sqs::SqsEvent;
+use sqskit::lambda::lambda_runtime::{self, service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -20,7 +20,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let (monitor, sqs, function) = (monitor.clone(), sqs.clone(), function.clone());
         async move {
-            let (response, summary) = monitor.handle_event(event.payload, &sqs).await?;
+            let (response, summary) = sqskit::lambda::handle_dlq_event(&monitor, event.payload, &sqs).await?;
             println!("{}", summary.emf_line(&function));
             Ok::<_, Error>(response)
         }

@@ -9,13 +9,9 @@
 //! platform's certificates, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set
 //! ([`sqskit::handlers::http_client`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::SqsEvent;
-use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde::Deserialize;
-use sqskit::lambda::LambdaAdapter;
 use sqskit::{HandlerError, Message, Processor};
 
 /// One webhook to deliver.
@@ -27,7 +23,7 @@ struct WebhookDelivery {
     payload: serde_json::Value,
 }
 
-async fn deliver(http: reqwest::Client, msg: Message<WebhookDelivery>) -> Result<(), HandlerError> {
+async fn deliver(http: sqskit::handlers::reqwest::Client, msg: Message<WebhookDelivery>) -> Result<(), HandlerError> {
     let d = &msg.body;
     if !(d.url.starts_with("https://") || d.url.starts_with("http://")) {
         return Err(HandlerError::permanent(format!("delivery {} has no http(s) url", d.delivery_id)));
@@ -49,21 +45,7 @@ async fn deliver(http: reqwest::Client, msg: Message<WebhookDelivery>) -> Result
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    sqskit::lambda::init_logging();
-    let config = sqskit::config::processor_from_env()?;
+async fn main() -> Result<(), sqskit::lambda::BoxError> {
     let http = sqskit::handlers::http_client(Duration::from_secs(10))?;
-    let processor = Processor::json(move |m: Message<WebhookDelivery>| deliver(http.clone(), m)).with_config(config);
-    let adapter = Arc::new(LambdaAdapter::from_env(processor).await?);
-    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "worker".into());
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let (adapter, function) = (adapter.clone(), function.clone());
-        async move {
-            let deadline = event.context.deadline();
-            let (response, summary) = adapter.handle_with_deadline(event.payload, Some(deadline)).await?;
-            println!("{}", summary.emf_line(&function));
-            Ok::<_, Error>(response)
-        }
-    }))
-    .await
+    sqskit::lambda::run(Processor::json(move |m: Message<WebhookDelivery>| deliver(http.clone(), m))).await
 }

@@ -1,5 +1,6 @@
 //! `sqskit dlq drain` as a real process against LocalStack: what it does when a delete is
 //! refused, and where it files messages moved by SQS's redrive policy.
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::sync::atomic::Ordering;

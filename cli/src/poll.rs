@@ -81,26 +81,23 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     }
     let config = aws_config(global).await;
     let client = aws_sdk_sqs::Client::new(&config);
-    let processor_config = ProcessorConfig {
-        backoff: Backoff {
-            base: Duration::from_secs(args.backoff_base),
-            factor: 2.0,
-            max: Duration::from_secs(args.backoff_max),
-        },
-        timeout: args.handler_timeout.map(Duration::from_secs),
-        concurrency: args.concurrency,
-        log_bodies: args.log_bodies,
-    };
-    let poller_config = PollerConfig {
-        concurrency: args.concurrency,
-        visibility_timeout: Duration::from_secs(args.visibility_timeout),
-        max_visibility_extension: Duration::from_secs(args.max_visibility_extension),
-        wait_time: Duration::from_secs(args.wait_time),
-        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-        until_empty: args.until_empty,
-        dead_letter_url: args.dlq_url.clone(),
-        ..PollerConfig::default()
-    };
+    let processor_config = ProcessorConfig::default()
+        .with_backoff(
+            Backoff::default()
+                .with_base(Duration::from_secs(args.backoff_base))
+                .with_max(Duration::from_secs(args.backoff_max)),
+        )
+        .with_timeout(args.handler_timeout.map(Duration::from_secs))
+        .with_concurrency(args.concurrency)
+        .with_log_bodies(args.log_bodies);
+    let poller_config = PollerConfig::default()
+        .with_concurrency(args.concurrency)
+        .with_visibility_timeout(Duration::from_secs(args.visibility_timeout))
+        .with_max_visibility_extension(Duration::from_secs(args.max_visibility_extension))
+        .with_wait_time(Duration::from_secs(args.wait_time))
+        .with_shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
+        .with_until_empty(args.until_empty)
+        .with_dead_letter_url(args.dlq_url.clone());
     let queues: Vec<(Queue, u32)> =
         args.queue_urls.iter().map(|s| (Queue::new(client.clone(), s.url.clone()), s.weight)).collect();
     let first = &args.queue_urls[0].url;
@@ -116,7 +113,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let poller = Poller::new(processor, queues, poller_config).await.context("starting the poller")?;
     let stats = poller.stats();
     let progress = tokio::spawn(report_progress(stats.clone(), args.progress_interval));
-    let summary = poller.run(shutdown_signal()).await;
+    let summary = poller.run(sqskit::shutdown_signal()).await;
     progress.abort();
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
@@ -143,19 +140,4 @@ async fn report_progress(stats: std::sync::Arc<PollStats>, every: u64) {
             last = now;
         }
     }
-}
-
-/// Completes on the first SIGTERM or SIGINT; a second one exits at once.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    tokio::spawn(async move {
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        eprintln!("sqskit: second signal: exiting now");
-        std::process::exit(130);
-    });
 }

@@ -1,4 +1,5 @@
 //! The operator CLI as real processes against LocalStack.
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashSet;

@@ -1,4 +1,5 @@
 //! `sqskit poll` as a real process against LocalStack.
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::collections::{HashMap, HashSet};
