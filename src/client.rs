@@ -208,6 +208,10 @@ impl Queue {
         &self.url
     }
 
+    pub(crate) fn shared_url(&self) -> Arc<str> {
+        self.url.clone()
+    }
+
     /// The queue name (last path segment of the URL).
     pub fn name(&self) -> &str {
         self.url.rsplit('/').next().unwrap_or(&self.url)
@@ -487,6 +491,7 @@ impl Queue {
                     .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
                     .unwrap_or_default(),
                 received_at: now,
+                queue_url: Some(self.url.clone()),
             });
         }
         Ok(received)

@@ -649,6 +649,7 @@ mod tests {
             attributes: Default::default(),
             system_attributes: [("SentTimestamp".to_string(), "1700000000000".to_string())].into_iter().collect(),
             received_at: std::time::Instant::now(),
+            queue_url: None,
         };
         m.attributes.insert(dl::ERROR_KIND.into(), AttributeValue::string("undecodable"));
         m.attributes.insert(dl::SOURCE_QUEUE.into(), AttributeValue::string("orders"));

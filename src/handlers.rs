@@ -81,6 +81,8 @@ impl Handler<String> for ExecHandler {
 impl ExecHandler {
     async fn run(&self, msg: Message<String>) -> Result<(), HandlerError> {
         let raw = msg.raw();
+        // the queue the message came from (a poller serves several), else the configured one
+        let queue_url = raw.queue_url.as_deref().unwrap_or(&self.queue_url);
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args)
             .stdin(Stdio::piped())
@@ -90,8 +92,8 @@ impl ExecHandler {
             // its own process group, so that a timeout or shutdown can kill everything it started
             .process_group(0)
             .env("SQSKIT_MESSAGE_ID", &raw.message_id)
-            .env("SQSKIT_QUEUE_URL", &self.queue_url)
-            .env("SQSKIT_QUEUE_NAME", self.queue_url.rsplit('/').next().unwrap_or_default())
+            .env("SQSKIT_QUEUE_URL", queue_url)
+            .env("SQSKIT_QUEUE_NAME", queue_url.rsplit('/').next().unwrap_or_default())
             .env("SQSKIT_RECEIVE_COUNT", raw.receive_count().to_string())
             .env("SQSKIT_GROUP_ID", raw.group_id().unwrap_or_default())
             .env(
@@ -266,7 +268,7 @@ impl HttpHandler {
             .header("Content-Type", content_type)
             .header("User-Agent", concat!("sqskit/", env!("CARGO_PKG_VERSION")))
             .header("X-Aws-Sqsd-Msgid", &raw.message_id)
-            .header("X-Aws-Sqsd-Queue", &self.queue_name)
+            .header("X-Aws-Sqsd-Queue", raw.queue_name().unwrap_or(&self.queue_name))
             .header("X-Aws-Sqsd-Receive-Count", raw.receive_count().to_string());
         if let Some(t) = raw.first_received_at().and_then(rfc3339) {
             req = req.header("X-Aws-Sqsd-First-Received-At", t);

@@ -298,7 +298,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     ) -> Result<(SqsBatchResponse, BatchSummary), Error> {
         let started = Instant::now();
         let source = event.records.iter().find_map(|r| r.event_source_arn.clone());
-        let messages = event.records.into_iter().map(from_record).collect::<Result<Vec<_>, _>>()?;
+        let mut messages = event.records.into_iter().map(from_record).collect::<Result<Vec<_>, _>>()?;
         let mut summary = BatchSummary { records: messages.len(), ..Default::default() };
         if messages.is_empty() {
             return Ok((SqsBatchResponse::default(), summary));
@@ -307,6 +307,11 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         // FIFO queue names end in `.fifo`; a message's group id says nothing (fair queues)
         let fifo = ctx.fifo || source.as_deref().is_some_and(|a| a.ends_with(".fifo"));
         let ctx = QueueContext { fifo, ..ctx };
+        if let Some(q) = &ctx.queue {
+            for m in &mut messages {
+                m.queue_url = Some(q.shared_url());
+            }
+        }
 
         // stop starting messages when the deadline nears
         let stop = CancellationToken::new();
@@ -413,6 +418,7 @@ pub fn from_record(r: SqsMessage) -> Result<ReceivedMessage, Error> {
             .collect(),
         system_attributes: r.attributes,
         received_at: Instant::now(),
+        queue_url: None,
     })
 }
 

@@ -1,6 +1,6 @@
 //! # sqskit
 //!
-//! Consume Amazon SQS in production, on containers (the [`poller`](crate::poller)) and
+//! Consume Amazon SQS in production, on containers (the [`poller`]) and
 //! in Lambda (the [`lambda`] adapter), with one [`processor`] deciding every
 //! message's fate:
 //!
@@ -32,10 +32,10 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names) |
-//! | `poller` | yes | [`poller`](crate::poller) and [`shutdown_signal`] |
-//! | `lambda` | no | [`lambda`](crate::lambda): the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
-//! | `handlers` | no | [`handlers`](crate::handlers): `--exec` / `--http` handlers (reqwest + rustls) |
-//! | `dlq` | no | [`dlq`](crate::dlq): archive to S3, one SNS alert, redrive |
+//! | `poller` | yes | [`poller`] and [`shutdown_signal`] |
+//! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
+//! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
+//! | `dlq` | no | [`dlq`]: archive to S3, one SNS alert, redrive |
 //! | `prometheus` | no | `metrics::install_prometheus` |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -67,3 +67,8 @@ pub use processor::{
     BatchHandler, Decision, Failure, FailureKind, Handler, HandlerError, Outcome, Processor, ProcessorConfig,
     QueueContext, ResultExt,
 };
+
+/// The README's Rust snippets, compiled as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -127,6 +127,9 @@ pub struct ReceivedMessage {
     pub system_attributes: HashMap<String, String>,
     /// When this process got the message (the visibility clock started about then).
     pub received_at: Instant,
+    /// URL of the queue it was received from, when known (always for `Queue::receive`; for a
+    /// Lambda event once the adapter resolved the event source).
+    pub queue_url: Option<Arc<str>>,
 }
 
 impl ReceivedMessage {
@@ -161,6 +164,10 @@ impl ReceivedMessage {
     /// A message attribute's string value.
     pub fn attribute_str(&self, name: &str) -> Option<&str> {
         self.attributes.get(name).and_then(AttributeValue::as_str)
+    }
+    /// The name of the queue it came from (last segment of [`ReceivedMessage::queue_url`]).
+    pub fn queue_name(&self) -> Option<&str> {
+        self.queue_url.as_deref().and_then(|u| u.rsplit('/').next())
     }
 }
 
@@ -202,6 +209,14 @@ impl<T> Message<T> {
     /// Message attributes.
     pub fn attributes(&self) -> &HashMap<String, AttributeValue> {
         &self.raw.attributes
+    }
+    /// URL of the queue it came from, when known.
+    pub fn queue_url(&self) -> Option<&str> {
+        self.raw.queue_url.as_deref()
+    }
+    /// Name of the queue it came from, when known.
+    pub fn queue_name(&self) -> Option<&str> {
+        self.raw.queue_name()
     }
     /// The raw message (body as received, receipt handle, system attributes).
     pub fn raw(&self) -> &ReceivedMessage {

@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::limits::{clamp_visibility, MAX_BATCH_ENTRIES, MAX_VISIBILITY_SECONDS};
 use crate::message::ReceivedMessage;
 use crate::metrics::names;
-use crate::processor::{fifo_groups, Outcome, Processor, QueueContext, Sequence};
+use crate::processor::{fifo_groups, Decision, Outcome, Processor, QueueContext, Sequence};
 use crate::retry::Backoff;
 use crate::settle::{self, Actions, Deletion};
 
@@ -64,19 +64,42 @@ pub async fn shutdown_signal() {
     });
 }
 
-/// A queue to poll and its weight (share of receives relative to the other queues).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A queue to poll and its weight (its share of receives relative to the other queues).
+///
+/// # Example
+/// ```
+/// # async fn demo() {
+/// use sqskit::{poller::QueueSpec, Queue};
+/// let high = QueueSpec::new(Queue::from_env("http://127.0.0.1:4566/queue/us-east-1/000000000000/high").await).with_weight(3);
+/// assert_eq!(high.weight, 3);
+/// let (url, weight) = QueueSpec::parse_url("https://sqs.eu-west-1.amazonaws.com/1/low=1").unwrap();
+/// assert_eq!((url.as_str(), weight), ("https://sqs.eu-west-1.amazonaws.com/1/low", 1));
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct QueueSpec {
-    /// Queue URL.
-    pub url: String,
+    /// The queue.
+    pub queue: Queue,
     /// Weight ≥ 1.
     pub weight: u32,
 }
 
-impl std::str::FromStr for QueueSpec {
-    type Err = Error;
-    /// `URL` or `URL=WEIGHT`.
-    fn from_str(s: &str) -> Result<Self, Error> {
+impl QueueSpec {
+    /// `queue` with weight 1.
+    pub fn new(queue: Queue) -> Self {
+        Self { queue, weight: 1 }
+    }
+    /// Set the weight (0 is taken as 1).
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight.max(1);
+        self
+    }
+    /// Parse `URL` or `URL=WEIGHT` (the CLI's `--queue-url` form).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `queue-url` for a non-http(s) URL or a weight that is not ≥ 1.
+    pub fn parse_url(s: &str) -> Result<(String, u32), Error> {
         let (url, weight) = match s.rsplit_once('=') {
             Some((url, w)) if !w.contains('/') => {
                 let weight = w.trim().parse::<u32>().ok().filter(|w| *w >= 1).ok_or_else(|| Error::Invalid {
@@ -90,7 +113,13 @@ impl std::str::FromStr for QueueSpec {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(Error::Invalid { what: "queue-url", reason: format!("{url:?} is not an http(s) queue URL") });
         }
-        Ok(Self { url: url.to_string(), weight })
+        Ok((url.to_string(), weight))
+    }
+}
+
+impl From<Queue> for QueueSpec {
+    fn from(queue: Queue) -> Self {
+        Self::new(queue)
     }
 }
 
@@ -290,7 +319,7 @@ struct Source {
 ///     tracing::info!(id = m.id(), "working");
 ///     Ok::<_, HandlerError>(())
 /// });
-/// let poller = Poller::new(processor, vec![(queue, 1)], PollerConfig::default()).await?;
+/// let poller = Poller::new(processor, [queue], PollerConfig::default()).await?;
 /// let summary = poller.run(async { let _ = tokio::signal::ctrl_c().await; }).await;
 /// println!("{summary:?}");
 /// # Ok(()) }
@@ -307,13 +336,18 @@ impl<T: Send + 'static> Poller<T> {
     ///
     /// # Errors
     /// An invalid setting, or a queue that does not exist / cannot be read.
-    pub async fn new(processor: Processor<T>, queues: Vec<(Queue, u32)>, config: PollerConfig) -> Result<Self, Error> {
+    pub async fn new(
+        processor: Processor<T>,
+        queues: impl IntoIterator<Item = impl Into<QueueSpec>>,
+        config: PollerConfig,
+    ) -> Result<Self, Error> {
         config.validate()?;
+        let queues: Vec<QueueSpec> = queues.into_iter().map(Into::into).collect();
         if queues.is_empty() {
             return Err(Error::Invalid { what: "queue-url", reason: "at least one queue is needed".into() });
         }
         let mut contexts = Vec::new();
-        for (q, w) in queues {
+        for QueueSpec { queue: q, weight: w } in queues {
             let mut ctx = QueueContext::discover(q.clone()).await?;
             if ctx.dlq.is_none() {
                 // the fallback DLQ is refused (with an error log) when its type differs from the queue's
@@ -518,8 +552,13 @@ async fn receiver<T: Send + 'static>(
             continue;
         }
         // FIFO-ness is the queue's (never a message's group id: fair queues carry one too)
-        let units =
-            if source.ctx.fifo { fifo_groups(messages) } else { messages.into_iter().map(|m| vec![m]).collect() };
+        let units = if processor.is_batch() {
+            vec![messages] // a batch handler gets the whole receive
+        } else if source.ctx.fifo {
+            fifo_groups(messages)
+        } else {
+            messages.into_iter().map(|m| vec![m]).collect()
+        };
         for unit in units {
             let Some(permit) = permits.split(unit.len()) else {
                 tracing::error!("more messages than permits; releasing");
@@ -567,22 +606,44 @@ async fn run_unit<T: Send + 'static>(
     let pending = Arc::new(Mutex::new(unit.clone()));
     let lease = CancellationToken::new();
     let beat = heartbeat(pending.clone(), &source, &config, &stats, &lease);
+    // each decided message: out of the heartbeat, its delete to the acker at once
+    let hand_over = |d: &Decision| {
+        lock(&pending).retain(|m| m.message_id != d.message.message_id);
+        let delete = match &d.outcome {
+            Outcome::Succeeded => Some(Deletion::Succeeded),
+            Outcome::DeadLetter { .. } => {
+                PollStats::add(&stats.dead_lettered, 1);
+                Some(Deletion::DeadLettered)
+            }
+            Outcome::Retry { .. } | Outcome::Held { .. } => {
+                PollStats::add(&stats.retried, 1);
+                None
+            }
+            _ => {
+                PollStats::add(&stats.released, 1);
+                None
+            }
+        };
+        let (acker, message) = (source.acker.clone(), d.message.clone());
+        async move {
+            if let Some(why) = delete {
+                let _ = acker.send(Ack::Delete(message, why)).await;
+            }
+        }
+    };
     let work = async {
+        if processor.is_batch() {
+            // a batch handler gets the whole receive at once
+            let decisions = processor.process_whole(&source.ctx, unit.clone(), Some(&stop), Some(&lease)).await;
+            for d in &decisions {
+                hand_over(d).await;
+            }
+            return decisions;
+        }
         let mut seq = Sequence::new(&processor, &source.ctx, unit.clone(), Some(&stop), Some(&lease));
         let mut decisions = Vec::with_capacity(n);
         while let Some(d) = seq.next().await {
-            lock(&pending).retain(|m| m.message_id != d.message.message_id);
-            match &d.outcome {
-                Outcome::Succeeded => {
-                    let _ = source.acker.send(Ack::Delete(d.message.clone(), Deletion::Succeeded)).await;
-                }
-                Outcome::DeadLetter { .. } => {
-                    PollStats::add(&stats.dead_lettered, 1);
-                    let _ = source.acker.send(Ack::Delete(d.message.clone(), Deletion::DeadLettered)).await;
-                }
-                Outcome::Retry { .. } | Outcome::Held { .. } => PollStats::add(&stats.retried, 1),
-                Outcome::Released => PollStats::add(&stats.released, 1),
-            }
+            hand_over(&d).await;
             decisions.push(d);
         }
         decisions
@@ -817,14 +878,14 @@ mod tests {
 
     #[test]
     fn queue_spec_parses_url_and_weight() {
-        let s: QueueSpec = "http://h:4566/queue/us-east-1/000000000000/high=3".parse().unwrap();
-        assert_eq!(s.weight, 3);
-        assert!(s.url.ends_with("/high"));
-        let s: QueueSpec = "https://sqs.eu-west-1.amazonaws.com/1/q".parse().unwrap();
-        assert_eq!(s.weight, 1);
-        let e = "http://h/q=0".parse::<QueueSpec>().unwrap_err();
+        let (url, weight) = QueueSpec::parse_url("http://h:4566/queue/us-east-1/000000000000/high=3").unwrap();
+        assert_eq!(weight, 3);
+        assert!(url.ends_with("/high"));
+        let (_, weight) = QueueSpec::parse_url("https://sqs.eu-west-1.amazonaws.com/1/q").unwrap();
+        assert_eq!(weight, 1);
+        let e = QueueSpec::parse_url("http://h/q=0").unwrap_err();
         assert!(e.to_string().contains("queue-url"), "{e}");
-        assert!("not a url".parse::<QueueSpec>().is_err());
+        assert!(QueueSpec::parse_url("not a url").is_err());
     }
 
     #[test]
@@ -859,6 +920,7 @@ mod tests {
             attributes: Default::default(),
             system_attributes: [("MessageGroupId".to_string(), g.to_string())].into_iter().collect(),
             received_at: Instant::now(),
+            queue_url: None,
         };
         let groups = fifo_groups(vec![m("a1", "A"), m("b1", "B"), m("a2", "A")]);
         let ids: Vec<Vec<&str>> = groups.iter().map(|g| g.iter().map(|m| m.message_id.as_str()).collect()).collect();

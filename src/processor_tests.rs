@@ -20,6 +20,7 @@ fn msg(id: &str, body: &str, group: Option<&str>, receive_count: u32) -> Receive
         attributes: HashMap::new(),
         system_attributes: sys,
         received_at: Instant::now(),
+        queue_url: None,
     }
 }
 
@@ -371,4 +372,130 @@ fn dead_letter_attributes_are_combined_when_the_message_has_many() {
         serde_json::from_str(out.attributes[dead_letter_attributes::COMBINED].as_str().unwrap()).unwrap();
     assert_eq!(v["kind"], "permanent");
     assert_eq!(v["source_queue"], "q");
+}
+
+#[derive(Debug)]
+struct Outer(std::io::Error);
+impl std::fmt::Display for Outer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("saving the order")
+    }
+}
+impl std::error::Error for Outer {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+#[tokio::test]
+async fn question_mark_makes_any_error_retryable_and_keeps_its_source_chain() {
+    async fn handler(_m: Message<String>) -> Result<(), HandlerError> {
+        Err(Outer(std::io::Error::other("disk full")))?;
+        Ok(())
+    }
+    let e: HandlerError = Outer(std::io::Error::other("disk full")).into();
+    assert!(!e.is_permanent());
+    assert_eq!(e.message(), "saving the order: disk full");
+    assert!(e.source().is_some_and(|s| s.to_string() == "saving the order"));
+    let p = Processor::raw(handler);
+    let f = p.run(Arc::new(msg("a", "x", None, 1))).await.unwrap_err();
+    assert_eq!((f.kind, f.error.as_str()), (FailureKind::Retryable, "saving the order: disk full"));
+}
+
+#[tokio::test]
+async fn result_ext_marks_an_error_permanent() {
+    let p = Processor::raw(|m: Message<String>| async move {
+        let _n: u32 = m.body.parse().permanent()?;
+        Ok(())
+    });
+    let f = p.run(Arc::new(msg("a", "not a number", None, 1))).await.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Permanent);
+    assert!(f.error.contains("invalid digit"), "{}", f.error);
+    assert!(p.run(Arc::new(msg("b", "42", None, 1))).await.is_ok());
+}
+
+/// A batch processor scripted by body, recording the batches it was given.
+fn batch_scripted(batches: Arc<Mutex<Vec<Vec<String>>>>) -> Processor<String> {
+    Processor::raw_batch(move |batch: Vec<Message<String>>| {
+        let batches = batches.clone();
+        async move {
+            batches.lock().unwrap().push(batch.iter().map(|m| m.id().to_string()).collect());
+            batch
+                .iter()
+                .map(|m| match m.body.as_str() {
+                    "retry" => Err(HandlerError::retryable("bulk write rejected this row")),
+                    "perm" => Err(HandlerError::permanent("bad row")),
+                    "panic" => panic!("batch handler bug"),
+                    _ => Ok(()),
+                })
+                .collect()
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_batch_handler_gets_one_call_and_gives_one_outcome_per_message() {
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let p = batch_scripted(batches.clone());
+    let d = p
+        .process_batch(&no_dlq(), vec![msg("a", "ok", None, 1), msg("b", "retry", None, 1), msg("c", "ok", None, 1)])
+        .await;
+    assert_eq!(batches.lock().unwrap().clone(), vec![vec!["a", "b", "c"]], "one call, in order");
+    assert_eq!(d[0].outcome, Outcome::Succeeded);
+    assert!(matches!(&d[1].outcome, Outcome::Retry { failure, .. } if failure.error == "bulk write rejected this row"));
+    assert_eq!(d[2].outcome, Outcome::Succeeded);
+}
+
+#[tokio::test]
+async fn a_batch_handler_does_not_see_undecodable_bodies_and_a_panic_fails_its_batch() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let p = Processor::json_batch(move |batch: Vec<Message<Order>>| {
+        let s2 = s2.clone();
+        async move {
+            s2.lock().unwrap().extend(batch.iter().map(|m| m.id().to_string()));
+            batch.iter().map(|_| Ok(())).collect()
+        }
+    });
+    let d = p.process_batch(&no_dlq(), vec![msg("good", r#"{"id":1}"#, None, 1), msg("bad", "{nope", None, 1)]).await;
+    assert_eq!(seen.lock().unwrap().clone(), ["good"]);
+    assert_eq!(d[0].outcome, Outcome::Succeeded);
+    assert!(matches!(&d[1].outcome, Outcome::Retry { failure, .. } if failure.kind == FailureKind::Undecodable));
+
+    let p = batch_scripted(Default::default());
+    let d = p.process_batch(&no_dlq(), vec![msg("a", "ok", None, 1), msg("b", "panic", None, 1)]).await;
+    assert!(d
+        .iter()
+        .all(|d| matches!(&d.outcome, Outcome::Retry { failure, .. } if failure.kind == FailureKind::Panicked)));
+}
+
+#[tokio::test]
+async fn a_batch_handler_returning_the_wrong_number_of_results_fails_the_batch() {
+    let p = Processor::raw_batch(|_batch: Vec<Message<String>>| async { vec![Ok(())] });
+    let d = p.process_batch(&no_dlq(), vec![msg("a", "x", None, 1), msg("b", "y", None, 1)]).await;
+    for x in &d {
+        assert!(
+            matches!(&x.outcome, Outcome::Retry { failure, .. } if failure.error.contains("returned 1 results for 2"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_fifo_batch_holds_the_rest_of_a_group_after_a_failure() {
+    let p = batch_scripted(Default::default());
+    let d = p
+        .process_batch(
+            &fifo_no_dlq(),
+            vec![
+                msg("a1", "ok", Some("A"), 1),
+                msg("a2", "retry", Some("A"), 1),
+                msg("b1", "ok", Some("B"), 1),
+                msg("a3", "ok", Some("A"), 1),
+            ],
+        )
+        .await;
+    assert_eq!(d[0].outcome, Outcome::Succeeded);
+    assert!(matches!(d[1].outcome, Outcome::Retry { .. }));
+    assert_eq!(d[2].outcome, Outcome::Succeeded, "other groups go on");
+    assert!(matches!(&d[3].outcome, Outcome::Held { behind, .. } if behind == "a2"), "not deleted ahead of a2");
 }

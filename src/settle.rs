@@ -31,7 +31,7 @@ use crate::processor::{Decision, Failure, Outcome, QueueContext};
 
 /// Names of the message attributes the processor adds when it dead-letters a message.
 pub mod dead_letter_attributes {
-    /// The [`FailureKind`](super::FailureKind) name.
+    /// The [`FailureKind`](crate::FailureKind) name.
     pub const ERROR_KIND: &str = "sqskit-error-kind";
     /// A short error text (≤ 256 characters).
     pub const ERROR: &str = "sqskit-error";

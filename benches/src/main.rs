@@ -184,7 +184,7 @@ async fn child(
                 }
             });
             let config = PollerConfig::default().with_concurrency(concurrency).with_depth_interval(Duration::ZERO);
-            let poller = Poller::new(processor, vec![(queue.clone(), 1)], config).await?;
+            let poller = Poller::new(processor, [queue.clone()], config).await?;
             let stats = poller.stats();
             let finished = async move {
                 while stats.snapshot().succeeded < target as u64 && Instant::now() < deadline {

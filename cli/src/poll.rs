@@ -6,6 +6,13 @@ use std::time::Duration;
 use anyhow::Context;
 use sqskit::handlers::{ExecHandler, HttpHandler};
 use sqskit::poller::{PollStats, Poller, PollerConfig, QueueSpec};
+
+/// `URL` or `URL=WEIGHT`.
+#[derive(Debug, Clone)]
+pub struct QueueArg {
+    pub url: String,
+    pub weight: u32,
+}
 use sqskit::retry::Backoff;
 use sqskit::{Processor, ProcessorConfig, Queue};
 
@@ -17,7 +24,7 @@ pub struct Args {
     /// Queue URL to poll, optionally with a weight: URL=3. Repeat for several queues
     /// (in the env var: comma-separated).
     #[arg(long = "queue-url", env = "SQSKIT_QUEUE_URL", value_delimiter = ',', required = true, value_parser = parse_spec)]
-    pub queue_urls: Vec<QueueSpec>,
+    pub queue_urls: Vec<QueueArg>,
     /// Messages in flight at most (independent of the receive batch size of 10).
     #[arg(long, env = "SQSKIT_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
@@ -70,8 +77,8 @@ pub struct Args {
     pub progress_interval: u64,
 }
 
-fn parse_spec(s: &str) -> Result<QueueSpec, String> {
-    s.parse().map_err(|e: sqskit::Error| e.to_string())
+fn parse_spec(s: &str) -> Result<QueueArg, String> {
+    QueueSpec::parse_url(s).map(|(url, weight)| QueueArg { url, weight }).map_err(|e| e.to_string())
 }
 
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
@@ -98,8 +105,11 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .with_shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .with_until_empty(args.until_empty)
         .with_dead_letter_url(args.dlq_url.clone());
-    let queues: Vec<(Queue, u32)> =
-        args.queue_urls.iter().map(|s| (Queue::new(client.clone(), s.url.clone()), s.weight)).collect();
+    let queues: Vec<QueueSpec> = args
+        .queue_urls
+        .iter()
+        .map(|s| QueueSpec::new(Queue::new(client.clone(), s.url.clone())).with_weight(s.weight))
+        .collect();
     let first = &args.queue_urls[0].url;
     let processor = if let Some(url) = &args.http {
         let name = first.rsplit('/').next().unwrap_or_default();

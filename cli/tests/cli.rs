@@ -88,6 +88,7 @@ async fn redrive_of_500_survives_an_interruption_and_a_rerun() {
                 attributes: [("tenant".to_string(), AttributeValue::string("acme"))].into_iter().collect(),
                 system_attributes: Default::default(),
                 received_at: std::time::Instant::now(),
+                queue_url: None,
             };
             dead_letter_message(
                 &original,
@@ -185,6 +186,7 @@ async fn dlq_list_counts_error_kinds_and_drain_archives_with_one_alert() {
             attributes: Default::default(),
             system_attributes: Default::default(),
             received_at: std::time::Instant::now(),
+            queue_url: None,
         };
         dlq.send(dead_letter_message(
             &m,

@@ -23,6 +23,7 @@ fn handler(dir: &Path) -> PathBuf {
         r#"#!/bin/sh
 body=$(cat)
 echo "start $body $SQSKIT_RECEIVE_COUNT $$" >> "$HANDLER_LOG"
+echo "queue $body $SQSKIT_QUEUE_NAME" >> "$HANDLER_LOG"
 case "$body" in
   *gate*) while [ ! -f "$GATE" ]; do sleep 0.1; done ;;
 esac
@@ -186,4 +187,20 @@ async fn a_stalled_delete_endpoint_slows_receiving_instead_of_piling_up_messages
     assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
     assert_eq!(lines(&dir, "end").len(), 300);
     assert_eq!(depth(&q).await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn exec_handlers_see_the_queue_each_message_came_from() {
+    let (a, b) = (queue("own-queue-a").await, queue("own-queue-b").await);
+    a.send(OutgoingMessage::new("from-a")).await.unwrap();
+    b.send(OutgoingMessage::new("from-b")).await.unwrap();
+    let dir = temp_dir("own-queue");
+    let mut cmd = poll(&a, &dir, &["--until-empty", "--wait-time", "1"]);
+    cmd.args(["--queue-url", b.url()]);
+    let mut p = spawn(cmd);
+    assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
+    let mut seen: Vec<(String, String)> =
+        lines(&dir, "queue").into_iter().map(|w| (w[1].clone(), w[2].clone())).collect();
+    seen.sort();
+    assert_eq!(seen, [("from-a".to_string(), a.name().to_string()), ("from-b".to_string(), b.name().to_string())]);
 }

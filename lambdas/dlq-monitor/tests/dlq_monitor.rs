@@ -52,6 +52,7 @@ async fn dead_letters(dlq: &Queue, src_name: &str) -> Vec<ReceivedMessage> {
             attributes: [("tenant".to_string(), sqskit::AttributeValue::string("acme"))].into_iter().collect(),
             system_attributes: [("ApproximateReceiveCount".to_string(), "2".to_string())].into_iter().collect(),
             received_at: std::time::Instant::now(),
+            queue_url: None,
         };
         let failure = Failure { kind: *kind, error: format!("bad order {i}"), retry_after: None };
         dlq.send(dead_letter_message(&original, &failure, src_name, false)).await.unwrap();
