@@ -208,6 +208,7 @@ impl Queue {
         &self.url
     }
 
+    #[cfg(feature = "lambda")]
     pub(crate) fn shared_url(&self) -> Arc<str> {
         self.url.clone()
     }
