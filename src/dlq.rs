@@ -545,6 +545,142 @@ pub struct RedriveReport {
     pub failed: Vec<String>,
 }
 
+/// How [`redrive`] runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RedriveOptions {
+    /// Move at most this many messages (`None`: all).
+    pub max: Option<usize>,
+    /// At most this many messages per second (`None`: as fast as SQS goes).
+    pub rate: Option<f64>,
+    /// How long a received DLQ message stays invisible while it is being moved.
+    pub hold: std::time::Duration,
+    /// How long to wait for DLQ messages in flight (e.g. held by an interrupted run) to come back.
+    pub in_flight_patience: std::time::Duration,
+}
+
+impl Default for RedriveOptions {
+    fn default() -> Self {
+        Self {
+            max: None,
+            rate: None,
+            hold: std::time::Duration::from_secs(10),
+            in_flight_patience: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+impl RedriveOptions {
+    /// Move at most `max` messages.
+    pub fn with_max(mut self, max: Option<usize>) -> Self {
+        self.max = max;
+        self
+    }
+    /// At most `rate` messages per second.
+    pub fn with_rate(mut self, rate: Option<f64>) -> Self {
+        self.rate = rate;
+        self
+    }
+}
+
+/// Move messages from `dlq` back to `to`, or to each message's source queue: the loop behind
+/// `sqskit redrive`. Each message is deleted from the DLQ only after it was sent, so
+/// interrupting and rerunning loses nothing (a message sent just before an interruption may be
+/// sent twice). Waits up to `in_flight_patience` for messages held by an interrupted run; stops
+/// when a whole batch fails to move. `progress` is called with the number moved so far.
+///
+/// # Errors
+/// [`crate::Error::Invalid`] for a rate that is not above 0; a failed receive or delete on the DLQ.
+pub async fn redrive(
+    dlq: &crate::Queue,
+    to: Option<crate::Queue>,
+    options: &RedriveOptions,
+    mut progress: impl FnMut(usize),
+) -> Result<RedriveReport, crate::Error> {
+    use std::time::{Duration, Instant};
+    if let Some(rate) = options.rate {
+        if !(rate > 0.0 && rate.is_finite()) {
+            return Err(crate::Error::Invalid { what: "rate", reason: format!("must be above 0 (got {rate})") });
+        }
+    }
+    let limit = options.max.unwrap_or(usize::MAX);
+    let mut redriver = Redriver::new(dlq.clone(), to).await;
+    let mut report = RedriveReport::default();
+    let started = Instant::now();
+    let mut idle_since: Option<Instant> = None;
+    while report.moved < limit {
+        let want = (limit - report.moved).min(10) as u32;
+        let Some(step) = redriver.step(want, options.hold).await? else {
+            // Nothing visible. Messages held by an interrupted run (or another consumer) come
+            // back when their visibility ends: wait for them, within reason.
+            let in_flight = dlq.attributes().await?.in_flight;
+            let waited = idle_since.get_or_insert_with(Instant::now).elapsed();
+            if in_flight == 0 || waited > options.in_flight_patience {
+                if in_flight > 0 {
+                    report.failed.push(format!(
+                        "{in_flight} message(s) still in flight in {} (held by another consumer?); rerun later",
+                        dlq.name()
+                    ));
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        idle_since = None;
+        report.moved += step.moved;
+        progress(report.moved);
+        let stuck = step.moved == 0 && !step.failed.is_empty();
+        report.failed.extend(step.failed);
+        if stuck {
+            break; // every message of this batch failed: stop instead of spinning on them
+        }
+        if let Some(rate) = options.rate {
+            let due = Duration::from_secs_f64(report.moved as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Largest `MaxNumberOfMessagesPerSecond` SQS accepts for a message move task.
+pub const MAX_MOVE_TASK_RATE: u32 = 500;
+
+/// Ask SQS to move the DLQ's messages (`StartMessageMoveTask`) to `to`, or back to their
+/// sources; `rate` becomes `MaxNumberOfMessagesPerSecond` (1..=500). Returns the task handle.
+///
+/// # Errors
+/// [`crate::Error::Limit`] for a rate outside 1..=500, before any call; the classified error of
+/// `GetQueueAttributes` or `StartMessageMoveTask`.
+pub async fn start_move_task(
+    dlq: &crate::Queue,
+    to: Option<&crate::Queue>,
+    rate: Option<u32>,
+) -> Result<String, crate::Error> {
+    if let Some(r) = rate {
+        crate::limits::check_range("rate", u64::from(r), 1, u64::from(MAX_MOVE_TASK_RATE))?;
+    }
+    let missing_arn =
+        |q: &crate::Queue| crate::Error::Invalid { what: "queue", reason: format!("{} has no ARN", q.name()) };
+    let arn = dlq.attributes().await?.arn.ok_or_else(|| missing_arn(dlq))?;
+    let mut req = dlq.client().start_message_move_task().source_arn(&arn);
+    if let Some(target) = to {
+        req = req.destination_arn(target.attributes().await?.arn.ok_or_else(|| missing_arn(target))?);
+    }
+    if let Some(r) = rate {
+        req = req.max_number_of_messages_per_second(r as i32);
+    }
+    let out = req.send().await.map_err(|e| crate::Error::Service {
+        operation: "StartMessageMoveTask",
+        queue: dlq.url().to_string(),
+        code: aws_sdk_sqs::error::ProvideErrorMetadata::code(&e).unwrap_or("Unknown").to_string(),
+        message: aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+    })?;
+    Ok(out.task_handle().unwrap_or_default().to_string())
+}
+
 /// Moves messages from a DLQ back to their source: each is deleted from the DLQ only after its
 /// send succeeded, so an interruption loses nothing (a message sent but not yet deleted is sent
 /// again by the next run: duplicates are possible, losses are not).

@@ -96,3 +96,25 @@ async fn handlers_use_question_mark_and_mark_permanent_errors() {
     assert_eq!(dead[0].body, "twelve");
     assert!(dead[0].attribute_str(dl::ERROR).is_some_and(|e| e.contains("invalid digit")));
 }
+
+#[tokio::test]
+async fn a_message_move_task_returns_dead_letters_to_their_source() {
+    let (src, dlq) = queue_with_dlq("move-task", 1, false, 1).await;
+    src.send(OutgoingMessage::new("bounce")).await.unwrap();
+    // receive it once without deleting; on the next receive SQS moves it to the DLQ
+    assert_eq!(src.receive(1, Duration::from_secs(2), None).await.unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(src.receive(1, Duration::from_secs(1), None).await.unwrap().is_empty());
+    let limit = std::time::Instant::now() + Duration::from_secs(20);
+    while depth(&dlq).await.0 != 1 {
+        assert!(std::time::Instant::now() < limit, "the message reached the DLQ");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let e = sqskit::dlq::start_move_task(&dlq, None, Some(501)).await.unwrap_err();
+    assert!(e.to_string().contains("rate"), "validated before any call: {e}");
+    let handle = sqskit::dlq::start_move_task(&dlq, None, Some(50)).await.unwrap();
+    assert!(!handle.is_empty());
+    let back = src.receive(1, Duration::from_secs(20), None).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].body, "bounce");
+}
