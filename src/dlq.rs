@@ -60,8 +60,9 @@ pub enum DlqError {
     },
 }
 
-/// Where and how to archive and alert.
+/// Where and how to archive and alert: [`MonitorConfig::new`] (or `from_env`) and the setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MonitorConfig {
     /// S3 bucket for the archive.
     pub bucket: String,
@@ -76,6 +77,31 @@ pub struct MonitorConfig {
 }
 
 impl MonitorConfig {
+    /// Archive to `bucket` under `dead-letters/`, no alert, bodies left out, 20 ids per alert.
+    pub fn new(bucket: impl Into<String>) -> Self {
+        Self { bucket: bucket.into(), prefix: "dead-letters".into(), topic_arn: None, include_body: false, max_ids: 20 }
+    }
+    /// Key prefix.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+    /// SNS topic for the one alert per batch (none: no alert).
+    pub fn with_topic_arn(mut self, topic_arn: Option<String>) -> Self {
+        self.topic_arn = topic_arn;
+        self
+    }
+    /// Put (truncated) bodies in the alert.
+    pub fn with_include_body(mut self, on: bool) -> Self {
+        self.include_body = on;
+        self
+    }
+    /// How many message ids the alert lists.
+    pub fn with_max_ids(mut self, n: usize) -> Self {
+        self.max_ids = n;
+        self
+    }
+
     /// From `ARCHIVE_BUCKET` (required), `ARCHIVE_PREFIX`, `ALERT_TOPIC_ARN`, `ALERT_INCLUDE_BODY`.
     ///
     /// # Errors
@@ -822,8 +848,7 @@ mod tests {
     #[test]
     fn alert_subject_is_short_and_bodies_are_opt_in() {
         let conf = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-        let mut config =
-            MonitorConfig { bucket: "b".into(), prefix: "p".into(), topic_arn: None, include_body: false, max_ids: 2 };
+        let mut config = MonitorConfig::new("b").with_prefix("p").with_max_ids(2);
         let archived: Vec<Archived> = (0..5)
             .map(|i| Archived {
                 message_id: format!("id{i}"),

@@ -57,13 +57,10 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     match command {
         Command::Drain(a) => {
-            let config = MonitorConfig {
-                bucket: a.bucket,
-                prefix: a.prefix,
-                topic_arn: a.topic_arn,
-                include_body: a.include_body,
-                max_ids: 20,
-            };
+            let config = MonitorConfig::new(a.bucket)
+                .with_prefix(a.prefix)
+                .with_topic_arn(a.topic_arn)
+                .with_include_body(a.include_body);
             let monitor = DlqMonitor::new(&sdk, config);
             let dlq = Queue::new(sqs, a.queue_url);
             let (report, stopped) = match monitor.drain(&dlq, Duration::from_secs(60)).await {
