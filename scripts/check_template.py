@@ -272,7 +272,7 @@ def env_var_names(t: Template) -> dict[str, list[str]]:
 
 def rust_sources(root: Path) -> str:
     chunks = []
-    for sub in ("src", "lambdas"):
+    for sub in ("src", "cli", "lambdas"):
         for f in sorted((root / sub).rglob("*.rs")):
             if "target" in f.relative_to(root).parts:
                 continue
@@ -288,7 +288,7 @@ def check_env_vars(t: Template, r: Report, root: Path) -> None:
         if var in ENV_EXEMPT:
             continue
         r.check(f'"{var}"' in code, f'env {var} (set on {", ".join(names[var])}) is read by the code as "{var}"',
-                "no *.rs file under src/ or lambdas/ names it")
+                "no *.rs file under src/, cli/ or lambdas/ names it")
 
 
 def iter_statements(doc: Any) -> Iterator[dict[str, Any]]:
