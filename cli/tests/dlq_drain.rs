@@ -10,26 +10,9 @@ use sqskit::{OutgoingMessage, Queue};
 use support::deny::DenyProxy;
 use support::proc::sqskit;
 use support::*;
-
-struct Capture {
-    bucket: String,
-    topic_arn: String,
-    alerts: Queue,
-    s3: aws_sdk_s3::Client,
-}
-
-async fn capture() -> Capture {
-    let sdk = sdk_config().await;
-    let s3 = sqskit::dlq::s3_client(&sdk);
-    let bucket = unique("drain").to_lowercase();
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let sns = aws_sdk_sns::Client::new(&sdk);
-    let topic_arn = sns.create_topic().name(unique("alerts")).send().await.unwrap().topic_arn().unwrap().to_string();
-    let alerts = queue("drain-alerts").await;
-    let alerts_arn = alerts.attributes().await.unwrap().arn.unwrap();
-    sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(alerts_arn).send().await.unwrap();
-    Capture { bucket, topic_arn, alerts, s3 }
-}
+#[path = "../../tests/support/archive.rs"]
+mod archive;
+use archive::{capture, Capture};
 
 impl Capture {
     async fn keys(&self) -> Vec<String> {

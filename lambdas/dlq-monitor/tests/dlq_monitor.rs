@@ -9,26 +9,9 @@ use sqskit::processor::{dead_letter_attributes as dl, dead_letter_message, Failu
 use sqskit::{OutgoingMessage, Queue, ReceivedMessage};
 use support::lambda_rt::{emf_lines, event, failures, response, Answer, LambdaHarness};
 use support::*;
-
-struct Capture {
-    bucket: String,
-    topic_arn: String,
-    alerts: Queue,
-    s3: aws_sdk_s3::Client,
-}
-
-async fn capture() -> Capture {
-    let sdk = sdk_config().await;
-    let s3 = sqskit::dlq::s3_client(&sdk);
-    let bucket = unique("archive").to_lowercase();
-    s3.create_bucket().bucket(&bucket).send().await.unwrap();
-    let sns = aws_sdk_sns::Client::new(&sdk);
-    let topic_arn = sns.create_topic().name(unique("alerts")).send().await.unwrap().topic_arn().unwrap().to_string();
-    let alerts = queue("alert-capture").await;
-    let alerts_arn = alerts.attributes().await.unwrap().arn.unwrap();
-    sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(alerts_arn).send().await.unwrap();
-    Capture { bucket, topic_arn, alerts, s3 }
-}
+#[path = "../../../tests/support/archive.rs"]
+mod archive;
+use archive::capture;
 
 /// A source queue and DLQ holding four dead letters, the Lambda event for them, and the harness
 /// started with `env`.
