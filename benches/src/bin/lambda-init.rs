@@ -110,7 +110,8 @@ fn main() {
     if bins.is_empty() || runs == 0 {
         usage();
     }
-    let mut out = serde_json::Map::new();
+    // std only (no serde): `rustc -O benches/src/bin/lambda-init.rs` builds it in a second
+    let mut out = Vec::new();
     for (name, path) in &bins {
         let mut all = Vec::with_capacity(runs);
         for i in 0..warmup + runs {
@@ -125,28 +126,17 @@ fn main() {
         }
         let mut sorted = all.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
-        let median = if sorted.len() % 2 == 1 {
-            sorted[sorted.len() / 2]
-        } else {
-            (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2]) / 2.0
-        };
-        let r2 = |v: f64| (v * 100.0).round() / 100.0;
-        eprintln!(
-            "lambda-init: {name}: median {:.2} ms, min {:.2}, max {:.2} ({runs} starts)",
-            median,
+        let n = sorted.len();
+        let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+        eprintln!("lambda-init: {name}: median {median:.2} ms, min {:.2}, max {:.2} ({runs} starts)", sorted[0], sorted[n - 1]);
+        let list: Vec<String> = all.iter().map(|v| format!("{v:.2}")).collect();
+        out.push(format!(
+            "\"{}\": {{\"runs\": {runs}, \"median_ms\": {median:.2}, \"min_ms\": {:.2}, \"max_ms\": {:.2}, \"all_ms\": [{}]}}",
+            name.replace(['"', '\\'], "_"),
             sorted[0],
-            sorted[sorted.len() - 1]
-        );
-        out.insert(
-            name.clone(),
-            serde_json::json!({
-                "runs": runs,
-                "median_ms": r2(median),
-                "min_ms": r2(sorted[0]),
-                "max_ms": r2(sorted[sorted.len() - 1]),
-                "all_ms": all.iter().map(|v| r2(*v)).collect::<Vec<_>>(),
-            }),
-        );
+            sorted[n - 1],
+            list.join(", ")
+        ));
     }
-    println!("{}", serde_json::Value::Object(out));
+    println!("{{{}}}", out.join(", "));
 }
