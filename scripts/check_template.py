@@ -11,6 +11,8 @@ exits 1 when any check fails. Needs PyYAML and Python >= 3.11 (tomllib);
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import json
 import re
 import sys
 import tomllib
@@ -173,19 +175,55 @@ class Template:
 # ---------------------------------------------------------------- checks
 
 
-def lambda_binaries(root: Path) -> set[str]:
-    names: set[str] = set()
-    for cargo in sorted(root.glob("lambdas/*/Cargo.toml")):
-        with cargo.open("rb") as f:
-            data = tomllib.load(f)
-        for b in data.get("bin") or []:
-            if isinstance(b, dict) and "name" in b:
-                names.add(b["name"])
+def read_toml(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+def workspace_members(root: Path) -> dict[Path, dict[str, Any]]:
+    """Member directory (resolved) -> its parsed Cargo.toml, for the workspace at root."""
+    manifest = root / "Cargo.toml"
+    if not manifest.is_file():
+        return {}
+    data = read_toml(manifest)
+    out: dict[Path, dict[str, Any]] = {}
+    for pattern in ((data.get("workspace") or {}).get("members") or []):
+        for d in sorted(root.glob(pattern)) if any(c in pattern for c in "*?[") else [root / pattern]:
+            if (d / "Cargo.toml").is_file():
+                out[d.resolve()] = read_toml(d / "Cargo.toml")
+    if "package" in data:
+        out.setdefault(root.resolve(), data)
+    return out
+
+
+def crate_bins(crate_dir: Path, data: dict[str, Any]) -> set[str]:
+    """The binary targets cargo sees in a package: [[bin]] names plus auto-discovered ones."""
+    explicit = [b for b in (data.get("bin") or []) if isinstance(b, dict) and "name" in b]
+    names = {b["name"] for b in explicit}
+    # a file an explicit [[bin]] already uses is not discovered a second time
+    paths = {(crate_dir / b["path"]).resolve() for b in explicit if "path" in b}
+    pkg = data.get("package") or {}
+    if pkg.get("autobins", True):
+        main = crate_dir / "src" / "main.rs"
+        if main.is_file() and main.resolve() not in paths and "name" in pkg:
+            names.add(pkg["name"])
+        names.update(f.stem for f in (crate_dir / "src" / "bin").glob("*.rs") if f.resolve() not in paths)
     return names
 
 
-def check_functions(t: Template, r: Report, root: Path) -> None:
-    bins = lambda_binaries(root)
+def crate_by_package(members: dict[Path, dict[str, Any]], package: str) -> Path | None:
+    for d, data in members.items():
+        if (data.get("package") or {}).get("name") == package:
+            return d
+    return None
+
+
+def check_functions(t: Template, r: Report, root: Path, template_dir: Path) -> dict[str, Path]:
+    """Each function's CodeUri + BuildProperties.Binary resolves to a [[bin]] of the workspace
+    crate in that folder (what `sam build` hands to `cargo lambda build --bin`).
+    Returns function logical id -> crate directory."""
+    members = workspace_members(root)
+    crates: dict[str, Path] = {}
     fns = list(t.of_type("AWS::Serverless::Function"))
     r.check(bool(fns), "template defines AWS::Serverless::Function resources")
     for name, res in fns:
@@ -197,9 +235,100 @@ def check_functions(t: Template, r: Report, root: Path) -> None:
         r.check(md.get("BuildMethod") == "rust-cargolambda", f"{name}: Metadata.BuildMethod rust-cargolambda",
                 f"got {md.get('BuildMethod')!r}")
         binary = (md.get("BuildProperties") or {}).get("Binary")
+        code_uri = p.get("CodeUri")
+        if not r.check(isinstance(code_uri, str) and bool(code_uri), f"{name}: CodeUri is a local folder",
+                       f"got {code_uri!r}"):
+            continue
+        crate_dir = (template_dir / code_uri).resolve()
+        manifest = crate_dir / "Cargo.toml"
+        if not r.check(manifest.is_file(), f"{name}: CodeUri {code_uri!r} has a Cargo.toml", f"no {manifest}"):
+            continue
+        data = read_toml(manifest)
+        if not r.check("package" in data, f"{name}: CodeUri {code_uri!r} is a package (not only a workspace)"):
+            continue
+        bins = crate_bins(crate_dir, data)
+        pkg = data["package"].get("name")
         r.check(isinstance(binary, str) and binary in bins,
-                f"{name}: BuildProperties.Binary {binary!r} is a [[bin]] in lambdas/*/Cargo.toml",
-                f"known binaries: {sorted(bins)}")
+                f"{name}: BuildProperties.Binary {binary!r} is a bin target of {pkg} ({code_uri})",
+                f"its bin targets: {sorted(bins)}")
+        # a member of the root workspace shares its Cargo.lock and [profile.release]
+        r.check(crate_dir in members, f"{name}: {code_uri} is a member of the workspace at {root.name or root}",
+                f"members: {sorted(str(m.relative_to(root.resolve())) for m in members)}")
+        crates[name] = crate_dir
+    return crates
+
+
+# ---------------------------------------------------------------- Dockerfile (the poller image)
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    buf = ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if not buf and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            buf += stripped[:-1] + " "
+            continue
+        buf += stripped
+        parts = buf.split(None, 1)
+        out.append((parts[0].upper(), parts[1] if len(parts) > 1 else ""))
+        buf = ""
+    return out
+
+
+def check_dockerfile(r: Report, root: Path) -> Path | None:
+    """The image the ECS task runs: multi-stage, builds one workspace package's binary with the
+    committed lock file, runs it as a non-root user as the entrypoint, and its build context (the
+    repository root minus .dockerignore) still holds every workspace member. Returns the crate."""
+    path = root / "Dockerfile"
+    if not r.check(path.is_file(), "Dockerfile (poller image) exists at the repository root"):
+        return None
+    ins = dockerfile_instructions(path)
+    froms = [a for i, a in ins if i == "FROM"]
+    r.check(len(froms) >= 2, "Dockerfile is multi-stage (builder + runtime)", f"{len(froms)} FROM")
+    members = workspace_members(root)
+    runs = " ".join(a for i, a in ins if i == "RUN")
+    m = re.search(r"cargo build\b([^&;|]*)", runs)
+    args = m.group(1).split() if m else []
+    pkg = args[args.index("-p") + 1] if "-p" in args[:-1] else None
+    bin_ = args[args.index("--bin") + 1] if "--bin" in args[:-1] else None
+    r.check("--release" in args and "--locked" in args, "Dockerfile: cargo build --release --locked",
+            f"got {' '.join(args)!r}")
+    crate = crate_by_package(members, pkg) if pkg else None
+    if not r.check(crate is not None, f"Dockerfile: cargo build -p {pkg} names a workspace package"):
+        return None
+    bins = crate_bins(crate, members[crate])
+    r.check(bin_ in bins, f"Dockerfile: --bin {bin_} is a bin target of {pkg}", f"its bin targets: {sorted(bins)}")
+    entry = [a for i, a in ins if i == "ENTRYPOINT"]
+    try:
+        entry_argv = json.loads(entry[-1]) if entry else []
+    except json.JSONDecodeError:
+        entry_argv = []
+    r.check(bool(entry_argv) and Path(entry_argv[0]).name == bin_,
+            f"Dockerfile: exec-form ENTRYPOINT runs the {bin_} binary", f"got {entry[-1] if entry else None!r}")
+    users = [a for i, a in ins if i == "USER"]
+    last_from = max(n for n, (i, _) in enumerate(ins) if i == "FROM")
+    runtime_users = [a for n, (i, a) in enumerate(ins) if i == "USER" and n > last_from]
+    nonroot_base = ":nonroot" in froms[-1] if froms else False
+    r.check((runtime_users and runtime_users[-1].split(":")[0] not in ("root", "0")) or (nonroot_base and not users),
+            "Dockerfile: the runtime stage runs as a non-root user", f"USER {runtime_users}")
+    # the build context: nothing the workspace build needs may be excluded by .dockerignore
+    ignore = root / ".dockerignore"
+    patterns = [ln.strip().rstrip("/") for ln in ignore.read_text(encoding="utf-8").splitlines()
+                if ln.strip() and not ln.strip().startswith("#")] if ignore.is_file() else []
+    needed = ["Cargo.toml", "Cargo.lock"]
+    for d in members:
+        rel = d.relative_to(root.resolve())
+        needed += [str(rel / "Cargo.toml"), str(rel / "src")]
+    excluded = [n for n in needed for pat in patterns
+                if fnmatch.fnmatch(n, pat) or any(fnmatch.fnmatch(str(Path(*Path(n).parts[:k])), pat)
+                                                  for k in range(1, len(Path(n).parts)))]
+    r.check(not excluded, "Dockerfile build context: .dockerignore keeps every workspace manifest, source dir and Cargo.lock",
+            f"excluded: {sorted(set(excluded))}")
+    return crate
 
 
 def sqs_mappings(t: Template) -> Iterator[tuple[str, str | None, str | None, dict[str, Any]]]:
@@ -256,39 +385,53 @@ def check_queues(t: Template, r: Report) -> None:
         r.check(ok, f"{name}: encrypted at rest (SqsManagedSseEnabled or KmsMasterKeyId)")
 
 
-def env_var_names(t: Template) -> dict[str, list[str]]:
-    """env var name -> resources that set it."""
-    out: dict[str, list[str]] = {}
+def env_var_names(t: Template) -> dict[str, list[tuple[str, str]]]:
+    """env var name -> [(label, logical id)] of the resources that set it."""
+    out: dict[str, list[tuple[str, str]]] = {}
     for name, _ in t.of_type("AWS::Serverless::Function", "AWS::Lambda::Function"):
         for var in ((t.props(name).get("Environment") or {}).get("Variables") or {}):
-            out.setdefault(var, []).append(name)
+            out.setdefault(var, []).append((name, name))
     for name, _ in t.of_type("AWS::ECS::TaskDefinition"):
         for cd in as_list(t.props(name).get("ContainerDefinitions")):
             for env in as_list((cd or {}).get("Environment")):
                 if isinstance(env, dict) and isinstance(env.get("Name"), str):
-                    out.setdefault(env["Name"], []).append(f"{name}/{cd.get('Name')}")
+                    out.setdefault(env["Name"], []).append((f"{name}/{cd.get('Name')}", name))
     return out
 
 
-def rust_sources(root: Path) -> str:
+def rust_sources(*dirs: Path) -> str:
     chunks = []
-    for sub in ("src", "cli", "lambdas"):
-        for f in sorted((root / sub).rglob("*.rs")):
-            if "target" in f.relative_to(root).parts:
+    for d in dirs:
+        for f in sorted(d.rglob("*.rs")):
+            if "target" in f.relative_to(d).parts:
                 continue
             chunks.append(f.read_text(encoding="utf-8", errors="replace"))
     return "\n".join(chunks)
 
 
-def check_env_vars(t: Template, r: Report, root: Path) -> None:
+def check_env_vars(t: Template, r: Report, root: Path, fn_crates: dict[str, Path], image_crate: Path | None) -> None:
+    """Every variable a resource sets is named in the code that resource runs: the library (src/)
+    plus the function's own crate (CodeUri), or the crate the Dockerfile builds for ECS tasks."""
     names = env_var_names(t)
     r.check(bool(names), "template sets environment variables")
-    code = rust_sources(root)
+    lib = root / "src"
+    code_of: dict[str, str] = {}
     for var in sorted(names):
         if var in ENV_EXEMPT:
             continue
-        r.check(f'"{var}"' in code, f'env {var} (set on {", ".join(names[var])}) is read by the code as "{var}"',
-                "no *.rs file under src/, cli/ or lambdas/ names it")
+        for label, res in names[var]:
+            rtype = t.type_of(res)
+            crate = image_crate if rtype == "AWS::ECS::TaskDefinition" else fn_crates.get(res)
+            if crate is None:
+                r.check(False, f"env {var} (set on {label}): the code it runs is known",
+                        "no CodeUri crate / Dockerfile package resolved for it")
+                continue
+            key = str(crate)
+            if key not in code_of:
+                code_of[key] = rust_sources(lib, crate) if crate != root.resolve() else rust_sources(lib)
+            rel = crate.relative_to(root.resolve())
+            r.check(f'"{var}"' in code_of[key], f'env {var} (set on {label}) is read by src/ or {rel}/ as "{var}"',
+                    f"no *.rs file under src/ or {rel}/ names it")
 
 
 def iter_statements(doc: Any) -> Iterator[dict[str, Any]]:
@@ -389,17 +532,20 @@ def check_alarms(t: Template, r: Report) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("template", nargs="?", default=str(ROOT / "template.yaml"))
-    ap.add_argument("--root", default=str(ROOT), help="project root with src/ and lambdas/ (default: this repo)")
+    ap.add_argument("--root", default=str(ROOT),
+                    help="workspace root with Cargo.toml, src/ and Dockerfile (default: this repo)")
     args = ap.parse_args()
     root = Path(args.root)
+    template = Path(args.template)
 
-    t = Template(load_template(Path(args.template)))
+    t = Template(load_template(template))
     r = Report()
-    check_functions(t, r, root)
+    fn_crates = check_functions(t, r, root, template.resolve().parent)
+    image_crate = check_dockerfile(r, root) if any(True for _ in t.of_type("AWS::ECS::TaskDefinition")) else None
     check_event_sources(t, r)
     check_work_queue_visibility(t, r)
     check_queues(t, r)
-    check_env_vars(t, r, root)
+    check_env_vars(t, r, root, fn_crates, image_crate)
     check_iam(t, r)
     check_event_source_permissions(t, r)
     check_alarms(t, r)
