@@ -1,11 +1,11 @@
 //! Lambda init time: from spawning a Lambda binary to its first
 //! `GET /2018-06-01/runtime/invocation/next` on a Runtime API served here (std only).
 //!
-//! `lambda-init [--runs N] [--warmup N] [--timeout-ms MS] NAME=PATH [NAME=PATH ...]`
+//! `lambda-init [--runs N] [--warmup N] [--timeout-ms MS] [--env K=V ...] NAME=PATH [NAME=PATH ...]`
 //!
 //! Each start gets a fresh listener on 127.0.0.1:0 and a clean environment: the four
 //! `AWS_LAMBDA_*` variables the runtime needs, dummy AWS credentials, `AWS_REGION`, and
-//! `ARCHIVE_BUCKET` (the DLQ monitor's one required setting). The child is killed as soon as it
+//! `ARCHIVE_BUCKET` (the DLQ monitor's one required setting), plus any `--env`. The child is killed as soon as it
 //! asks for its first event, so what is measured is exactly the function's init phase: process
 //! start, dynamic linking, `main` up to the runtime loop (logging, SDK config, clients, TLS roots).
 //! The page cache is warm (`--warmup` unmeasured starts first), unlike a real cold start, which
@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 const NEXT: &str = "GET /2018-06-01/runtime/invocation/next";
 
 fn usage() -> ! {
-    eprintln!("usage: lambda-init [--runs N] [--warmup N] [--timeout-ms MS] NAME=PATH [NAME=PATH ...]");
+    eprintln!("usage: lambda-init [--runs N] [--warmup N] [--timeout-ms MS] [--env K=V ...] NAME=PATH [NAME=PATH ...]");
     std::process::exit(2)
 }
 
 /// Milliseconds from spawn to the first `invocation/next` request of one start.
-fn one_start(path: &str, name: &str, timeout: Duration) -> Result<f64, String> {
+fn one_start(path: &str, name: &str, timeout: Duration, extra_env: &[(String, String)]) -> Result<f64, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -42,6 +42,7 @@ fn one_start(path: &str, name: &str, timeout: Duration) -> Result<f64, String> {
         .env("AWS_REGION", "us-east-1")
         .env("ARCHIVE_BUCKET", "sqskit-bench-archive")
         .env("RUST_LOG", "info")
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -92,6 +93,7 @@ fn main() {
     let mut warmup = 2usize;
     let mut timeout = Duration::from_secs(10);
     let mut bins: Vec<(String, String)> = Vec::new();
+    let mut extra_env: Vec<(String, String)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -100,6 +102,10 @@ fn main() {
             "--timeout-ms" => {
                 timeout = Duration::from_millis(args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()))
             }
+            "--env" => match args.next().as_deref().and_then(|v| v.split_once('=')) {
+                Some((k, v)) if !k.is_empty() => extra_env.push((k.to_string(), v.to_string())),
+                _ => usage(),
+            },
             "-h" | "--help" => usage(),
             _ => match a.split_once('=') {
                 Some((n, p)) if !n.is_empty() && !p.is_empty() => bins.push((n.to_string(), p.to_string())),
@@ -115,7 +121,7 @@ fn main() {
     for (name, path) in &bins {
         let mut all = Vec::with_capacity(runs);
         for i in 0..warmup + runs {
-            match one_start(path, name, timeout) {
+            match one_start(path, name, timeout, &extra_env) {
                 Ok(ms) if i >= warmup => all.push(ms),
                 Ok(_) => {}
                 Err(e) => {
