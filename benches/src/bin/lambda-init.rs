@@ -60,7 +60,9 @@ fn one_start(path: &str, name: &str, timeout: Duration, extra_env: &[(String, St
                         // time of the request line, not of the TCP connect (the same within µs)
                         let ms = start.elapsed().as_secs_f64() * 1000.0;
                         // answer nothing useful: the child is killed next
-                        let _ = reader.get_mut().write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
+                        let _ = reader
+                            .get_mut()
+                            .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
                         break Ok(ms);
                     }
                     Ok(_) => break Err(format!("first request was {:?}, not {NEXT}", line.trim_end())),
@@ -134,7 +136,11 @@ fn main() {
         sorted.sort_by(|a, b| a.total_cmp(b));
         let n = sorted.len();
         let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
-        eprintln!("lambda-init: {name}: median {median:.2} ms, min {:.2}, max {:.2} ({runs} starts)", sorted[0], sorted[n - 1]);
+        eprintln!(
+            "lambda-init: {name}: median {median:.2} ms, min {:.2}, max {:.2} ({runs} starts)",
+            sorted[0],
+            sorted[n - 1]
+        );
         let list: Vec<String> = all.iter().map(|v| format!("{v:.2}")).collect();
         out.push(format!(
             "\"{}\": {{\"runs\": {runs}, \"median_ms\": {median:.2}, \"min_ms\": {:.2}, \"max_ms\": {:.2}, \"all_ms\": [{}]}}",
