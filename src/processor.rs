@@ -611,7 +611,6 @@ impl<T: Send + 'static> Processor<T> {
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
     ) -> Result<(), Failure> {
-        let started = Instant::now();
         let body = (self.decode)(&raw.body, self.config.log_bodies).map_err(|error| Failure {
             kind: FailureKind::Undecodable,
             error,
@@ -631,31 +630,40 @@ impl<T: Send + 'static> Processor<T> {
                 })
             }
         };
+        self.guarded("handler", call, cancel).await?.map_err(failure_of)
+    }
+
+    /// Run a handler's future under the handler timeout, `cancel` (a lease that cannot be
+    /// extended) and a panic guard; record its duration when it completed. `what` names it in
+    /// the error texts.
+    async fn guarded<R>(
+        &self,
+        what: &str,
+        call: BoxFuture<R>,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<R, Failure> {
+        let started = Instant::now();
         let fut = AssertUnwindSafe(call).catch_unwind();
-        let timed_out = |error: String| Err(Failure { kind: FailureKind::TimedOut, error, retry_after: None });
+        let failed = |kind: FailureKind, error: String| Err(Failure { kind, error, retry_after: None });
         let limited = async {
             match self.config.timeout {
-                Some(t) => match tokio::time::timeout(t, fut).await {
-                    Ok(r) => Ok(r),
-                    Err(_) => Err(format!("handler overran its {t:?} timeout")),
-                },
+                Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| format!("{what} overran its {t:?} timeout")),
                 None => Ok(fut.await),
             }
         };
         let never = CancellationToken::new();
         let cancel = cancel.unwrap_or(&never);
         let result = tokio::select! {
-            r = limited => match r { Ok(r) => r, Err(e) => return timed_out(e) },
+            r = limited => match r { Ok(r) => r, Err(e) => return failed(FailureKind::TimedOut, e) },
             _ = cancel.cancelled() => {
-                return timed_out("handler cancelled: its lease reached the longest visibility extension allowed".into())
+                return failed(
+                    FailureKind::TimedOut,
+                    format!("{what} cancelled: its lease reached the longest visibility extension allowed"),
+                )
             }
         };
         metrics::histogram!(crate::metrics::names::HANDLER_DURATION).record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(failure_of(e)),
-            Err(panic) => Err(Failure { kind: FailureKind::Panicked, error: panic_text(&panic), retry_after: None }),
-        }
+        result.or_else(|panic| failed(FailureKind::Panicked, panic_text(&panic)))
     }
 
     /// Turn a handler result into an outcome, before any I/O: [`Outcome::DeadLetter`] here
@@ -712,33 +720,30 @@ impl<T: Send + 'static> Processor<T> {
 
     /// Decide, dead-letter (confirmed) or fall back to a retry, count and log one result.
     async fn conclude(&self, ctx: &QueueContext, raw: &Arc<ReceivedMessage>, result: Result<(), Failure>) -> Outcome {
-        {
-            let raw = raw.clone();
-            let mut outcome = self.decide(ctx, &raw, result);
-            if let Outcome::DeadLetter { failure } = &outcome {
-                if let Err(e) = crate::settle::dead_letter(ctx, &raw, failure).await {
-                    let visibility = retry_visibility(&raw, self.config.backoff.delay(raw.receive_count()));
-                    tracing::error!(kind = failure.kind.as_str(), error = %e, visibility,
+        let mut outcome = self.decide(ctx, raw, result);
+        if let Outcome::DeadLetter { failure } = &outcome {
+            if let Err(e) = crate::settle::dead_letter(ctx, raw, failure).await {
+                let visibility = retry_visibility(raw, self.config.backoff.delay(raw.receive_count()));
+                tracing::error!(kind = failure.kind.as_str(), error = %e, visibility,
                         "dead-letter send failed; the message will be retried instead");
-                    let error = format!("{}; dead-letter send failed: {e}", failure.error);
-                    outcome = Outcome::Retry { visibility, failure: Failure { error, ..failure.clone() } };
-                }
+                let error = format!("{}; dead-letter send failed: {e}", failure.error);
+                outcome = Outcome::Retry { visibility, failure: Failure { error, ..failure.clone() } };
             }
-            if let Outcome::Retry { failure, .. } | Outcome::DeadLetter { failure } = &outcome {
-                metrics::counter!(crate::metrics::names::FAILED, "kind" => failure.kind.as_str()).increment(1);
-            }
-            match &outcome {
-                Outcome::Succeeded => tracing::debug!("processed"),
-                Outcome::Retry { visibility, failure } => {
-                    tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, visibility, "failed; will retry")
-                }
-                Outcome::DeadLetter { failure } => {
-                    tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, "failed permanently; dead-lettered")
-                }
-                Outcome::Held { .. } | Outcome::Released => {}
-            }
-            outcome
         }
+        if let Outcome::Retry { failure, .. } | Outcome::DeadLetter { failure } = &outcome {
+            metrics::counter!(crate::metrics::names::FAILED, "kind" => failure.kind.as_str()).increment(1);
+        }
+        match &outcome {
+            Outcome::Succeeded => tracing::debug!("processed"),
+            Outcome::Retry { visibility, failure } => {
+                tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, visibility, "failed; will retry")
+            }
+            Outcome::DeadLetter { failure } => {
+                tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, "failed permanently; dead-lettered")
+            }
+            Outcome::Held { .. } | Outcome::Released => {}
+        }
+        outcome
     }
 
     /// Process messages of one FIFO group (or any strict sequence) in order, one at a time.
@@ -879,27 +884,15 @@ impl<T: Send + 'static> Processor<T> {
         if batch.is_empty() {
             return results;
         }
-        let started = Instant::now();
         let n = batch.len();
-        let fut = AssertUnwindSafe(handler.call(batch)).catch_unwind();
-        let never = CancellationToken::new();
-        let cancel = cancel.unwrap_or(&never);
-        let all = |kind: FailureKind, error: String| Err(Failure { kind, error, retry_after: None });
-        let outcome: Vec<Result<(), Failure>> = tokio::select! {
-            r = async {
-                match self.config.timeout {
-                    Some(t) => tokio::time::timeout(t, fut).await.map_err(|_| format!("batch handler overran its {t:?} timeout")),
-                    None => Ok(fut.await),
-                }
-            } => match r {
-                Ok(Ok(list)) if list.len() == n => list.into_iter().map(|r| r.map_err(failure_of)).collect(),
-                Ok(Ok(list)) => vec![all(FailureKind::Retryable, format!("the batch handler returned {} results for {n} messages", list.len())); n],
-                Ok(Err(panic)) => vec![all(FailureKind::Panicked, panic_text(&panic)); n],
-                Err(e) => vec![all(FailureKind::TimedOut, e); n],
-            },
-            _ = cancel.cancelled() => vec![all(FailureKind::TimedOut, "batch handler cancelled: its lease reached the longest visibility extension allowed".into()); n],
+        let outcome: Vec<Result<(), Failure>> = match self.guarded("batch handler", handler.call(batch), cancel).await {
+            Ok(list) if list.len() == n => list.into_iter().map(|r| r.map_err(failure_of)).collect(),
+            Ok(list) => {
+                let error = format!("the batch handler returned {} results for {n} messages", list.len());
+                vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); n]
+            }
+            Err(failure) => vec![Err(failure); n],
         };
-        metrics::histogram!(crate::metrics::names::HANDLER_DURATION).record(started.elapsed().as_secs_f64());
         for (pos, r) in positions.into_iter().zip(outcome) {
             results[pos] = r;
         }
