@@ -27,14 +27,22 @@ pub fn env_secs(name: &'static str, default: u64) -> Result<u64, ConfigError> {
     parse_secs(name, std::env::var(name).ok().as_deref(), default)
 }
 
+/// A whole number (a count) from `name`, or `default` when unset or empty.
+///
+/// # Errors
+/// [`ConfigError`] naming the variable when it is not a whole number.
+pub fn env_count(name: &'static str, default: u64) -> Result<u64, ConfigError> {
+    parse_whole(name, std::env::var(name).ok().as_deref(), default, "expected a whole number")
+}
+
 fn parse_secs(name: &'static str, value: Option<&str>, default: u64) -> Result<u64, ConfigError> {
+    parse_whole(name, value, default, "expected a whole number of seconds")
+}
+
+fn parse_whole(name: &'static str, value: Option<&str>, default: u64, expected: &str) -> Result<u64, ConfigError> {
     match value.map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ConfigError {
-            name,
-            value: v.to_string(),
-            reason: "expected a whole number of seconds".into(),
-        }),
+        Some(v) => v.parse().map_err(|_| ConfigError { name, value: v.to_string(), reason: expected.into() }),
     }
 }
 

@@ -208,7 +208,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         if let Ok(url) = std::env::var("SQSKIT_QUEUE_URL") {
             let dlq =
                 std::env::var("SQSKIT_DLQ_URL").ok().filter(|u| !u.is_empty()).map(|u| Queue::new(client.clone(), u));
-            let max = crate::config::env_secs("SQSKIT_MAX_RECEIVE_COUNT", 0)?;
+            let max = crate::config::env_count("SQSKIT_MAX_RECEIVE_COUNT", 0)?;
             let max = u32::try_from(max).ok().filter(|m| *m > 0);
             adapter.fixed = Some(QueueContext::new(Queue::new(client, url), dlq).with_max_receive_count(max));
         }
@@ -251,7 +251,6 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             }
         }
         let Some(arn) = source_arn else { return QueueContext::default() };
-        let fifo = arn.ends_with(".fifo");
         let mut cache = self.contexts.lock().await;
         if let Some(ctx) = cache.get(arn) {
             return ctx.clone();
@@ -272,7 +271,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             Err(e) => {
                 // not cached: the next invocation tries again
                 tracing::warn!(source = arn, error = %e, "cannot resolve the source queue; permanent failures will be reported as failures");
-                QueueContext::unresolved(fifo)
+                QueueContext::default() // FIFO-ness comes from the ARN in `handle_with_deadline`
             }
         }
     }

@@ -403,11 +403,6 @@ impl QueueContext {
         Self { queue: Some(queue), dlq: None, fifo, max_receive_count: None }.with_dlq(dlq)
     }
 
-    /// Context for messages whose queue could not be resolved: only FIFO-ness is known.
-    pub fn unresolved(fifo: bool) -> Self {
-        Self { fifo, ..Self::default() }
-    }
-
     /// Use `dlq` as the dead-letter queue. A DLQ whose type (FIFO or standard) differs from
     /// the source's is refused with an error log: SQS itself does not allow it, and sending a
     /// FIFO message to a standard DLQ would lose its group order.
