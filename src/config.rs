@@ -80,6 +80,118 @@ pub fn processor_from_env() -> Result<ProcessorConfig, ConfigError> {
     })
 }
 
+/// Idempotency settings (`SQSKIT_IDEMPOTENCY_*`; the CLI's `--idempotency-*` flags): which
+/// store, how keys are made, how long records count.
+///
+/// # Example
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use sqskit::config::IdempotencySettings;
+/// let s = IdempotencySettings::default();            // no store configured
+/// assert!(s.build::<String>().await.unwrap().is_none());
+/// # });
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IdempotencySettings {
+    /// DynamoDB table (`SQSKIT_IDEMPOTENCY_TABLE`; feature `idempotency-dynamodb`).
+    pub table: Option<String>,
+    /// Redis URL (`SQSKIT_IDEMPOTENCY_REDIS`; feature `idempotency-redis`).
+    pub redis: Option<String>,
+    /// Key source: `/json/pointer`, `attr:NAME` or `body` (`SQSKIT_IDEMPOTENCY_KEY`; default
+    /// the whole body).
+    pub key: Option<String>,
+    /// Key prefix (`SQSKIT_IDEMPOTENCY_PREFIX`; default `sqskit`).
+    pub prefix: Option<String>,
+    /// How long completed records count (`SQSKIT_IDEMPOTENCY_TTL`, seconds; default 3600).
+    pub ttl: Option<Duration>,
+    /// Run the handler without a claim when the store fails (`SQSKIT_IDEMPOTENCY_FAIL_OPEN`).
+    pub fail_open: bool,
+}
+
+impl IdempotencySettings {
+    /// Read the `SQSKIT_IDEMPOTENCY_*` variables.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the variable at fault.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let text = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let ttl = match env_secs("SQSKIT_IDEMPOTENCY_TTL", 0)? {
+            0 => None,
+            t => Some(Duration::from_secs(t)),
+        };
+        Ok(Self {
+            table: text("SQSKIT_IDEMPOTENCY_TABLE"),
+            redis: text("SQSKIT_IDEMPOTENCY_REDIS"),
+            key: text("SQSKIT_IDEMPOTENCY_KEY"),
+            prefix: text("SQSKIT_IDEMPOTENCY_PREFIX"),
+            ttl,
+            fail_open: env_bool("SQSKIT_IDEMPOTENCY_FAIL_OPEN")?,
+        })
+    }
+
+    /// Build the idempotency layer, or `None` when no store is configured.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the setting: both stores set, a store this build lacks (cargo
+    /// feature), an invalid key source or Redis URL, a TTL of 0.
+    pub async fn build<T>(&self) -> Result<Option<crate::idempotency::Idempotency<T>>, ConfigError> {
+        use crate::idempotency::{Idempotency, IdempotencyStore, KeySource};
+        let invalid =
+            |name: &'static str, value: &str, reason: String| ConfigError { name, value: value.into(), reason };
+        let store: std::sync::Arc<dyn IdempotencyStore> = match (&self.table, &self.redis) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(r)) => {
+                return Err(invalid("SQSKIT_IDEMPOTENCY_REDIS", r, "set one store: a DynamoDB table or Redis".into()))
+            }
+            (Some(table), None) => {
+                #[cfg(feature = "idempotency-dynamodb")]
+                {
+                    std::sync::Arc::new(crate::idempotency::DynamoDbStore::from_env(table.clone()).await)
+                }
+                #[cfg(not(feature = "idempotency-dynamodb"))]
+                {
+                    return Err(invalid(
+                        "SQSKIT_IDEMPOTENCY_TABLE",
+                        table,
+                        "this build has no DynamoDB store (cargo feature `idempotency-dynamodb`)".into(),
+                    ));
+                }
+            }
+            (None, Some(url)) => {
+                #[cfg(feature = "idempotency-redis")]
+                {
+                    let store = crate::idempotency::RedisStore::open(url)
+                        .map_err(|e| invalid("SQSKIT_IDEMPOTENCY_REDIS", url, e.message))?;
+                    std::sync::Arc::new(store)
+                }
+                #[cfg(not(feature = "idempotency-redis"))]
+                {
+                    return Err(invalid(
+                        "SQSKIT_IDEMPOTENCY_REDIS",
+                        url,
+                        "this build has no Redis store (cargo feature `idempotency-redis`)".into(),
+                    ));
+                }
+            }
+        };
+        let mut idem = Idempotency::with_store(store).with_fail_open(self.fail_open);
+        if let Some(k) = &self.key {
+            idem = idem.with_key_source(KeySource::parse(k).map_err(|e| invalid("SQSKIT_IDEMPOTENCY_KEY", k, e))?);
+        }
+        if let Some(p) = &self.prefix {
+            idem = idem.with_prefix(p.clone());
+        }
+        if let Some(ttl) = self.ttl {
+            if ttl.is_zero() {
+                return Err(invalid("SQSKIT_IDEMPOTENCY_TTL", "0", "must be at least 1 second".into()));
+            }
+            idem = idem.with_ttl(ttl);
+        }
+        Ok(Some(idem))
+    }
+}
+
 /// A boolean from `name`: `true`/`1`/`yes` or `false`/`0`/`no` (any case); unset or empty is false.
 ///
 /// # Errors

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::Queue;
 use crate::error::Error;
+use crate::idempotency::{IdempotencyCounts, Lease};
 use crate::message::{AttributeValue, ReceivedMessage};
 use crate::processor::{Outcome, Processor, QueueContext};
 use crate::settle::Actions;
@@ -50,8 +51,10 @@ pub type BoxError = lambda_runtime::Error;
 /// Settings: [`config::processor_from_env`](crate::config::processor_from_env) (`SQSKIT_BACKOFF_BASE`,
 /// `SQSKIT_BACKOFF_MAX`, `SQSKIT_HANDLER_TIMEOUT`, `SQSKIT_LOG_BODIES`) replace the processor's,
 /// and [`LambdaAdapter::from_env`] reads `SQSKIT_QUEUE_URL`, `SQSKIT_DLQ_URL`,
-/// `SQSKIT_MAX_RECEIVE_COUNT`, `SQSKIT_DEADLINE_MARGIN`. For full control build a
-/// [`LambdaAdapter`] and call [`run_adapter`].
+/// `SQSKIT_MAX_RECEIVE_COUNT`, `SQSKIT_DEADLINE_MARGIN`. Unless the processor already has
+/// idempotency, [`IdempotencySettings::from_env`](crate::config::IdempotencySettings::from_env)
+/// adds it (`SQSKIT_IDEMPOTENCY_TABLE` or `_REDIS`, `_KEY`, `_PREFIX`, `_TTL`); claims lapse at
+/// the invocation's deadline. For full control build a [`LambdaAdapter`] and call [`run_adapter`].
 ///
 /// # Errors
 /// A [`ConfigError`](crate::config::ConfigError) naming the variable at fault, or what the
@@ -79,7 +82,13 @@ pub async fn run<T: Send + 'static>(processor: Processor<T>) -> Result<(), BoxEr
     Box::pin(async move {
         init_logging();
         let config = crate::config::processor_from_env()?;
-        let processor = processor.with_config(config);
+        let mut processor = processor.with_config(config);
+        if processor.idempotency().is_none() {
+            // SQSKIT_IDEMPOTENCY_TABLE / _REDIS, _KEY, _PREFIX, _TTL
+            if let Some(idem) = crate::config::IdempotencySettings::from_env()?.build().await? {
+                processor = processor.with_idempotency(idem);
+            }
+        }
         run_adapter(LambdaAdapter::from_env(processor).await?).await
     })
     .await
@@ -132,6 +141,10 @@ pub struct BatchSummary {
     pub succeeded: usize,
     /// Sent to the DLQ by the function.
     pub dead_lettered: usize,
+    /// Duplicates of completed messages, not run (idempotency).
+    pub duplicates: usize,
+    /// Idempotency checks of this invocation.
+    pub idempotency: IdempotencyCounts,
     /// Failures by kind (`retryable`, `panic`, `timeout`, `permanent`, `undecodable`, `held`,
     /// `released` for messages not started because the deadline was near).
     pub failed: HashMap<&'static str, usize>,
@@ -141,13 +154,28 @@ pub struct BatchSummary {
 
 impl BatchSummary {
     /// One CloudWatch EMF line (namespace `sqskit`, dimension `Function`): `Records`,
-    /// `Succeeded`, `DeadLettered`, `Failed`, `Failed_<kind>` per kind, `DurationMs`.
+    /// `Succeeded`, `DeadLettered`, `Duplicates`, `Failed`, `Failed_<kind>` per kind,
+    /// `Idempotency_<result>` per idempotency result met, `DurationMs`.
     pub fn emf_line(&self, function: &str) -> String {
-        let kinds: Vec<(String, f64)> = self.failed.iter().map(|(k, n)| (format!("Failed_{k}"), *n as f64)).collect();
+        let mut kinds: Vec<(String, f64)> =
+            self.failed.iter().map(|(k, n)| (format!("Failed_{k}"), *n as f64)).collect();
+        let i = &self.idempotency;
+        for (name, n) in [
+            ("claimed", i.claimed),
+            ("duplicate", i.duplicate),
+            ("in_progress", i.in_progress),
+            ("reuse", i.reuse),
+            ("store_error", i.store_error),
+        ] {
+            if n > 0 {
+                kinds.push((format!("Idempotency_{name}"), n as f64));
+            }
+        }
         let mut metrics: Vec<(&str, f64, &str)> = vec![
             ("Records", self.records as f64, "Count"),
             ("Succeeded", self.succeeded as f64, "Count"),
             ("DeadLettered", self.dead_lettered as f64, "Count"),
+            ("Duplicates", self.duplicates as f64, "Count"),
             ("Failed", self.failed.values().sum::<usize>() as f64, "Count"),
             ("DurationMs", self.duration_ms as f64, "Milliseconds"),
         ];
@@ -305,7 +333,10 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         let ctx = self.context(source.as_deref()).await;
         // FIFO queue names end in `.fifo`; a message's group id says nothing (fair queues)
         let fifo = ctx.fifo || source.as_deref().is_some_and(|a| a.ends_with(".fifo"));
-        let ctx = QueueContext { fifo, ..ctx };
+        // an idempotency claim lapses with the invocation
+        let lease = deadline.map_or(ctx.lease, Lease::Deadline);
+        let ctx = QueueContext { fifo, lease, ..ctx };
+        let idempotency_before = self.processor.idempotency_counts();
         if let Some(q) = &ctx.queue {
             for m in &mut messages {
                 m.queue_url = Some(q.shared_url());
@@ -355,7 +386,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             .iter()
             .map(|d| match &d.outcome {
                 // a dead letter is only decided once the DLQ confirmed it: Lambda may delete it
-                Outcome::Succeeded | Outcome::DeadLetter { .. } => false,
+                Outcome::Succeeded | Outcome::Duplicate | Outcome::DeadLetter { .. } => false,
                 Outcome::Retry { .. } | Outcome::Held { .. } | Outcome::Released => true,
             })
             .collect();
@@ -369,6 +400,8 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             if *failed {
                 response.add_failure(d.message.message_id.clone());
                 *summary.failed.entry(d.outcome.label()).or_default() += 1;
+            } else if d.outcome == Outcome::Duplicate {
+                summary.duplicates += 1;
             } else if d.outcome.is_success() {
                 summary.succeeded += 1;
             } else {
@@ -377,11 +410,14 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         }
         // Lambda deletes what is not listed: that is when a success counts
         metrics::counter!(crate::metrics::names::SUCCEEDED).increment(summary.succeeded as u64);
+        metrics::counter!(crate::metrics::names::DUPLICATES).increment(summary.duplicates as u64);
+        summary.idempotency = self.processor.idempotency_counts().since(idempotency_before);
         summary.duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             records = summary.records,
             succeeded = summary.succeeded,
             dead_lettered = summary.dead_lettered,
+            duplicates = summary.duplicates,
             failed = response.batch_item_failures.len(),
             not_started = summary.failed.get("released").copied().unwrap_or(0),
             "batch processed"

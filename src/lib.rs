@@ -18,6 +18,7 @@
 //! - [`limits`]: SQS limits and the batching arithmetic.
 //! - [`message`]: messages sent, received, and handed to handlers.
 //! - [`processor`]: handlers, outcomes, the FIFO rules, settling on SQS.
+//! - [`idempotency`]: run each logical message once (memory, DynamoDB, Redis stores).
 //! - [`retry`]: exponential backoff with jitter.
 //! - [`settle`]: the one path that turns outcomes into SQS actions (delete, visibility, DLQ).
 //! - [`poller`]: the long-running consumer (concurrency, heartbeat, ack batching, shutdown).
@@ -37,6 +38,8 @@
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
 //! | `dlq` | no | [`dlq`]: archive to S3, one SNS alert, redrive |
 //! | `prometheus` | no | `metrics::install_prometheus` |
+//! | `idempotency-dynamodb` | no | `idempotency::DynamoDbStore` (Powertools' record layout) |
+//! | `idempotency-redis` | no | `idempotency::RedisStore` |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -47,6 +50,7 @@ pub mod dlq;
 pub mod error;
 #[cfg(feature = "handlers")]
 pub mod handlers;
+pub mod idempotency;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod limits;

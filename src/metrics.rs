@@ -35,6 +35,11 @@ pub mod names {
     pub const LEASE_LIMIT_CANCELLED: &str = "sqskit_lease_limit_cancellations_total";
     /// Counter, label `operation`: failed SQS API calls.
     pub const SQS_ERRORS: &str = "sqskit_sqs_errors_total";
+    /// Counter, label `result` (`claimed`, `duplicate`, `in_progress`, `reuse`, `store_error`):
+    /// idempotency checks.
+    pub const IDEMPOTENCY: &str = "sqskit_idempotency_total";
+    /// Counter: duplicates deleted without running the handler (their delete confirmed).
+    pub const DUPLICATES: &str = "sqskit_messages_duplicate_total";
     /// Gauge, labels `queue`, `state` (`visible`, `in_flight`, `delayed`): queue depth.
     pub const QUEUE_DEPTH: &str = "sqskit_queue_messages";
 }

@@ -235,6 +235,7 @@ impl PollerConfig {
 pub struct PollStats {
     received: AtomicU64,
     succeeded: AtomicU64,
+    duplicates: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
     released: AtomicU64,
@@ -249,6 +250,8 @@ pub struct PollSummary {
     pub received: u64,
     /// Handled successfully (deleted).
     pub succeeded: u64,
+    /// Duplicates of completed messages, deleted without running the handler (idempotency).
+    pub duplicates: u64,
     /// Failed and set to come back later (including FIFO held ones).
     pub retried: u64,
     /// Sent to the DLQ.
@@ -268,6 +271,7 @@ impl PollStats {
         PollSummary {
             received: g(&self.received),
             succeeded: g(&self.succeeded),
+            duplicates: g(&self.duplicates),
             retried: g(&self.retried),
             dead_lettered: g(&self.dead_lettered),
             released: g(&self.released),
@@ -348,7 +352,10 @@ impl<T: Send + 'static> Poller<T> {
         }
         let mut contexts = Vec::new();
         for QueueSpec { queue: q, weight: w } in queues {
-            let mut ctx = QueueContext::discover(q.clone()).await?;
+            // messages are received with the poller's visibility timeout: that is their lease
+            let mut ctx = QueueContext::discover(q.clone())
+                .await?
+                .with_lease(crate::idempotency::Lease::Visibility(config.visibility_timeout));
             if ctx.dlq.is_none() {
                 // the fallback DLQ is refused (with an error log) when its type differs from the queue's
                 let fallback = config.dead_letter_url.as_ref().map(|u| Queue::new(q.client().clone(), u.clone()));
@@ -605,12 +612,13 @@ async fn run_unit<T: Send + 'static>(
     metrics::gauge!(names::IN_FLIGHT).increment(n as f64);
     let pending = Arc::new(Mutex::new(unit.clone()));
     let lease = CancellationToken::new();
-    let beat = heartbeat(pending.clone(), &source, &config, &stats, &lease);
+    let beat = heartbeat(pending.clone(), &processor, &source, &config, &stats, &lease);
     // each decided message: out of the heartbeat, its delete to the acker at once
     let hand_over = |d: &Decision| {
         lock(&pending).retain(|m| m.message_id != d.message.message_id);
         let delete = match &d.outcome {
             Outcome::Succeeded => Some(Deletion::Succeeded),
+            Outcome::Duplicate => Some(Deletion::Duplicate),
             Outcome::DeadLetter { .. } => {
                 PollStats::add(&stats.dead_lettered, 1);
                 Some(Deletion::DeadLettered)
@@ -676,8 +684,9 @@ async fn run_unit<T: Send + 'static>(
 /// visibility timeout, by one visibility timeout. When the next extension would pass
 /// `max_visibility_extension` since receipt (or 12 h), cancel `lease`: the running handler is
 /// stopped while half a visibility timeout of its lease is left.
-async fn heartbeat(
+async fn heartbeat<T: Send + 'static>(
     pending: Arc<Mutex<Vec<Arc<ReceivedMessage>>>>,
+    processor: &Processor<T>,
     source: &Source,
     config: &PollerConfig,
     stats: &PollStats,
@@ -712,8 +721,11 @@ async fn heartbeat(
         PollStats::add(&stats.extensions, unit.len());
         metrics::counter!(names::VISIBILITY_EXTENSIONS).increment(unit.len() as u64);
         tracing::debug!(messages = unit.len(), seconds = extend, "extending visibility");
-        let entries = unit.into_iter().map(|m| (m, extend)).collect();
+        let entries = unit.iter().map(|m| (m.clone(), extend)).collect();
         let _ = source.acker.send(Ack::Visibility(entries, "heartbeat")).await;
+        // idempotency claims follow the lease
+        let until = std::time::SystemTime::now() + Duration::from_secs(u64::from(extend));
+        processor.extend_claims(&unit, until).await;
         next = Instant::now() + Duration::from_secs(u64::from(extend)) / 2;
     }
 }
@@ -827,6 +839,7 @@ async fn spawn_delete(
         let applied = settle::delete(&queue, &batch).await;
         // a success counts once SQS confirmed its delete
         PollStats::add(&stats.succeeded, applied.succeeded);
+        PollStats::add(&stats.duplicates, applied.duplicates);
     });
 }
 

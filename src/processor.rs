@@ -17,6 +17,8 @@
 //! | permanent / undecodable, DLQ known | [`Outcome::DeadLetter`] | sent to the DLQ with error attributes, delete |
 //! | permanent / undecodable, no DLQ, or the DLQ send failed | [`Outcome::Retry`] (with a warning) | visibility = backoff |
 //! | FIFO: later message of a failed group | [`Outcome::Held`] | same visibility as the failed one, in the same call, after it |
+//! | idempotency key already completed ([`Processor::with_idempotency`]) | [`Outcome::Duplicate`] (handler not run) | delete |
+//! | idempotency key held by another consumer | [`Outcome::Retry`] ([`FailureKind::InProgress`]) | visibility = the claim's remaining time |
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,6 +34,7 @@ use tracing::Instrument;
 
 use crate::client::Queue;
 use crate::error::Error;
+use crate::idempotency::{Claim, CountKind, Idempotency, Lease, LocalHold, Record, Status};
 use crate::limits::clamp_visibility;
 use crate::message::{Message, ReceivedMessage};
 use crate::retry::Backoff;
@@ -210,6 +213,12 @@ pub enum FailureKind {
     /// A retryable failure on the last receive the queue's redrive policy allows: dead-lettered
     /// by sqskit with the last error, instead of being moved by SQS without one.
     RetriesExhausted,
+    /// Idempotency: another consumer holds the message's key; retried when its claim lapses.
+    InProgress,
+    /// Idempotency: the key was used before with a different payload (dead-lettered).
+    KeyReuse,
+    /// Idempotency: the store failed, so the handler was not run (retryable).
+    IdempotencyStore,
 }
 
 impl FailureKind {
@@ -222,11 +231,14 @@ impl FailureKind {
             Self::Panicked => "panic",
             Self::TimedOut => "timeout",
             Self::RetriesExhausted => "retries-exhausted",
+            Self::InProgress => "duplicate-in-progress",
+            Self::KeyReuse => "idempotency-key-reuse",
+            Self::IdempotencyStore => "idempotency-store",
         }
     }
     /// Whether messages failing this way belong in the dead-letter queue right away.
     pub fn is_permanent(self) -> bool {
-        matches!(self, Self::Permanent | Self::Undecodable)
+        matches!(self, Self::Permanent | Self::Undecodable | Self::KeyReuse)
     }
 }
 
@@ -269,12 +281,14 @@ pub enum Outcome {
     },
     /// Not attempted because the consumer is shutting down: make it visible again at once.
     Released,
+    /// Idempotency: its key was already completed, so the handler did not run: delete it.
+    Duplicate,
 }
 
 impl Outcome {
-    /// True for [`Outcome::Succeeded`].
+    /// True for [`Outcome::Succeeded`] and [`Outcome::Duplicate`] (both are deleted).
     pub fn is_success(&self) -> bool {
-        matches!(self, Outcome::Succeeded)
+        matches!(self, Outcome::Succeeded | Outcome::Duplicate)
     }
     /// Short name for logs and metrics.
     pub fn label(&self) -> &'static str {
@@ -284,6 +298,7 @@ impl Outcome {
             Outcome::DeadLetter { failure } => failure.kind.as_str(),
             Outcome::Held { .. } => "held",
             Outcome::Released => "released",
+            Outcome::Duplicate => "duplicate",
         }
     }
 }
@@ -378,6 +393,8 @@ pub struct QueueContext {
     /// `maxReceiveCount` of the redrive policy, when known: a retryable failure on that
     /// receive is dead-lettered by sqskit (kind `retries-exhausted`) with its error.
     pub max_receive_count: Option<u32>,
+    /// How long a received message stays ours (idempotency claims lapse with it).
+    pub lease: Lease,
 }
 
 impl QueueContext {
@@ -394,13 +411,15 @@ impl QueueContext {
             Some(r) => (r.dead_letter_url.map(|u| Queue::new(queue.client().clone(), u)), Some(r.max_receive_count)),
             None => (None, None),
         };
-        Ok(Self { queue: Some(queue), dlq: None, fifo, max_receive_count }.with_dlq(dlq))
+        let lease =
+            attrs.visibility_timeout.map(|v| Lease::Visibility(Duration::from_secs(v.into()))).unwrap_or_default();
+        Ok(Self { queue: Some(queue), dlq: None, fifo, max_receive_count, lease }.with_dlq(dlq))
     }
 
     /// Context with an explicit DLQ (or none). FIFO-ness comes from the queue's name.
     pub fn new(queue: Queue, dlq: Option<Queue>) -> Self {
         let fifo = queue.is_fifo();
-        Self { queue: Some(queue), dlq: None, fifo, max_receive_count: None }.with_dlq(dlq)
+        Self { queue: Some(queue), dlq: None, fifo, max_receive_count: None, lease: Lease::default() }.with_dlq(dlq)
     }
 
     /// Use `dlq` as the dead-letter queue. A DLQ whose type (FIFO or standard) differs from
@@ -419,6 +438,12 @@ impl QueueContext {
             }
             other => other,
         };
+        self
+    }
+
+    /// Set the lease (the poller's visibility timeout, a Lambda invocation's deadline).
+    pub fn with_lease(mut self, lease: Lease) -> Self {
+        self.lease = lease;
         self
     }
 
@@ -520,11 +545,23 @@ pub struct Processor<T> {
     handler: Handlers<T>,
     decode: Decoder<T>,
     config: ProcessorConfig,
+    idempotency: Option<Idempotency<T>>,
 }
 
 impl<T> Clone for Processor<T> {
     fn clone(&self) -> Self {
-        Self { handler: self.handler.clone(), decode: self.decode, config: self.config.clone() }
+        Self {
+            handler: self.handler.clone(),
+            decode: self.decode,
+            config: self.config.clone(),
+            idempotency: self.idempotency.clone(),
+        }
+    }
+}
+
+impl<T> Processor<T> {
+    fn build(handler: Handlers<T>, decode: Decoder<T>) -> Self {
+        Self { handler, decode, config: ProcessorConfig::default(), idempotency: None }
     }
 }
 
@@ -553,27 +590,23 @@ fn decode_raw(body: &str, _full: bool) -> Result<String, String> {
 impl<T: DeserializeOwned + Send + 'static> Processor<T> {
     /// A processor whose handler gets the body decoded from JSON into `T`.
     pub fn json(handler: impl Handler<T>) -> Self {
-        Self { handler: Handlers::One(Arc::new(handler)), decode: decode_json::<T>, config: ProcessorConfig::default() }
+        Self::build(Handlers::One(Arc::new(handler)), decode_json::<T>)
     }
     /// A processor whose batch handler gets the bodies decoded from JSON into `T` (an
     /// undecodable body fails that message alone and is not passed to the handler).
     pub fn json_batch(handler: impl BatchHandler<T>) -> Self {
-        Self {
-            handler: Handlers::Batch(Arc::new(handler)),
-            decode: decode_json::<T>,
-            config: ProcessorConfig::default(),
-        }
+        Self::build(Handlers::Batch(Arc::new(handler)), decode_json::<T>)
     }
 }
 
 impl Processor<String> {
     /// A processor whose handler gets the raw body.
     pub fn raw(handler: impl Handler<String>) -> Self {
-        Self { handler: Handlers::One(Arc::new(handler)), decode: decode_raw, config: ProcessorConfig::default() }
+        Self::build(Handlers::One(Arc::new(handler)), decode_raw)
     }
     /// A processor whose batch handler gets the raw bodies.
     pub fn raw_batch(handler: impl BatchHandler<String>) -> Self {
-        Self { handler: Handlers::Batch(Arc::new(handler)), decode: decode_raw, config: ProcessorConfig::default() }
+        Self::build(Handlers::Batch(Arc::new(handler)), decode_raw)
     }
 }
 
@@ -592,8 +625,50 @@ impl<T: Send + 'static> Processor<T> {
         matches!(self.handler, Handlers::Batch(_))
     }
 
+    /// Run each logical message once: claim its idempotency key before the handler runs (see
+    /// [`idempotency`](crate::idempotency)). Works with one-message and batch handlers, on
+    /// standard and FIFO queues (a duplicate in a FIFO group counts as done and the group goes on).
+    ///
+    /// # Example
+    /// ```
+    /// use sqskit::idempotency::{Idempotency, KeySource, MemoryStore};
+    /// use sqskit::{HandlerError, Processor};
+    /// let p = Processor::raw(|_m| async { Ok::<_, HandlerError>(()) })
+    ///     .with_idempotency(Idempotency::new(MemoryStore::new()).with_key_source(KeySource::Pointer("/order_id".into())));
+    /// assert!(p.idempotency().is_some());
+    /// ```
+    pub fn with_idempotency(mut self, idempotency: Idempotency<T>) -> Self {
+        self.idempotency = Some(idempotency);
+        self
+    }
+
+    /// The idempotency settings, when set.
+    pub fn idempotency(&self) -> Option<&Idempotency<T>> {
+        self.idempotency.as_ref()
+    }
+
+    /// What the idempotency checks found so far (zeros without idempotency).
+    pub fn idempotency_counts(&self) -> crate::idempotency::IdempotencyCounts {
+        self.idempotency.as_ref().map(Idempotency::counts).unwrap_or_default()
+    }
+
+    /// Move the in-progress expiry of the idempotency claims of `messages` (those running)
+    /// to `until`. The poller's heartbeat calls it after extending their visibility.
+    pub async fn extend_claims(&self, messages: &[Arc<ReceivedMessage>], until: std::time::SystemTime) {
+        let Some(idem) = &self.idempotency else { return };
+        let keys: Vec<String> = messages.iter().filter_map(|m| idem.local.key_of_running(&m.message_id)).collect();
+        let calls = keys.iter().map(|k| idem.store.extend(k, until));
+        for r in futures::future::join_all(calls).await {
+            if let Err(e) = r {
+                idem.count(CountKind::StoreError);
+                tracing::warn!(error = %e, "could not extend an idempotency claim; it may lapse before the handler ends");
+            }
+        }
+    }
+
     /// Run the handler on one message and return what went wrong, if anything.
-    /// Never panics: decode errors, panics and timeouts become failures.
+    /// Never panics: decode errors, panics and timeouts become failures. A duplicate
+    /// (idempotency) is `Ok` without running the handler.
     pub async fn run(&self, raw: Arc<ReceivedMessage>) -> Result<(), Failure> {
         self.run_until(raw, None).await
     }
@@ -606,12 +681,44 @@ impl<T: Send + 'static> Processor<T> {
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
     ) -> Result<(), Failure> {
+        self.attempt(Lease::default(), raw, cancel).await.map(|_| ())
+    }
+
+    /// Decode, claim the idempotency key (when configured), run the handler, record the result.
+    async fn attempt(
+        &self,
+        lease: Lease,
+        raw: Arc<ReceivedMessage>,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Done, Failure> {
         let body = (self.decode)(&raw.body, self.config.log_bodies).map_err(|error| Failure {
             kind: FailureKind::Undecodable,
             error,
             retry_after: None,
         })?;
         let msg = Message::new(body, raw.clone());
+        let Some(idem) = &self.idempotency else {
+            return self.call_one(msg, cancel).await.map(|()| Done::Handled);
+        };
+        let key = match idem_key(idem, &msg)? {
+            Some(key) => key,
+            None => return self.call_one(msg, cancel).await.map(|()| Done::Handled),
+        };
+        let hold = idem.local.hold(&key).await;
+        match claim(idem, lease, &raw, key).await? {
+            Claimed::Run(record) => {
+                let result = self.call_one(msg, cancel).await;
+                finish(idem, &raw, record, result.is_ok()).await;
+                drop(hold);
+                result.map(|()| Done::Handled)
+            }
+            Claimed::Unguarded => self.call_one(msg, cancel).await.map(|()| Done::Handled),
+            Claimed::Duplicate => Ok(Done::Duplicate),
+        }
+    }
+
+    /// One message through the handler (a batch handler gets a batch of one), guarded.
+    async fn call_one(&self, msg: Message<T>, cancel: Option<&CancellationToken>) -> Result<(), Failure> {
         let call: BoxFuture<Result<(), HandlerError>> = match &self.handler {
             Handlers::One(h) => h.call(msg),
             Handlers::Batch(h) => {
@@ -706,7 +813,7 @@ impl<T: Send + 'static> Processor<T> {
     ) -> Outcome {
         let span = tracing::info_span!("message", message_id = %raw.message_id, queue = ctx.queue_name(), receive_count = raw.receive_count());
         async {
-            let result = self.run_until(raw.clone(), cancel).await;
+            let result = self.attempt(ctx.lease, raw.clone(), cancel).await;
             self.conclude(ctx, &raw, result).await
         }
         .instrument(span)
@@ -714,8 +821,12 @@ impl<T: Send + 'static> Processor<T> {
     }
 
     /// Decide, dead-letter (confirmed) or fall back to a retry, count and log one result.
-    async fn conclude(&self, ctx: &QueueContext, raw: &Arc<ReceivedMessage>, result: Result<(), Failure>) -> Outcome {
-        let mut outcome = self.decide(ctx, raw, result);
+    async fn conclude(&self, ctx: &QueueContext, raw: &Arc<ReceivedMessage>, result: Result<Done, Failure>) -> Outcome {
+        if let Ok(Done::Duplicate) = result {
+            tracing::debug!("duplicate: its idempotency key was already completed; not run");
+            return Outcome::Duplicate;
+        }
+        let mut outcome = self.decide(ctx, raw, result.map(|_| ()));
         if let Outcome::DeadLetter { failure } = &outcome {
             if let Err(e) = crate::settle::dead_letter(ctx, raw, failure).await {
                 let visibility = retry_visibility(raw, self.config.backoff.delay(raw.receive_count()));
@@ -726,17 +837,26 @@ impl<T: Send + 'static> Processor<T> {
             }
         }
         if let Outcome::Retry { failure, .. } | Outcome::DeadLetter { failure } = &outcome {
-            metrics::counter!(crate::metrics::names::FAILED, "kind" => failure.kind.as_str()).increment(1);
+            if failure.kind != FailureKind::InProgress {
+                metrics::counter!(crate::metrics::names::FAILED, "kind" => failure.kind.as_str()).increment(1);
+            }
         }
         match &outcome {
             Outcome::Succeeded => tracing::debug!("processed"),
+            // not an error: another consumer is on it (counted as `in_progress`)
+            Outcome::Retry { visibility, failure } if failure.kind == FailureKind::InProgress => {
+                tracing::info!(
+                    visibility,
+                    "its idempotency key is held by another consumer; will look again when the claim lapses"
+                )
+            }
             Outcome::Retry { visibility, failure } => {
                 tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, visibility, "failed; will retry")
             }
             Outcome::DeadLetter { failure } => {
                 tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, "failed permanently; dead-lettered")
             }
-            Outcome::Held { .. } | Outcome::Released => {}
+            Outcome::Held { .. } | Outcome::Released | Outcome::Duplicate => {}
         }
         outcome
     }
@@ -827,7 +947,7 @@ impl<T: Send + 'static> Processor<T> {
         if stop.is_some_and(CancellationToken::is_cancelled) || lease.is_some_and(CancellationToken::is_cancelled) {
             return messages.into_iter().map(|message| Decision { message, outcome: Outcome::Released }).collect();
         }
-        let results = self.run_whole(&messages, lease).await;
+        let results = self.run_whole(ctx.lease, &messages, lease).await;
         let mut blocked: HashMap<String, (String, u32)> = HashMap::new();
         let mut out = Vec::with_capacity(messages.len());
         for (m, result) in messages.into_iter().zip(results) {
@@ -849,47 +969,118 @@ impl<T: Send + 'static> Processor<T> {
     }
 
     /// One call of the batch handler; one result per message (decoding failures included).
+    /// With idempotency, every key is claimed before the call (local holds taken in key order,
+    /// so two batches cannot wait on each other); a key met twice in one batch is looked at
+    /// again after the call (a duplicate when the first one completed).
     async fn run_whole(
         &self,
+        lease_kind: Lease,
         messages: &[Arc<ReceivedMessage>],
         cancel: Option<&CancellationToken>,
-    ) -> Vec<Result<(), Failure>> {
+    ) -> Vec<Result<Done, Failure>> {
         let Handlers::Batch(handler) = &self.handler else {
-            return vec![
-                Err(Failure {
-                    kind: FailureKind::Retryable,
-                    error: "not a batch handler".into(),
-                    retry_after: None
-                });
-                messages.len()
-            ];
+            let error = "not a batch handler".to_string();
+            return vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); messages.len()];
         };
-        let mut results: Vec<Result<(), Failure>> = vec![Ok(()); messages.len()];
-        let mut batch = Vec::new();
-        let mut positions = Vec::new();
+        let mut results: Vec<Result<Done, Failure>> = vec![Ok(Done::Handled); messages.len()];
+        let mut batch: Vec<Option<Message<T>>> = Vec::with_capacity(messages.len());
         for (i, raw) in messages.iter().enumerate() {
             match (self.decode)(&raw.body, self.config.log_bodies) {
-                Ok(body) => {
-                    batch.push(Message::new(body, raw.clone()));
-                    positions.push(i);
+                Ok(body) => batch.push(Some(Message::new(body, raw.clone()))),
+                Err(error) => {
+                    results[i] = Err(Failure { kind: FailureKind::Undecodable, error, retry_after: None });
+                    batch.push(None);
                 }
-                Err(error) => results[i] = Err(Failure { kind: FailureKind::Undecodable, error, retry_after: None }),
             }
         }
-        if batch.is_empty() {
-            return results;
+
+        // idempotency: claim first occurrences, defer repeats within the batch
+        let mut claimed: Vec<(usize, Record)> = Vec::new();
+        let mut deferred: Vec<(usize, String)> = Vec::new();
+        let mut holds: Vec<LocalHold> = Vec::new();
+        if let Some(idem) = &self.idempotency {
+            let mut first: HashMap<String, usize> = HashMap::new();
+            for i in 0..batch.len() {
+                let Some(msg) = &batch[i] else { continue };
+                match idem_key(idem, msg) {
+                    Err(f) => {
+                        results[i] = Err(f);
+                        batch[i] = None;
+                    }
+                    Ok(None) => {}
+                    Ok(Some(k)) if first.contains_key(&k) => {
+                        deferred.push((i, k));
+                        batch[i] = None;
+                    }
+                    Ok(Some(k)) => {
+                        first.insert(k, i);
+                    }
+                }
+            }
+            let mut keys: Vec<(String, usize)> = first.into_iter().collect();
+            keys.sort();
+            for (k, _) in &keys {
+                holds.push(idem.local.hold(k).await);
+            }
+            let claims =
+                keys.into_iter().map(|(k, i)| async move { (i, claim(idem, lease_kind, &messages[i], k).await) });
+            for (i, c) in futures::future::join_all(claims).await {
+                match c {
+                    Ok(Claimed::Run(record)) => claimed.push((i, record)),
+                    Ok(Claimed::Unguarded) => {}
+                    Ok(Claimed::Duplicate) => {
+                        results[i] = Ok(Done::Duplicate);
+                        batch[i] = None;
+                    }
+                    Err(f) => {
+                        results[i] = Err(f);
+                        batch[i] = None;
+                    }
+                }
+            }
         }
+
+        let (positions, batch): (Vec<usize>, Vec<Message<T>>) =
+            batch.into_iter().enumerate().filter_map(|(i, m)| m.map(|m| (i, m))).unzip();
         let n = batch.len();
-        let outcome: Vec<Result<(), Failure>> = match self.guarded("batch handler", handler.call(batch), cancel).await {
-            Ok(list) if list.len() == n => list.into_iter().map(|r| r.map_err(failure_of)).collect(),
-            Ok(list) => {
-                let error = format!("the batch handler returned {} results for {n} messages", list.len());
-                vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); n]
+        if n > 0 {
+            let outcome: Vec<Result<(), Failure>> =
+                match self.guarded("batch handler", handler.call(batch), cancel).await {
+                    Ok(list) if list.len() == n => list.into_iter().map(|r| r.map_err(failure_of)).collect(),
+                    Ok(list) => {
+                        let error = format!("the batch handler returned {} results for {n} messages", list.len());
+                        vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); n]
+                    }
+                    Err(failure) => vec![Err(failure); n],
+                };
+            for (pos, r) in positions.into_iter().zip(outcome) {
+                results[pos] = r.map(|()| Done::Handled);
             }
-            Err(failure) => vec![Err(failure); n],
-        };
-        for (pos, r) in positions.into_iter().zip(outcome) {
-            results[pos] = r;
+        }
+
+        let Some(idem) = &self.idempotency else { return results };
+        let finishing = claimed.into_iter().map(|(i, record)| {
+            let ok = results[i].is_ok();
+            finish(idem, &messages[i], record, ok)
+        });
+        futures::future::join_all(finishing).await;
+        drop(holds);
+        for (i, key) in deferred {
+            let _hold = idem.local.hold(&key).await;
+            results[i] = match claim(idem, lease_kind, &messages[i], key).await {
+                Ok(Claimed::Duplicate) => Ok(Done::Duplicate),
+                Ok(Claimed::Run(record)) => {
+                    // the first message with this key failed and released it: retry this one too
+                    finish(idem, &messages[i], record, false).await;
+                    let error = "an earlier message of this batch with the same idempotency key failed".to_string();
+                    Err(Failure { kind: FailureKind::Retryable, error, retry_after: None })
+                }
+                Ok(Claimed::Unguarded) => {
+                    let error = "the idempotency store failed; not running a repeated key unguarded".to_string();
+                    Err(Failure { kind: FailureKind::IdempotencyStore, error, retry_after: None })
+                }
+                Err(f) => Err(f),
+            };
         }
         results
     }
@@ -945,6 +1136,111 @@ impl<'a, T: Send + 'static> Sequence<'a, T> {
             }
         };
         Some(Decision { message: m, outcome })
+    }
+}
+
+/// What an attempt came to when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    /// The handler ran and succeeded.
+    Handled,
+    /// Idempotency: the key was completed before; the handler did not run.
+    Duplicate,
+}
+
+/// What an idempotency claim allows.
+enum Claimed {
+    /// The key is ours: run the handler, then [`finish`].
+    Run(Record),
+    /// No claim, by choice (fail-open after a store error).
+    Unguarded,
+    /// The key was completed before.
+    Duplicate,
+}
+
+/// The message's key; `None` runs it unguarded (Powertools' default when no key is found).
+fn idem_key<T>(idem: &Idempotency<T>, msg: &Message<T>) -> Result<Option<String>, Failure> {
+    match idem.key_of(msg) {
+        Some(k) => Ok(Some(k)),
+        None if idem.require_key => Err(Failure {
+            kind: FailureKind::Permanent,
+            error: format!("no idempotency key: {:?} yields nothing for this message", idem.key),
+            retry_after: None,
+        }),
+        None => {
+            tracing::warn!(key_source = ?idem.key, "no idempotency key for this message; running it without a claim");
+            Ok(None)
+        }
+    }
+}
+
+/// Claim `key` for `raw` in the store: `INPROGRESS` until the lease ends.
+async fn claim<T>(idem: &Idempotency<T>, lease: Lease, raw: &ReceivedMessage, key: String) -> Result<Claimed, Failure> {
+    let now = std::time::SystemTime::now();
+    let record = Record {
+        key,
+        status: Status::InProgress,
+        expiration: now + idem.ttl,
+        in_progress_expiration: Some(crate::idempotency::lease_end(lease, raw)),
+        validation: Some(crate::idempotency::hash_value(&crate::idempotency::body_value(&raw.body))),
+        data: None,
+    };
+    let failed = |kind, error: String, retry_after| Err(Failure { kind, error, retry_after });
+    match idem.store.claim(&record, now).await {
+        Ok(Claim::Claimed) => {
+            idem.count(CountKind::Claimed);
+            idem.local.running(&raw.message_id, Some(&record.key));
+            Ok(Claimed::Run(record))
+        }
+        Ok(Claim::Existing(old)) if old.validation.is_some() && old.validation != record.validation => {
+            idem.count(CountKind::Reuse);
+            let error = format!("idempotency key {} was used before with a different payload", record.key);
+            failed(FailureKind::KeyReuse, error, None)
+        }
+        Ok(Claim::Existing(old)) if old.status == Status::Completed => {
+            idem.count(CountKind::Duplicate);
+            Ok(Claimed::Duplicate)
+        }
+        Ok(Claim::Existing(old)) => {
+            idem.count(CountKind::InProgress);
+            let until = old.in_progress_expiration.unwrap_or(old.expiration);
+            let left = until.duration_since(now).unwrap_or_default();
+            let secs = (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1);
+            let error = format!("idempotency key {} is held by another consumer for {secs} s more", record.key);
+            failed(FailureKind::InProgress, error, Some(Duration::from_secs(secs)))
+        }
+        Err(e) if idem.fail_open => {
+            idem.count(CountKind::StoreError);
+            tracing::warn!(error = %e, "idempotency store failed; running the handler without a claim (fail-open)");
+            Ok(Claimed::Unguarded)
+        }
+        Err(e) => {
+            idem.count(CountKind::StoreError);
+            failed(FailureKind::IdempotencyStore, e.to_string(), None)
+        }
+    }
+}
+
+/// After the handler: `COMPLETED` on success, the record deleted on failure (so a retry can
+/// claim it). A failed write is logged and counted; the claim then lapses with the lease.
+async fn finish<T>(idem: &Idempotency<T>, raw: &ReceivedMessage, record: Record, ok: bool) {
+    idem.local.running(&raw.message_id, None);
+    let result = if ok {
+        let done = Record {
+            status: Status::Completed,
+            expiration: std::time::SystemTime::now() + idem.ttl,
+            in_progress_expiration: None,
+            data: Some("null".into()),
+            ..record
+        };
+        idem.store.complete(&done).await
+    } else {
+        idem.store.delete(&record.key).await
+    };
+    if let Err(e) = result {
+        idem.count(CountKind::StoreError);
+        tracing::warn!(error = %e, completed = ok,
+            "could not record the idempotency result; the key stays in progress until its claim lapses");
     }
 }
 

@@ -499,3 +499,183 @@ async fn a_fifo_batch_holds_the_rest_of_a_group_after_a_failure() {
     assert_eq!(d[2].outcome, Outcome::Succeeded, "other groups go on");
     assert!(matches!(&d[3].outcome, Outcome::Held { behind, .. } if behind == "a2"), "not deleted ahead of a2");
 }
+
+// ---- idempotency (in-memory store; the DynamoDB and Redis stores are tested against the
+// real servers in tests/idempotency.rs) ----
+
+mod idempotency {
+    use super::*;
+    use crate::idempotency::{hash_value, Idempotency, KeySource, MemoryStore, Record, Status};
+    use std::time::SystemTime;
+
+    /// A JSON processor keyed by `/order_id` that counts runs per order and fails orders
+    /// whose `fail` is true (retryable).
+    fn counting(store: &MemoryStore, runs: Arc<Mutex<HashMap<String, usize>>>) -> Processor<serde_json::Value> {
+        Processor::json(move |m: Message<serde_json::Value>| {
+            let runs = runs.clone();
+            async move {
+                let id = m.body["order_id"].as_str().unwrap_or("?").to_string();
+                *runs.lock().unwrap().entry(id).or_default() += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if m.body["fail"] == true {
+                    return Err(HandlerError::retryable("downstream 503"));
+                }
+                Ok(())
+            }
+        })
+        .with_idempotency(
+            Idempotency::new(store.clone())
+                .with_prefix("orders")
+                .with_key_source(KeySource::Pointer("/order_id".into())),
+        )
+    }
+
+    fn key(order: &str) -> String {
+        format!("orders#{}", hash_value(&serde_json::Value::String(order.into())))
+    }
+
+    #[tokio::test]
+    async fn a_completed_key_is_a_duplicate_and_the_handler_does_not_run_again() {
+        let (store, runs) = (MemoryStore::new(), Arc::new(Mutex::new(HashMap::new())));
+        let p = counting(&store, runs.clone());
+        let body = r#"{"order_id":"A1","amount":5}"#;
+        let first = p.process_one(&no_dlq(), Arc::new(msg("m1", body, None, 1))).await;
+        let second = p.process_one(&no_dlq(), Arc::new(msg("m2", body, None, 1))).await;
+        assert_eq!((first, second), (Outcome::Succeeded, Outcome::Duplicate));
+        assert_eq!(runs.lock().unwrap()["A1"], 1);
+        let rec = store.get(&key("A1")).expect("record");
+        assert_eq!(rec.status, Status::Completed);
+        assert_eq!(rec.data.as_deref(), Some("null"));
+        assert!(Outcome::Duplicate.is_success());
+        let c = p.idempotency_counts();
+        assert_eq!((c.claimed, c.duplicate), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn same_key_twice_in_one_batch_runs_once_and_the_second_is_a_duplicate() {
+        let (store, runs) = (MemoryStore::new(), Arc::new(Mutex::new(HashMap::new())));
+        let p = counting(&store, runs.clone());
+        let body = r#"{"order_id":"B2"}"#;
+        let d = p.process_batch(&no_dlq(), vec![msg("m1", body, None, 1), msg("m2", body, None, 1)]).await;
+        let outcomes: Vec<_> = d.iter().map(|d| d.outcome.clone()).collect();
+        assert_eq!(outcomes, vec![Outcome::Succeeded, Outcome::Duplicate]);
+        assert_eq!(runs.lock().unwrap()["B2"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_handler_releases_the_key_so_a_retry_runs() {
+        let (store, runs) = (MemoryStore::new(), Arc::new(Mutex::new(HashMap::new())));
+        let p = counting(&store, runs.clone());
+        let o = p.process_one(&no_dlq(), Arc::new(msg("m1", r#"{"order_id":"C3","fail":true}"#, None, 1))).await;
+        assert!(matches!(o, Outcome::Retry { ref failure, .. } if failure.kind == FailureKind::Retryable), "{o:?}");
+        assert!(store.get(&key("C3")).is_none(), "the failed claim must be deleted");
+        // the same logical message, now succeeding (a retry): runs again
+        let o = p.process_one(&no_dlq(), Arc::new(msg("m1", r#"{"order_id":"C3","fail":false}"#, None, 2))).await;
+        assert_eq!(o, Outcome::Succeeded);
+        assert_eq!(runs.lock().unwrap()["C3"], 2);
+    }
+
+    #[tokio::test]
+    async fn a_key_held_by_another_consumer_is_retried_when_its_claim_lapses() {
+        let (store, runs) = (MemoryStore::new(), Arc::new(Mutex::new(HashMap::new())));
+        let p = counting(&store, runs.clone());
+        let now = SystemTime::now();
+        let body = r#"{"order_id":"D4"}"#;
+        let held = Record {
+            key: key("D4"),
+            status: Status::InProgress,
+            expiration: now + Duration::from_secs(3600),
+            in_progress_expiration: Some(now + Duration::from_millis(42_300)),
+            validation: Some(hash_value(&serde_json::from_str(body).unwrap())),
+            data: None,
+        };
+        crate::idempotency::IdempotencyStore::claim(&store, &held, now).await.unwrap();
+        let o = p.process_one(&no_dlq(), Arc::new(msg("m1", body, None, 1))).await;
+        match o {
+            Outcome::Retry { visibility, failure } => {
+                assert_eq!(failure.kind, FailureKind::InProgress);
+                assert!((42..=43).contains(&visibility), "visibility {visibility}");
+            }
+            other => panic!("expected a retry, got {other:?}"),
+        }
+        assert!(runs.lock().unwrap().is_empty(), "the handler must not run");
+        assert_eq!(p.idempotency_counts().in_progress, 1);
+    }
+
+    #[tokio::test]
+    async fn the_same_key_with_another_payload_is_a_permanent_key_reuse() {
+        let (store, runs) = (MemoryStore::new(), Arc::new(Mutex::new(HashMap::new())));
+        let p = counting(&store, runs.clone());
+        assert_eq!(
+            p.process_one(&no_dlq(), Arc::new(msg("m1", r#"{"order_id":"E5","amount":1}"#, None, 1))).await,
+            Outcome::Succeeded
+        );
+        let f = p.run(Arc::new(msg("m2", r#"{"order_id":"E5","amount":999}"#, None, 1))).await.unwrap_err();
+        assert_eq!(f.kind, FailureKind::KeyReuse);
+        assert!(f.kind.is_permanent());
+        assert_eq!(f.kind.as_str(), "idempotency-key-reuse");
+        assert_eq!(runs.lock().unwrap()["E5"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_fifo_group_goes_on_after_a_duplicate() {
+        let (store, runs) = (MemoryStore::new(), Arc::new(Mutex::new(HashMap::new())));
+        let p = counting(&store, runs.clone());
+        let d = p
+            .process_batch(
+                &fifo_no_dlq(),
+                vec![
+                    msg("1", r#"{"order_id":"F1"}"#, Some("g"), 1),
+                    msg("2", r#"{"order_id":"F1"}"#, Some("g"), 1),
+                    msg("3", r#"{"order_id":"F2"}"#, Some("g"), 1),
+                ],
+            )
+            .await;
+        let outcomes: Vec<_> = d.iter().map(|d| d.outcome.clone()).collect();
+        assert_eq!(outcomes, vec![Outcome::Succeeded, Outcome::Duplicate, Outcome::Succeeded]);
+        assert_eq!(
+            Actions::plan(&d).delete.iter().map(|(_, why)| *why).collect::<Vec<_>>(),
+            vec![Deletion::Succeeded, Deletion::Duplicate, Deletion::Succeeded]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_handler_gets_each_key_once_and_repeats_are_duplicates() {
+        let store = MemoryStore::new();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let p = Processor::raw_batch(move |batch: Vec<Message<String>>| {
+            let seen = s2.clone();
+            async move {
+                seen.lock().unwrap().extend(batch.iter().map(|m| m.id().to_string()));
+                batch.iter().map(|_| Ok(())).collect::<Vec<_>>()
+            }
+        })
+        .with_idempotency(Idempotency::new(store.clone()));
+        let d = p
+            .process_batch(&no_dlq(), vec![msg("a", "x", None, 1), msg("b", "y", None, 1), msg("c", "x", None, 1)])
+            .await;
+        let outcomes: Vec<_> = d.iter().map(|d| d.outcome.clone()).collect();
+        assert_eq!(outcomes, vec![Outcome::Succeeded, Outcome::Succeeded, Outcome::Duplicate]);
+        assert_eq!(*seen.lock().unwrap(), vec!["a".to_string(), "b".to_string()]);
+        // and again in a later batch: all duplicates, the handler is not called
+        let d = p.process_batch(&no_dlq(), vec![msg("d", "y", None, 1), msg("e", "x", None, 1)]).await;
+        assert!(d.iter().all(|d| d.outcome == Outcome::Duplicate));
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn no_key_runs_unguarded_unless_a_key_is_required() {
+        let (store, runs) = (MemoryStore::new(), Arc::new(Mutex::new(HashMap::new())));
+        let p = counting(&store, runs.clone());
+        assert_eq!(p.process_one(&no_dlq(), Arc::new(msg("m1", r#"{"x":1}"#, None, 1))).await, Outcome::Succeeded);
+        assert_eq!(p.process_one(&no_dlq(), Arc::new(msg("m2", r#"{"x":1}"#, None, 1))).await, Outcome::Succeeded);
+        assert_eq!(runs.lock().unwrap()["?"], 2);
+        let strict = Processor::raw(|_m| async { Ok::<_, HandlerError>(()) }).with_idempotency(
+            Idempotency::new(store).with_key_source(KeySource::Attribute("order".into())).with_require_key(true),
+        );
+        let f = strict.run(Arc::new(msg("m3", "{}", None, 1))).await.unwrap_err();
+        assert_eq!(f.kind, FailureKind::Permanent);
+        assert!(f.error.contains("no idempotency key"), "{}", f.error);
+    }
+}

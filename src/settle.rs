@@ -115,6 +115,8 @@ pub enum Deletion {
     Succeeded,
     /// It is in the DLQ now.
     DeadLettered,
+    /// Idempotency: a duplicate of a completed message.
+    Duplicate,
 }
 
 /// The SQS actions a set of decisions calls for.
@@ -134,6 +136,7 @@ impl Actions {
         for d in decisions {
             match &d.outcome {
                 Outcome::Succeeded => a.delete.push((d.message.clone(), Deletion::Succeeded)),
+                Outcome::Duplicate => a.delete.push((d.message.clone(), Deletion::Duplicate)),
                 Outcome::DeadLetter { .. } => a.delete.push((d.message.clone(), Deletion::DeadLettered)),
                 Outcome::Retry { visibility, .. } => {
                     a.visibility.push((d.message.clone(), *visibility));
@@ -160,6 +163,8 @@ pub struct SettleReport {
     pub deleted: usize,
     /// Successes whose delete SQS confirmed.
     pub succeeded: usize,
+    /// Duplicates (idempotency) whose delete SQS confirmed.
+    pub duplicates: usize,
     /// Messages whose visibility was set for a retry (including FIFO held ones).
     pub retried: usize,
     /// Messages in the DLQ (their send was confirmed when they were decided).
@@ -184,6 +189,7 @@ pub async fn settle(ctx: &QueueContext, decisions: &[Decision]) -> SettleReport 
     let d = delete(queue, &actions.delete).await;
     report.deleted = d.done;
     report.succeeded = d.succeeded;
+    report.duplicates = d.duplicates;
     report.errors.extend(d.errors);
     let v = change_visibility(queue, &actions.visibility, "retry").await;
     report.retried = v.done;
@@ -198,6 +204,8 @@ pub struct Applied {
     pub done: usize,
     /// Of the deletes, successes (counted as processed only now).
     pub succeeded: usize,
+    /// Of the deletes, duplicates (idempotency).
+    pub duplicates: usize,
     /// One text per entry or call that failed for good.
     pub errors: Vec<String>,
 }
@@ -215,9 +223,14 @@ pub async fn delete(queue: &Queue, items: &[(Arc<ReceivedMessage>, Deletion)]) -
         })
         .await;
         let succeeded = r.ok.iter().filter(|&&i| chunk[i].1 == Deletion::Succeeded).count();
+        let duplicates = r.ok.iter().filter(|&&i| chunk[i].1 == Deletion::Duplicate).count();
         applied.done += r.ok.len();
         applied.succeeded += succeeded;
+        applied.duplicates += duplicates;
         metrics::counter!(names::SUCCEEDED).increment(succeeded as u64);
+        if duplicates > 0 {
+            metrics::counter!(names::DUPLICATES).increment(duplicates as u64);
+        }
         for (i, code, message) in r.failed {
             let m = &chunk[i].0;
             metrics::counter!(names::DELETE_FAILURES, "code" => code.clone()).increment(1);
