@@ -13,6 +13,7 @@ pub struct QueueArg {
     pub url: String,
     pub weight: u32,
 }
+use sqskit::config::IdempotencySettings;
 use sqskit::retry::Backoff;
 use sqskit::{Processor, ProcessorConfig, Queue};
 
@@ -72,9 +73,34 @@ pub struct Args {
     /// Put full decoding errors (which may quote the body) in logs and DLQ attributes.
     #[arg(long, env = "SQSKIT_LOG_BODIES")]
     pub log_bodies: bool,
+    /// Idempotency: claim each message's key in this DynamoDB table before its handler runs
+    /// (Powertools' record layout; hash key `id`, TTL on `expiration`).
+    #[arg(long, env = "SQSKIT_IDEMPOTENCY_TABLE", conflicts_with = "idempotency_redis", help_heading = "Idempotency")]
+    pub idempotency_table: Option<String>,
+    /// Idempotency: keep claims in this Redis (redis://host:port/db).
+    #[arg(long, env = "SQSKIT_IDEMPOTENCY_REDIS", help_heading = "Idempotency")]
+    pub idempotency_redis: Option<String>,
+    /// Where the key comes from: a JSON Pointer into the body (/order_id), a message attribute
+    /// (attr:NAME) or the whole body (body, the default).
+    #[arg(long, env = "SQSKIT_IDEMPOTENCY_KEY", value_parser = parse_key, help_heading = "Idempotency")]
+    pub idempotency_key: Option<String>,
+    /// Key prefix (keys are PREFIX#md5); Powertools' `key_prefix`.
+    #[arg(long, env = "SQSKIT_IDEMPOTENCY_PREFIX", default_value = "sqskit", help_heading = "Idempotency")]
+    pub idempotency_prefix: String,
+    /// Seconds a completed key keeps later copies from running.
+    #[arg(long, env = "SQSKIT_IDEMPOTENCY_TTL", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Idempotency")]
+    pub idempotency_ttl: u64,
+    /// Run the handler without a claim when the store fails (default: retry the message).
+    #[arg(long, env = "SQSKIT_IDEMPOTENCY_FAIL_OPEN", help_heading = "Idempotency")]
+    pub idempotency_fail_open: bool,
     /// Seconds between progress log lines (0 = none).
     #[arg(long, env = "SQSKIT_PROGRESS_INTERVAL", default_value_t = 10)]
     pub progress_interval: u64,
+}
+
+fn parse_key(s: &str) -> Result<String, String> {
+    sqskit::idempotency::KeySource::<()>::parse(s).map(|_| s.to_string())
 }
 
 fn parse_spec(s: &str) -> Result<QueueArg, String> {
@@ -120,6 +146,20 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         Processor::raw(ExecHandler::new(words, first.clone())?)
     }
     .with_config(processor_config);
+    let mut idempotency = IdempotencySettings::default();
+    idempotency.table = args.idempotency_table.clone();
+    idempotency.redis = args.idempotency_redis.clone();
+    idempotency.key = args.idempotency_key.clone();
+    idempotency.prefix = Some(args.idempotency_prefix.clone());
+    idempotency.ttl = Some(Duration::from_secs(args.idempotency_ttl));
+    idempotency.fail_open = args.idempotency_fail_open;
+    let processor = match idempotency.build().await.context("idempotency settings")? {
+        Some(idem) => {
+            tracing::info!(store = idem.store().kind(), prefix = %args.idempotency_prefix, "idempotency on");
+            processor.with_idempotency(idem)
+        }
+        None => processor,
+    };
     let poller = Poller::new(processor, queues, poller_config).await.context("starting the poller")?;
     let stats = poller.stats();
     let progress = tokio::spawn(report_progress(stats.clone(), args.progress_interval));
@@ -141,6 +181,7 @@ async fn report_progress(stats: std::sync::Arc<PollStats>, every: u64) {
             tracing::info!(
                 received = now.received,
                 succeeded = now.succeeded,
+                duplicates = now.duplicates,
                 retried = now.retried,
                 dead_lettered = now.dead_lettered,
                 in_flight = now.in_flight,

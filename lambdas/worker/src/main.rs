@@ -8,6 +8,10 @@
 //! backoff (honouring `Retry-After`); other 4xx or an invalid message → DLQ. HTTPS trusts the
 //! platform's certificates, or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set
 //! ([`sqskit::handlers::http_client`]).
+//!
+//! Exactly once per delivery: with `SQSKIT_IDEMPOTENCY_TABLE` set (the template sets it, with
+//! `SQSKIT_IDEMPOTENCY_KEY=/delivery_id`), a copy of a delivery that already succeeded is
+//! dropped without a second POST; `lambda::run` wires it.
 
 use std::time::Duration;
 
