@@ -520,6 +520,101 @@ def check_event_source_permissions(t: Template, r: Report) -> None:
         r.check(not missing, f"{label}: {role} grants the event source actions on {queue}", f"missing {missing}")
 
 
+# What the idempotency store does with its table: claim (conditional put), record the result
+# (update), release on failure (delete), read. Nothing else: no Query/Scan, no table admin.
+IDEMPOTENCY_TABLE = "IdempotencyTable"
+IDEMPOTENCY_ACTIONS = {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+
+
+def role_statements(t: Template, role: str) -> list[dict[str, Any]]:
+    """Allow statements of the role's inline policies (both branches of Fn::If)."""
+    out = []
+    for pol in leaves(t.props(role).get("Policies")):
+        doc = pol.get("PolicyDocument") if isinstance(pol, dict) else None
+        out.extend(st for st in iter_statements(doc) if st.get("Effect") == "Allow")
+    return out
+
+
+def container_env(t: Template, task_def: str) -> dict[str, Any]:
+    env: dict[str, Any] = {}
+    for cd in as_list(t.props(task_def).get("ContainerDefinitions")):
+        for e in as_list((cd or {}).get("Environment")):
+            if isinstance(e, dict) and isinstance(e.get("Name"), str):
+                env[e["Name"]] = e.get("Value")
+    return env
+
+
+def check_idempotency(t: Template, r: Report) -> None:
+    """The idempotency table (key `id`, TTL on `expiration`, encrypted, PITR, on-demand, retained),
+    the least-privilege grants on it for the worker and the poller task, and their env vars."""
+    res = t.resources.get(IDEMPOTENCY_TABLE) or {}
+    if not r.check(res.get("Type") == "AWS::DynamoDB::Table", f"{IDEMPOTENCY_TABLE} is an AWS::DynamoDB::Table",
+                   f"got {res.get('Type')!r}"):
+        return
+    p = t.props(IDEMPOTENCY_TABLE)
+    r.check(p.get("BillingMode") == "PAY_PER_REQUEST", f"{IDEMPOTENCY_TABLE}: BillingMode PAY_PER_REQUEST",
+            f"got {p.get('BillingMode')!r}")
+    keys = [(k.get("AttributeName"), k.get("KeyType")) for k in as_list(p.get("KeySchema")) if isinstance(k, dict)]
+    r.check(keys == [("id", "HASH")], f"{IDEMPOTENCY_TABLE}: key schema is `id` HASH only", f"got {keys}")
+    attrs = {a.get("AttributeName"): a.get("AttributeType") for a in as_list(p.get("AttributeDefinitions"))
+             if isinstance(a, dict)}
+    r.check(attrs.get("id") == "S", f"{IDEMPOTENCY_TABLE}: attribute `id` is a string (S)", f"got {attrs}")
+    ttl = p.get("TimeToLiveSpecification") or {}
+    r.check(ttl.get("AttributeName") == "expiration" and ttl.get("Enabled") is True,
+            f"{IDEMPOTENCY_TABLE}: TTL enabled on `expiration`", f"got {ttl}")
+    pitr = p.get("PointInTimeRecoverySpecification") or {}
+    r.check(pitr.get("PointInTimeRecoveryEnabled") is True, f"{IDEMPOTENCY_TABLE}: point-in-time recovery on",
+            f"got {pitr}")
+    sse = p.get("SSESpecification") or {}
+    r.check(sse.get("SSEEnabled") is True, f"{IDEMPOTENCY_TABLE}: SSESpecification.SSEEnabled true", f"got {sse}")
+    r.check(res.get("DeletionPolicy") == "Retain" and res.get("UpdateReplacePolicy") == "Retain",
+            f"{IDEMPOTENCY_TABLE}: DeletionPolicy and UpdateReplacePolicy Retain")
+
+    table_arn = {"Fn::GetAtt": [IDEMPOTENCY_TABLE, "Arn"]}
+    users = {
+        "WorkerFunction": ref_target(t.props("WorkerFunction").get("Role")),
+        "PollerTaskDefinition": ref_target(t.props("PollerTaskDefinition").get("TaskRoleArn")),
+    }
+    for user, role in users.items():
+        if not r.check(t.type_of(role) == "AWS::IAM::Role", f"{user}: its role is an AWS::IAM::Role of this template",
+                       f"got {role!r}"):
+            continue
+        granted: set[str] = set()
+        problems = []
+        for st in role_statements(t, role):
+            actions = [a for a in leaves(st.get("Action")) if isinstance(a, str)]
+            ddb = [a for a in actions if a.lower().startswith("dynamodb:") or a == "*"]
+            if not ddb:
+                continue
+            granted.update(ddb)
+            resources = list(leaves(st.get("Resource")))
+            if resources != [table_arn]:
+                problems.append(f"{st.get('Sid', '?')}: Resource {resources} (want only {IDEMPOTENCY_TABLE}.Arn)")
+            if set(ddb) != set(actions):
+                problems.append(f"{st.get('Sid', '?')}: mixes dynamodb and other actions {actions}")
+        r.check(granted == IDEMPOTENCY_ACTIONS, f"{role} ({user}): dynamodb actions are exactly {sorted(IDEMPOTENCY_ACTIONS)}",
+                f"got {sorted(granted)}")
+        r.check(not problems, f"{role} ({user}): dynamodb actions only on {IDEMPOTENCY_TABLE}.Arn", "; ".join(problems))
+    for role, _ in t.of_type("AWS::IAM::Role"):
+        if role in users.values():
+            continue
+        ddb = sorted({a for st in role_statements(t, role) for a in leaves(st.get("Action"))
+                      if isinstance(a, str) and (a.lower().startswith("dynamodb:") or a == "*")})
+        r.check(not ddb, f"{role}: no dynamodb actions (only the worker and the poller task use the table)", f"got {ddb}")
+
+    want = {"SQSKIT_IDEMPOTENCY_TABLE": {"Ref": IDEMPOTENCY_TABLE}, "SQSKIT_IDEMPOTENCY_TTL": {"Ref": "IdempotencyTtlSeconds"}}
+    envs = {
+        "WorkerFunction": (t.props("WorkerFunction").get("Environment") or {}).get("Variables") or {},
+        "PollerTaskDefinition": container_env(t, "PollerTaskDefinition"),
+    }
+    for user, env in envs.items():
+        for var, value in want.items():
+            r.check(env.get(var) == value, f"{user}: env {var} is {value}", f"got {env.get(var)!r}")
+    ttl_param = (t.doc.get("Parameters") or {}).get("IdempotencyTtlSeconds") or {}
+    r.check(ttl_param.get("Type") == "Number" and (to_int(ttl_param.get("MinValue")) or 0) >= 60,
+            "parameter IdempotencyTtlSeconds is a Number with MinValue >= 60", f"got {ttl_param}")
+
+
 def check_alarms(t: Template, r: Report) -> None:
     alarms = dict(t.of_type("AWS::CloudWatch::Alarm"))
     for required in ("DeadLetterQueueNotEmptyAlarm", "WorkQueueOldestMessageAlarm"):
@@ -548,6 +643,7 @@ def main() -> int:
     check_env_vars(t, r, root, fn_crates, image_crate)
     check_iam(t, r)
     check_event_source_permissions(t, r)
+    check_idempotency(t, r)
     check_alarms(t, r)
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
