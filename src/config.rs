@@ -144,36 +144,8 @@ impl IdempotencySettings {
             (Some(_), Some(r)) => {
                 return Err(invalid("SQSKIT_IDEMPOTENCY_REDIS", r, "set one store: a DynamoDB table or Redis".into()))
             }
-            (Some(table), None) => {
-                #[cfg(feature = "idempotency-dynamodb")]
-                {
-                    std::sync::Arc::new(crate::idempotency::DynamoDbStore::from_env(table.clone()).await)
-                }
-                #[cfg(not(feature = "idempotency-dynamodb"))]
-                {
-                    return Err(invalid(
-                        "SQSKIT_IDEMPOTENCY_TABLE",
-                        table,
-                        "this build has no DynamoDB store (cargo feature `idempotency-dynamodb`)".into(),
-                    ));
-                }
-            }
-            (None, Some(url)) => {
-                #[cfg(feature = "idempotency-redis")]
-                {
-                    let store = crate::idempotency::RedisStore::open(url)
-                        .map_err(|e| invalid("SQSKIT_IDEMPOTENCY_REDIS", url, e.message))?;
-                    std::sync::Arc::new(store)
-                }
-                #[cfg(not(feature = "idempotency-redis"))]
-                {
-                    return Err(invalid(
-                        "SQSKIT_IDEMPOTENCY_REDIS",
-                        url,
-                        "this build has no Redis store (cargo feature `idempotency-redis`)".into(),
-                    ));
-                }
-            }
+            (Some(table), None) => dynamodb_store(table).await?,
+            (None, Some(url)) => redis_store(url)?,
         };
         let mut idem = Idempotency::with_store(store).with_fail_open(self.fail_open);
         if let Some(k) = &self.key {
@@ -190,6 +162,36 @@ impl IdempotencySettings {
         }
         Ok(Some(idem))
     }
+}
+
+#[cfg(feature = "idempotency-dynamodb")]
+async fn dynamodb_store(table: &str) -> Result<std::sync::Arc<dyn crate::idempotency::IdempotencyStore>, ConfigError> {
+    Ok(std::sync::Arc::new(crate::idempotency::DynamoDbStore::from_env(table).await))
+}
+
+#[cfg(not(feature = "idempotency-dynamodb"))]
+async fn dynamodb_store(table: &str) -> Result<std::sync::Arc<dyn crate::idempotency::IdempotencyStore>, ConfigError> {
+    Err(ConfigError {
+        name: "SQSKIT_IDEMPOTENCY_TABLE",
+        value: table.into(),
+        reason: "this build has no DynamoDB store (cargo feature `idempotency-dynamodb`)".into(),
+    })
+}
+
+#[cfg(feature = "idempotency-redis")]
+fn redis_store(url: &str) -> Result<std::sync::Arc<dyn crate::idempotency::IdempotencyStore>, ConfigError> {
+    crate::idempotency::RedisStore::open(url)
+        .map(|s| std::sync::Arc::new(s) as std::sync::Arc<dyn crate::idempotency::IdempotencyStore>)
+        .map_err(|e| ConfigError { name: "SQSKIT_IDEMPOTENCY_REDIS", value: url.into(), reason: e.message })
+}
+
+#[cfg(not(feature = "idempotency-redis"))]
+fn redis_store(url: &str) -> Result<std::sync::Arc<dyn crate::idempotency::IdempotencyStore>, ConfigError> {
+    Err(ConfigError {
+        name: "SQSKIT_IDEMPOTENCY_REDIS",
+        value: url.into(),
+        reason: "this build has no Redis store (cargo feature `idempotency-redis`)".into(),
+    })
 }
 
 /// A boolean from `name`: `true`/`1`/`yes` or `false`/`0`/`no` (any case); unset or empty is false.
@@ -228,5 +230,24 @@ mod tests {
         assert_eq!(parse_bool("X", Some("0")), Ok(false));
         let e = parse_bool("SQSKIT_LOG_BODIES", Some("sometimes")).unwrap_err();
         assert!(e.to_string().contains("SQSKIT_LOG_BODIES"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn idempotency_settings_name_the_setting_at_fault() {
+        let mut s = IdempotencySettings::default();
+        assert!(s.build::<String>().await.unwrap().is_none(), "no store, no idempotency");
+        s.table = Some("t".into());
+        s.redis = Some("redis://127.0.0.1:1/".into());
+        let e = s.build::<String>().await.unwrap_err();
+        assert_eq!(e.name, "SQSKIT_IDEMPOTENCY_REDIS");
+        s.table = None;
+        s.key = Some("order_id".into());
+        let e = s.build::<String>().await.unwrap_err();
+        assert_eq!(e.name, "SQSKIT_IDEMPOTENCY_KEY");
+        assert!(e.reason.contains("JSON Pointer"), "{e}");
+        s.key = Some("/order_id".into());
+        s.redis = Some("http://not-redis".into());
+        let e = s.build::<String>().await.unwrap_err();
+        assert_eq!(e.name, "SQSKIT_IDEMPOTENCY_REDIS");
     }
 }
