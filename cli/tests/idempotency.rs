@@ -137,6 +137,33 @@ async fn a_consumer_killed_mid_handler_leaves_a_claim_that_lapses_with_its_lease
 }
 
 #[tokio::test]
+async fn the_heartbeat_extends_the_claim_with_the_lease() {
+    let (q, _dlq) = queue_with_dlq("idem-beat", 10, false, 30).await;
+    let db = stores::dynamodb().await;
+    let table = stores::table(&db, &unique("idem-beat")).await;
+    q.send(OutgoingMessage::new(r#"{"order_id":"h-1"}"#)).await.unwrap();
+    let dir = temp_dir("idem-beat");
+    let started = dir.join("started");
+    // a handler that outlives two visibility timeouts of 4 s
+    let slow = format!("sh -c 'touch {}; sleep 9'", started.display());
+    let mut p = spawn(poll(&q, &table, &slow, &["--until-empty", "--visibility-timeout", "4"]));
+    wait_until(Duration::from_secs(30), "the handler to start", || started.exists());
+    let key = format!("orders#{}", sqskit::idempotency::hash_value(&serde_json::json!("h-1")));
+    let lapse = |item: HashMap<String, aws_sdk_dynamodb::types::AttributeValue>| -> u64 {
+        item["in_progress_expiration"].as_n().unwrap().parse().unwrap()
+    };
+    let first = lapse(stores::item(&db, &table, &key).await.expect("claim"));
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let later = lapse(stores::item(&db, &table, &key).await.expect("claim"));
+    assert!(later >= first + 1_500, "the claim was not extended: {first} then {later}");
+    let now = sqskit::idempotency::epoch_millis(SystemTime::now());
+    assert!(later > now, "the claim lapsed while the handler still ran: {later} <= {now}");
+    let status = p.wait(Duration::from_secs(60));
+    assert!(status.success(), "exit {status}; stderr:\n{}", tail(&p.stderr(), 30));
+    assert_eq!(summary(&p)["succeeded"], 1);
+}
+
+#[tokio::test]
 async fn an_invalid_idempotency_key_option_is_refused_naming_it() {
     let out = sqskit(None)
         .args(["poll", "--queue-url", "http://127.0.0.1:1/queue/x", "--exec", "true", "--idempotency-key", "order_id"])
