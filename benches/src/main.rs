@@ -3,7 +3,11 @@
 //! own), on a pre-filled queue of the same size.
 //!
 //! `sqskit-bench [--messages N] [--size BYTES] [--max-secs S] [--quick]` prints a Markdown table
-//! and writes `target/bench/results.json`. Run it through `scripts/bench`.
+//! and writes `target/bench/results.json`. `sqskit-bench idempotency` measures the idempotency
+//! claim's cost per message instead (no SQS; see `idempotency.rs`) and adds it to that file.
+//! Run both through `scripts/bench`.
+
+mod idempotency;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,6 +56,25 @@ enum Child {
         concurrency: usize,
         #[arg(long, default_value_t = 60)]
         max_secs: u64,
+    },
+    /// The idempotency claim's cost per message: in-memory, DynamoDB (moto) and Redis stores
+    /// against no idempotency, no SQS involved.
+    Idempotency {
+        /// Messages (distinct keys) per pass.
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        /// 200 messages: proves the harness works (numbers not meaningful).
+        #[arg(long)]
+        quick: bool,
+        /// moto's DynamoDB endpoint (only DynamoDB goes there).
+        #[arg(long, default_value = "http://127.0.0.1:4571")]
+        dynamodb_url: String,
+        /// The `redis-server` binary to start (on a free port, killed at the end).
+        #[arg(long, default_value = "redis-server")]
+        redis_server: String,
+        /// The JSON results to add an `idempotency` entry to.
+        #[arg(long, default_value = "target/bench/results.json")]
+        out: std::path::PathBuf,
     },
 }
 
@@ -238,10 +261,17 @@ async fn run_child(args: &[String]) -> anyhow::Result<Measured> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Child::Run { mode, queue_url, messages, delay_ms, concurrency, max_secs }) = cli.child {
-        let m = child(mode, queue_url, messages, delay_ms, concurrency, max_secs).await?;
-        println!("{}", serde_json::to_string(&m)?);
-        return Ok(());
+    match cli.child {
+        Some(Child::Run { mode, queue_url, messages, delay_ms, concurrency, max_secs }) => {
+            let m = child(mode, queue_url, messages, delay_ms, concurrency, max_secs).await?;
+            println!("{}", serde_json::to_string(&m)?);
+            return Ok(());
+        }
+        Some(Child::Idempotency { messages, quick, dynamodb_url, redis_server, out }) => {
+            let messages = if quick { 200 } else { messages };
+            return idempotency::run(idempotency::Options { messages, dynamodb_url, redis_server, out }).await;
+        }
+        None => {}
     }
     let (messages, max_secs) = if cli.quick { (1000, 20) } else { (cli.messages, cli.max_secs) };
     let sdk = sqskit::load_aws_config().await;
