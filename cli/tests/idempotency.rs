@@ -72,7 +72,12 @@ async fn two_pollers_run_each_of_200_orders_once_though_each_was_sent_three_time
     assert_eq!(report.into_result().unwrap().len(), 600, "600 distinct SQS messages");
 
     let dir = temp_dir("idem-two");
-    let handler = format!("sh -c 'cat > \"$(mktemp {}/run.XXXXXX)\"'", dir.display());
+    // each run: its body in run.*, and "message id, receive count, start ns, body" in meta.*
+    let handler = format!(
+        "sh -c 'b=$(cat); printf %s \"$b\" > \"$(mktemp {0}/run.XXXXXX)\"; \
+         echo \"$SQSKIT_MESSAGE_ID $SQSKIT_RECEIVE_COUNT $(date +%s%N) $b\" > \"$(mktemp {0}/meta.XXXXXX)\"'",
+        dir.display()
+    );
     let args = ["--until-empty", "--concurrency", "8", "--visibility-timeout", "6", "--backoff-base", "1"];
     let mut a = spawn(poll(&q, &table, &handler, &args));
     let mut b = spawn(poll(&q, &table, &handler, &args));
@@ -87,7 +92,28 @@ async fn two_pollers_run_each_of_200_orders_once_though_each_was_sent_three_time
     }
     assert_eq!(per_order.len(), 200, "every order ran");
     let twice: Vec<_> = per_order.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(twice.is_empty(), "orders run more than once: {twice:?}");
+    if !twice.is_empty() {
+        let meta: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("meta."))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .filter(|m| twice.iter().any(|(o, _)| m.contains(&format!("\"{o}\""))))
+            .collect();
+        let notable = |p: &support::proc::Running| {
+            p.stderr()
+                .lines()
+                .filter(|l| l.contains("WARN") || l.contains("idempotency"))
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "orders run more than once: {twice:?}\nruns (id, receive count, start ns): {meta:#?}\nA:\n{}\nB:\n{}",
+            notable(&a),
+            notable(&b)
+        );
+    }
     let (sa, sb) = (summary(&a), summary(&b));
     let total = |k: &str| sa[k].as_u64().unwrap() + sb[k].as_u64().unwrap();
     assert_eq!((total("succeeded"), total("duplicates")), (200, 400), "a: {sa}\nb: {sb}");
