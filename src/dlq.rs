@@ -149,10 +149,8 @@ impl MonitorConfig {
             topic_arn: var("ALERT_TOPIC_ARN"),
             include_body,
             max_ids: 20,
-            resolve_payloads: crate::config::env_bool("ARCHIVE_RESOLVE_PAYLOADS").map_err(|e| DlqError::Config {
-                name: "ARCHIVE_RESOLVE_PAYLOADS",
-                reason: e.reason,
-            })?,
+            resolve_payloads: crate::config::env_bool("ARCHIVE_RESOLVE_PAYLOADS")
+                .map_err(|e| DlqError::Config { name: "ARCHIVE_RESOLVE_PAYLOADS", reason: e.reason })?,
         })
     }
 }
@@ -357,7 +355,9 @@ impl DlqMonitor {
 
     /// The archive document with a claim-checked body fetched from S3 (one buffer).
     async fn resolved_document(&self, m: &ReceivedMessage, source: &str, dead_letter_queue: &str) -> serde_json::Value {
-        let Some(pointer) = crate::payload::pointer_of(m) else { return archive_document(m, source, dead_letter_queue) };
+        let Some(pointer) = crate::payload::pointer_of(m) else {
+            return archive_document(m, source, dead_letter_queue);
+        };
         let check = crate::payload::ClaimCheck::new(self.s3.clone(), "");
         match check.resolve(m).await {
             Ok(Some(resolved)) => {

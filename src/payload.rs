@@ -428,7 +428,12 @@ mod tests {
         assert_eq!(Pointer::parse(python).unwrap(), Pointer { bucket: "b".into(), key: "k".into() });
         let legacy = r#"["com.amazon.sqs.javamessaging.MessageS3Pointer",{"s3BucketName":"b","s3Key":"k"}]"#;
         assert!(Pointer::parse(legacy).is_ok());
-        for bad in ["hello", "[]", r#"["x",{"s3BucketName":"b","s3Key":"k"}]"#, r#"["software.amazon.payloadoffloading.PayloadS3Pointer",{"s3Key":"k"}]"#] {
+        for bad in [
+            "hello",
+            "[]",
+            r#"["x",{"s3BucketName":"b","s3Key":"k"}]"#,
+            r#"["software.amazon.payloadoffloading.PayloadS3Pointer",{"s3Key":"k"}]"#,
+        ] {
             assert!(matches!(Pointer::parse(bad), Err(PayloadError::Malformed { .. })), "{bad}");
         }
     }

@@ -688,7 +688,11 @@ impl<T: Send + 'static> Processor<T> {
     /// The message the handler sees: a claim-checked one with its body fetched from S3
     /// (feature `payload`), else `raw` itself. The caller keeps `raw` (the pointer) for its
     /// decision, so dead-lettering forwards the pointer.
-    async fn resolve(&self, ctx: Option<&QueueContext>, raw: Arc<ReceivedMessage>) -> Result<Arc<ReceivedMessage>, Failure> {
+    async fn resolve(
+        &self,
+        ctx: Option<&QueueContext>,
+        raw: Arc<ReceivedMessage>,
+    ) -> Result<Arc<ReceivedMessage>, Failure> {
         #[cfg(feature = "payload")]
         {
             let from_queue = ctx.and_then(|c| c.queue.as_ref()).and_then(Queue::claim_check);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::SqsEvent;
 use sqskit::payload::{ClaimCheck, Pointer, SIZE_ATTRIBUTE};
 use sqskit::processor::dead_letter_attributes as dl;
-use sqskit::{FailureKind, HandlerError, Message, OutgoingMessage, Outcome, Processor, Queue, QueueContext};
+use sqskit::{FailureKind, HandlerError, Message, Outcome, OutgoingMessage, Processor, Queue, QueueContext};
 use support::*;
 
 const MIB: usize = 1 << 20;
@@ -90,7 +90,10 @@ else:
             got += 1
 "#;
     let mut cmd = std::process::Command::new(stores::python());
-    cmd.args(["-c", script, mode, queue.url(), bucket]).args(args).envs(aws_env()).env("AWS_DEFAULT_REGION", "us-east-1");
+    cmd.args(["-c", script, mode, queue.url(), bucket])
+        .args(args)
+        .envs(aws_env())
+        .env("AWS_DEFAULT_REGION", "us-east-1");
     let out = cmd.output().expect("run the Extended Client script (scripts/moto install creates .venv-moto)");
     assert!(out.status.success(), "Extended Client script failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -126,7 +129,10 @@ async fn python_extended_client_5mib_reaches_the_processor_and_the_lambda_adapte
 
     let received = receive_exactly(&queue, 2).await;
     for m in &received {
-        assert!(m.body.starts_with(r#"["software.amazon.payloadoffloading.PayloadS3Pointer""#), "a pointer on the wire");
+        assert!(
+            m.body.starts_with(r#"["software.amazon.payloadoffloading.PayloadS3Pointer""#),
+            "a pointer on the wire"
+        );
         assert_eq!(m.attribute_str(SIZE_ATTRIBUTE), Some(expected.len().to_string().as_str()));
     }
     let check = ClaimCheck::new(s3.clone(), &bucket);

@@ -123,9 +123,10 @@ const CHUNK: usize = 500;
 
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let config = aws_config(global).await;
-    let claim_check = args.payload_bucket.as_ref().map(|bucket| {
-        ClaimCheck::new(sqskit::payload::s3_client(&config), bucket).with_always(args.offload_always)
-    });
+    let claim_check = args
+        .payload_bucket
+        .as_ref()
+        .map(|bucket| ClaimCheck::new(sqskit::payload::s3_client(&config), bucket).with_always(args.offload_always));
     let mut queue = Queue::new(aws_sdk_sqs::Client::new(&config), args.queue_url.clone());
     if let Some(c) = &claim_check {
         queue = queue.with_claim_check(c.clone());
