@@ -344,3 +344,33 @@ async fn oversized_without_a_claim_check_is_still_rejected_before_sending() {
     assert!(matches!(err, sqskit::Error::MessageTooLarge { size, limit: MIB, .. } if size == MIB + 1), "{err}");
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+#[tokio::test]
+async fn the_dlq_archive_keeps_the_pointer_unless_asked_to_resolve_it() {
+    use sqskit::dlq::{DlqMonitor, MonitorConfig};
+    let s3 = s3().await;
+    let payloads = bucket(&s3).await;
+    let archive = bucket(&s3).await;
+    let queue = queue("cc-archive").await.with_claim_check(ClaimCheck::new(s3.clone(), &payloads).with_always(true));
+    let real = body(2 * MIB, 9);
+    queue.send(OutgoingMessage::new(real.clone())).await.expect("send");
+    let m = receive_exactly(&queue, 1).await.remove(0);
+    let sdk = sdk_config().await;
+    for (resolve, prefix) in [(false, "as-received"), (true, "resolved")] {
+        let monitor =
+            DlqMonitor::new(&sdk, MonitorConfig::new(&archive).with_prefix(prefix).with_resolve_payloads(resolve));
+        let report = monitor.archive(std::slice::from_ref(&m), "cc-archive-dlq", Some("source")).await;
+        assert_eq!(report.archived.len(), 1, "{:?}", report.failed);
+        let got = s3.get_object().bucket(&archive).key(&report.archived[0].key).send().await.unwrap();
+        let bytes = got.body.collect().await.unwrap().into_bytes();
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        if resolve {
+            assert!(doc["body"].as_str() == Some(real.as_str()), "the archive holds the real body");
+            assert!(doc["messageAttributes"].get(SIZE_ATTRIBUTE).is_none());
+            assert_eq!(doc["claimCheck"]["s3BucketName"], payloads.as_str());
+        } else {
+            assert_eq!(doc["body"].as_str(), Some(m.body.as_str()), "the pointer by default");
+            assert!(doc["messageAttributes"].get(SIZE_ATTRIBUTE).is_some());
+        }
+    }
+}
