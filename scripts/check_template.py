@@ -615,6 +615,94 @@ def check_idempotency(t: Template, r: Report) -> None:
             "parameter IdempotencyTtlSeconds is a Number with MinValue >= 60", f"got {ttl_param}")
 
 
+PAYLOAD_BUCKET = "PayloadBucket"
+# who reads large bodies (claim check) and may delete them (only with PayloadCleanup=true)
+PAYLOAD_READERS = {"WorkerRole", "DlqMonitorRole", "PollerTaskRole"}
+PAYLOAD_CLEANERS = {"PollerTaskRole"}
+
+
+def s3_grants(t: Template, role: str) -> list[tuple[str, Any, dict[str, Any]]]:
+    """(action, resource, statement) for every s3 action the role allows (both Fn::If branches)."""
+    out = []
+    for st in role_statements(t, role):
+        for a in leaves(st.get("Action")):
+            if isinstance(a, str) and (a.lower().startswith("s3:") or a == "*"):
+                out.extend((a, res, st) for res in as_list(st.get("Resource")))
+    return out
+
+
+def names_payload_objects(res: Any) -> bool:
+    sub = res.get("Fn::Sub") if isinstance(res, dict) else None
+    return isinstance(sub, str) and sub == "${" + PAYLOAD_BUCKET + ".Arn}/*"
+
+
+def check_payload_bucket(t: Template, r: Report) -> None:
+    """The claim-check bucket: encrypted, private, TLS-only, expiring; the roles that resolve
+    get s3:GetObject on its objects only; s3:DeleteObject only for the poller and only under
+    the PayloadCleanup condition; nobody gets s3:PutObject (DLQ forwarding keeps pointers);
+    SQSKIT_PAYLOAD_BUCKET on the worker, the DLQ monitor and the poller container."""
+    res = t.resources.get(PAYLOAD_BUCKET) or {}
+    if not r.check(res.get("Type") == "AWS::S3::Bucket", f"{PAYLOAD_BUCKET} is an AWS::S3::Bucket", f"got {res.get('Type')!r}"):
+        return
+    p = res.get("Properties") or {}
+    sse = [rule.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
+           for rule in as_list((p.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration"))]
+    r.check(bool(sse) and all(a in ("AES256", "aws:kms", "aws:kms:dsse") for a in sse),
+            f"{PAYLOAD_BUCKET}: server-side encryption", f"got {sse}")
+    pab = p.get("PublicAccessBlockConfiguration") or {}
+    flags = ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")
+    r.check(all(pab.get(f) is True for f in flags), f"{PAYLOAD_BUCKET}: public access blocked", f"got {pab}")
+    rules = as_list((p.get("LifecycleConfiguration") or {}).get("Rules"))
+    expiring = [x for x in rules if isinstance(x, dict) and x.get("Status") == "Enabled"
+                and (x.get("ExpirationInDays") is not None)]
+    r.check(bool(expiring), f"{PAYLOAD_BUCKET}: a lifecycle rule expires objects", f"got {rules}")
+    days = (t.doc.get("Parameters") or {}).get("PayloadExpirationDays") or {}
+    r.check(any(ref_target(x.get("ExpirationInDays")) == "PayloadExpirationDays" for x in expiring)
+            and to_int(days.get("Default")) is not None and 1 <= (to_int(days.get("Default")) or 0) <= 30,
+            "PayloadBucket expires after PayloadExpirationDays (default 1..30)", f"got {days}")
+    tls = False
+    for name, pol in t.of_type("AWS::S3::BucketPolicy"):
+        pp = t.props(name)
+        if ref_target(pp.get("Bucket")) != PAYLOAD_BUCKET:
+            continue
+        for st in iter_statements(pp.get("PolicyDocument")):
+            cond = ((st.get("Condition") or {}).get("Bool") or {}).get("aws:SecureTransport")
+            tls = tls or (st.get("Effect") == "Deny" and st.get("Action") == "s3:*" and str(cond).lower() == "false")
+    r.check(tls, f"{PAYLOAD_BUCKET}: bucket policy denies requests without TLS")
+
+    for role, _ in t.of_type("AWS::IAM::Role"):
+        grants = [(a, res, st) for a, res, st in s3_grants(t, role)
+                  if names_payload_objects(res) or ref_target(res) == PAYLOAD_BUCKET]
+        actions = {a for a, _, _ in grants}
+        want = {"s3:GetObject"} if role in PAYLOAD_READERS else set()
+        if role in PAYLOAD_CLEANERS:
+            want = want | {"s3:DeleteObject"}
+        r.check(actions == want, f"{role}: s3 actions on {PAYLOAD_BUCKET} are exactly {sorted(want)}", f"got {sorted(actions)}")
+        r.check(all(names_payload_objects(res) for _, res, _ in grants),
+                f"{role}: {PAYLOAD_BUCKET} grants name its objects (ARN/*) only")
+    # s3:DeleteObject only under the PayloadCleanup condition
+    for role in PAYLOAD_CLEANERS:
+        conditional = False
+        for pol in leaves(t.props(role).get("Policies")):
+            doc = (pol or {}).get("PolicyDocument") if isinstance(pol, dict) else None
+            for st in as_list((doc or {}).get("Statement")):
+                branch = st.get("Fn::If") if isinstance(st, dict) else None
+                if isinstance(branch, list) and branch and branch[0] == "CleansUpPayloads":
+                    conditional = conditional or "s3:DeleteObject" in leaves((branch[1] or {}).get("Action"))
+        r.check(conditional, f"{role}: s3:DeleteObject on {PAYLOAD_BUCKET} only if CleansUpPayloads")
+
+    envs = {
+        "WorkerFunction": (t.props("WorkerFunction").get("Environment") or {}).get("Variables") or {},
+        "DlqMonitorFunction": (t.props("DlqMonitorFunction").get("Environment") or {}).get("Variables") or {},
+        "PollerTaskDefinition": container_env(t, "PollerTaskDefinition"),
+    }
+    for user, env in envs.items():
+        r.check(ref_target(env.get("SQSKIT_PAYLOAD_BUCKET")) == PAYLOAD_BUCKET,
+                f"{user}: env SQSKIT_PAYLOAD_BUCKET is Ref {PAYLOAD_BUCKET}", f"got {env.get('SQSKIT_PAYLOAD_BUCKET')!r}")
+    r.check(ref_target(envs["PollerTaskDefinition"].get("SQSKIT_PAYLOAD_CLEANUP")) == "PayloadCleanup",
+            "PollerTaskDefinition: env SQSKIT_PAYLOAD_CLEANUP is Ref PayloadCleanup")
+
+
 def check_alarms(t: Template, r: Report) -> None:
     alarms = dict(t.of_type("AWS::CloudWatch::Alarm"))
     for required in ("DeadLetterQueueNotEmptyAlarm", "WorkQueueOldestMessageAlarm"):
@@ -644,6 +732,7 @@ def main() -> int:
     check_iam(t, r)
     check_event_source_permissions(t, r)
     check_idempotency(t, r)
+    check_payload_bucket(t, r)
     check_alarms(t, r)
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0

@@ -60,6 +60,8 @@ pub async fn load_aws_config() -> aws_config::SdkConfig {
 pub struct Queue {
     client: aws_sdk_sqs::Client,
     url: Arc<str>,
+    #[cfg(feature = "payload")]
+    claim_check: Option<crate::payload::ClaimCheck>,
 }
 
 /// A message SQS accepted.
@@ -163,7 +165,50 @@ const SEND_CONCURRENCY: usize = 8;
 impl Queue {
     /// A handle on the queue at `url` using `client`.
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
-        Self { client, url: Arc::from(url.into()) }
+        Self {
+            client,
+            url: Arc::from(url.into()),
+            #[cfg(feature = "payload")]
+            claim_check: None,
+        }
+    }
+
+    /// Send large bodies through S3 and resolve them on receive (claim check, in the Amazon
+    /// SQS Extended Client's format; see [`payload`](crate::payload)): `send` and `send_batch`
+    /// offload what `check` says, a [`Processor`](crate::Processor) working on this queue
+    /// resolves pointers before decoding, and [`settle`](crate::settle) deletes objects after
+    /// their message's delete when cleanup is on. Messages that already carry a pointer (DLQ
+    /// forwarding, redrive) are sent as they are.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() {
+    /// use sqskit::{payload::ClaimCheck, Queue};
+    /// let sdk = sqskit::load_aws_config().await;
+    /// let queue = Queue::new(aws_sdk_sqs::Client::new(&sdk), "https://sqs.eu-west-1.amazonaws.com/1/jobs")
+    ///     .with_claim_check(ClaimCheck::new(sqskit::payload::s3_client(&sdk), "payloads"));
+    /// assert_eq!(queue.claim_check().map(|c| c.bucket()), Some("payloads"));
+    /// # }
+    /// ```
+    #[cfg(feature = "payload")]
+    pub fn with_claim_check(mut self, check: crate::payload::ClaimCheck) -> Self {
+        self.claim_check = Some(check);
+        self
+    }
+
+    /// The claim check set with [`Queue::with_claim_check`].
+    #[cfg(feature = "payload")]
+    pub fn claim_check(&self) -> Option<&crate::payload::ClaimCheck> {
+        self.claim_check.as_ref()
+    }
+
+    /// `msg` as it goes on the wire: offloaded to S3 when the claim check says so.
+    async fn offload(&self, msg: OutgoingMessage) -> Result<OutgoingMessage, Error> {
+        #[cfg(feature = "payload")]
+        if let Some(check) = &self.claim_check {
+            return Ok(check.offload(msg).await?);
+        }
+        Ok(msg)
     }
 
     /// A handle using the AWS configuration from the environment ([`load_aws_config`]).
@@ -228,13 +273,14 @@ impl Queue {
         &self.client
     }
 
-    /// Send one message.
+    /// Send one message (through S3 when it is large and a claim check is set:
+    /// [`Queue::with_claim_check`]).
     ///
     /// # Errors
     /// [`Error::MessageTooLarge`] / [`Error::Limit`] before any call when the message breaks
-    /// an SQS limit; otherwise the classified SDK error.
+    /// an SQS limit; [`Error::Payload`] when its upload fails; otherwise the classified SDK error.
     pub async fn send(&self, msg: impl Into<OutgoingMessage>) -> Result<SentMessage, Error> {
-        let msg = msg.into();
+        let msg = self.offload(msg.into()).await?;
         validate_outgoing(0, &msg)?;
         let out = self
             .client
@@ -273,13 +319,28 @@ impl Queue {
     /// a failed entry is not retried after a later entry of its group went out, so the
     /// group's order on the queue is always a prefix of the caller's order.
     ///
+    /// With a claim check ([`Queue::with_claim_check`]) the large bodies are uploaded first and
+    /// the batches carry their pointers.
+    ///
     /// # Errors
-    /// A limit violation of any message, before any call is made; [`Error::QueueDoesNotExist`].
+    /// A limit violation of any message, or a failed upload ([`Error::Payload`]), before any
+    /// SQS call is made; [`Error::QueueDoesNotExist`].
     pub async fn send_batch(
         &self,
         messages: impl IntoIterator<Item = OutgoingMessage>,
     ) -> Result<SendBatchReport, Error> {
-        let messages: Vec<OutgoingMessage> = messages.into_iter().collect();
+        #[cfg_attr(not(feature = "payload"), allow(unused_mut))]
+        let mut messages: Vec<OutgoingMessage> = messages.into_iter().collect();
+        #[cfg(feature = "payload")]
+        if self.claim_check.is_some() {
+            // uploads first (a few at a time), so the chunks count pointers, not payloads
+            messages = futures::stream::iter(messages.into_iter().map(|m| self.offload(m)))
+                .buffered(SEND_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+        }
         let fifo = self.is_fifo();
         let groups: Vec<Option<String>> = messages.iter().map(|m| m.group_id.clone()).collect();
         let mut sizes = Vec::with_capacity(messages.len());

@@ -74,12 +74,34 @@ pub struct MonitorConfig {
     pub include_body: bool,
     /// How many message ids the alert lists.
     pub max_ids: usize,
+    /// Archive the bodies of claim-checked messages (Extended Client pointers) fetched from S3
+    /// instead of their pointers (off: the pointer is archived, as received).
+    pub resolve_payloads: bool,
 }
 
 impl MonitorConfig {
     /// Archive to `bucket` under `dead-letters/`, no alert, bodies left out, 20 ids per alert.
     pub fn new(bucket: impl Into<String>) -> Self {
-        Self { bucket: bucket.into(), prefix: "dead-letters".into(), topic_arn: None, include_body: false, max_ids: 20 }
+        Self {
+            bucket: bucket.into(),
+            prefix: "dead-letters".into(),
+            topic_arn: None,
+            include_body: false,
+            max_ids: 20,
+            resolve_payloads: false,
+        }
+    }
+    /// Archive claim-checked messages with their body fetched from S3 (the pointer is recorded
+    /// as `claimCheck`; when the fetch fails, the pointer is archived with `claimCheckError`).
+    ///
+    /// # Example
+    /// ```
+    /// let c = sqskit::dlq::MonitorConfig::new("archive").with_resolve_payloads(true);
+    /// assert!(c.resolve_payloads);
+    /// ```
+    pub fn with_resolve_payloads(mut self, on: bool) -> Self {
+        self.resolve_payloads = on;
+        self
     }
     /// Key prefix.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
@@ -102,7 +124,8 @@ impl MonitorConfig {
         self
     }
 
-    /// From `ARCHIVE_BUCKET` (required), `ARCHIVE_PREFIX`, `ALERT_TOPIC_ARN`, `ALERT_INCLUDE_BODY`.
+    /// From `ARCHIVE_BUCKET` (required), `ARCHIVE_PREFIX`, `ALERT_TOPIC_ARN`, `ALERT_INCLUDE_BODY`,
+    /// `ARCHIVE_RESOLVE_PAYLOADS` (`true`: [`MonitorConfig::with_resolve_payloads`]).
     ///
     /// # Errors
     /// [`DlqError::Config`] naming the variable that is missing or invalid.
@@ -126,6 +149,8 @@ impl MonitorConfig {
             topic_arn: var("ALERT_TOPIC_ARN"),
             include_body,
             max_ids: 20,
+            resolve_payloads: crate::config::env_bool("ARCHIVE_RESOLVE_PAYLOADS")
+                .map_err(|e| DlqError::Config { name: "ARCHIVE_RESOLVE_PAYLOADS", reason: e.reason })?,
         })
     }
 }
@@ -133,11 +158,7 @@ impl MonitorConfig {
 /// An S3 client from `config`, with path-style addressing whenever an endpoint override is
 /// in use (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`, or the config's), as LocalStack needs.
 pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let overridden = config.endpoint_url().is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL").is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
-    let s3 = aws_sdk_s3::config::Builder::from(config).force_path_style(overridden).build();
-    aws_sdk_s3::Client::from_conf(s3)
+    crate::payload::s3_client(config)
 }
 
 /// A dead letter that was archived.
@@ -287,7 +308,10 @@ impl DlqMonitor {
             let source =
                 source_queue(m).or_else(|| redrive_source.map(str::to_string)).unwrap_or_else(|| "unknown".into());
             let key = archive_key(&self.config.prefix, &source, m);
-            let doc = archive_document(m, &source, dead_letter_queue);
+            let doc = match self.config.resolve_payloads {
+                true => self.resolved_document(m, &source, dead_letter_queue).await,
+                false => archive_document(m, &source, dead_letter_queue),
+            };
             let put = self
                 .s3
                 .put_object()
@@ -327,6 +351,30 @@ impl DlqMonitor {
             }
         }
         report
+    }
+
+    /// The archive document with a claim-checked body fetched from S3 (one buffer).
+    async fn resolved_document(&self, m: &ReceivedMessage, source: &str, dead_letter_queue: &str) -> serde_json::Value {
+        let Some(pointer) = crate::payload::pointer_of(m) else {
+            return archive_document(m, source, dead_letter_queue);
+        };
+        let check = crate::payload::ClaimCheck::new(self.s3.clone(), "");
+        match check.resolve(m).await {
+            Ok(Some(resolved)) => {
+                let mut doc = archive_document(&resolved, source, dead_letter_queue);
+                if let Ok(p) = pointer {
+                    doc["claimCheck"] = serde_json::json!({ "s3BucketName": p.bucket, "s3Key": p.key });
+                }
+                doc
+            }
+            Ok(None) => archive_document(m, source, dead_letter_queue),
+            Err(e) => {
+                tracing::warn!(message_id = %m.message_id, error = %e, "claim check not resolved; archiving the pointer");
+                let mut doc = archive_document(m, source, dead_letter_queue);
+                doc["claimCheckError"] = e.to_string().into();
+                doc
+            }
+        }
     }
 
     /// The alert's subject and message for `archived` (pure).

@@ -108,11 +108,26 @@ pub enum Error {
     /// A body could not be encoded as JSON.
     #[error("cannot encode message body as JSON: {0}")]
     Encode(#[from] serde_json::Error),
+    /// A large body could not be offloaded to S3 (claim check); nothing was sent.
+    #[cfg(feature = "payload")]
+    #[error(transparent)]
+    Payload(Box<crate::payload::PayloadError>),
+}
+
+#[cfg(feature = "payload")]
+impl From<crate::payload::PayloadError> for Error {
+    fn from(e: crate::payload::PayloadError) -> Self {
+        Error::Payload(Box::new(e))
+    }
 }
 
 impl Error {
     /// True when retrying the same call later may succeed (throttling, transport).
     pub fn is_transient(&self) -> bool {
+        #[cfg(feature = "payload")]
+        if let Error::Payload(e) = self {
+            return !e.is_permanent();
+        }
         matches!(self, Error::Throttled { .. } | Error::Transport { .. })
             || matches!(self, Error::Service { code, .. } if code.contains("InternalError") || code.contains("ServiceUnavailable"))
     }

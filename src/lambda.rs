@@ -225,13 +225,22 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     /// `SQSKIT_DLQ_URL` and `SQSKIT_MAX_RECEIVE_COUNT`, when set, describe the source queue,
     /// its DLQ and its redrive policy's `maxReceiveCount` (no discovery calls for events from
     /// that queue; events from any other queue are discovered); `SQSKIT_DEADLINE_MARGIN`
-    /// (seconds) overrides the deadline safety margin.
+    /// (seconds) overrides the deadline safety margin. With the `payload` feature,
+    /// `SQSKIT_PAYLOAD_BUCKET` (and `SQSKIT_PAYLOAD_*`, see
+    /// [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env)) makes the processor resolve
+    /// claim-checked messages, unless it has a claim check already. Cleanup does not apply in
+    /// Lambda: the event source mapping deletes the messages after the function returned.
     ///
     /// # Errors
     /// [`crate::config::ConfigError`] naming a variable that is set to something unusable.
     pub async fn from_env(processor: Processor<T>) -> Result<Self, crate::config::ConfigError> {
         let config = crate::client::load_aws_config().await;
         let client = aws_sdk_sqs::Client::new(&config);
+        #[cfg(feature = "payload")]
+        let processor = match crate::payload::ClaimCheck::from_env(&config)? {
+            Some(check) if processor.claim_check().is_none() => processor.with_claim_check(check),
+            _ => processor,
+        };
         let mut adapter = Self::new(processor, client.clone());
         if let Ok(url) = std::env::var("SQSKIT_QUEUE_URL") {
             let dlq =

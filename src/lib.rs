@@ -25,6 +25,7 @@
 //! - [`handlers`]: ready-made exec / HTTP handlers for the poller.
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
 //! - [`dlq`]: archive dead letters to S3 and send one aggregated SNS alert.
+//! - [`payload`]: large payloads through S3 (claim check, Amazon SQS Extended Client format).
 //! - [`metrics`]: Prometheus exporter and CloudWatch EMF lines.
 //! - [`error`]: the client's error type.
 //!
@@ -36,7 +37,8 @@
 //! | `poller` | yes | [`poller`] and [`shutdown_signal`] |
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
-//! | `dlq` | no | [`dlq`]: archive to S3, one SNS alert, redrive |
+//! | `payload` | no | [`payload`]: bodies over 1 MiB through S3 (claim check, Extended Client format) |
+//! | `dlq` | no | [`dlq`]: archive to S3, one SNS alert, redrive (enables `payload`) |
 //! | `prometheus` | no | `metrics::install_prometheus` |
 //! | `idempotency-dynamodb` | no | `idempotency::DynamoDbStore` (Powertools' record layout) |
 //! | `idempotency-redis` | no | `idempotency::RedisStore` |
@@ -56,6 +58,8 @@ pub mod lambda;
 pub mod limits;
 pub mod message;
 pub mod metrics;
+#[cfg(feature = "payload")]
+pub mod payload;
 #[cfg(feature = "poller")]
 pub mod poller;
 pub mod processor;

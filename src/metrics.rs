@@ -42,6 +42,8 @@ pub mod names {
     pub const DUPLICATES: &str = "sqskit_messages_duplicate_total";
     /// Gauge, labels `queue`, `state` (`visible`, `in_flight`, `delayed`): queue depth.
     pub const QUEUE_DEPTH: &str = "sqskit_queue_messages";
+    /// Counter: claim-check objects whose cleanup (delete after the message's delete) failed.
+    pub const PAYLOAD_CLEANUP_FAILURES: &str = "sqskit_payload_cleanup_failures_total";
 }
 
 /// Error installing the Prometheus exporter.

@@ -219,6 +219,9 @@ pub enum FailureKind {
     KeyReuse,
     /// Idempotency: the store failed, so the handler was not run (retryable).
     IdempotencyStore,
+    /// Claim check: the S3 object (or bucket) a pointer names does not exist (dead-lettered
+    /// with the pointer). Other fetch failures are [`FailureKind::Retryable`].
+    PayloadMissing,
 }
 
 impl FailureKind {
@@ -234,11 +237,12 @@ impl FailureKind {
             Self::InProgress => "duplicate-in-progress",
             Self::KeyReuse => "idempotency-key-reuse",
             Self::IdempotencyStore => "idempotency-store",
+            Self::PayloadMissing => "payload-missing",
         }
     }
     /// Whether messages failing this way belong in the dead-letter queue right away.
     pub fn is_permanent(self) -> bool {
-        matches!(self, Self::Permanent | Self::Undecodable | Self::KeyReuse)
+        matches!(self, Self::Permanent | Self::Undecodable | Self::KeyReuse | Self::PayloadMissing)
     }
 }
 
@@ -546,6 +550,8 @@ pub struct Processor<T> {
     decode: Decoder<T>,
     config: ProcessorConfig,
     idempotency: Option<Idempotency<T>>,
+    #[cfg(feature = "payload")]
+    claim_check: Option<crate::payload::ClaimCheck>,
 }
 
 impl<T> Clone for Processor<T> {
@@ -555,13 +561,22 @@ impl<T> Clone for Processor<T> {
             decode: self.decode,
             config: self.config.clone(),
             idempotency: self.idempotency.clone(),
+            #[cfg(feature = "payload")]
+            claim_check: self.claim_check.clone(),
         }
     }
 }
 
 impl<T> Processor<T> {
     fn build(handler: Handlers<T>, decode: Decoder<T>) -> Self {
-        Self { handler, decode, config: ProcessorConfig::default(), idempotency: None }
+        Self {
+            handler,
+            decode,
+            config: ProcessorConfig::default(),
+            idempotency: None,
+            #[cfg(feature = "payload")]
+            claim_check: None,
+        }
     }
 }
 
@@ -642,6 +657,58 @@ impl<T: Send + 'static> Processor<T> {
         self
     }
 
+    /// Resolve claim-checked messages (Amazon SQS Extended Client pointers) through `check`
+    /// before decoding: the handler sees the real body, without the size attribute. A missing
+    /// object is [`FailureKind::PayloadMissing`] (dead-lettered with the pointer), another
+    /// fetch failure a retryable one. Without it, the claim check of the context's queue
+    /// ([`Queue::with_claim_check`]) is used, if any.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() {
+    /// use sqskit::{payload::ClaimCheck, HandlerError, Processor};
+    /// let sdk = sqskit::load_aws_config().await;
+    /// let p = Processor::raw(|_m| async { Ok::<_, HandlerError>(()) })
+    ///     .with_claim_check(ClaimCheck::new(sqskit::payload::s3_client(&sdk), "payloads"));
+    /// assert!(p.claim_check().is_some());
+    /// # }
+    /// ```
+    #[cfg(feature = "payload")]
+    pub fn with_claim_check(mut self, check: crate::payload::ClaimCheck) -> Self {
+        self.claim_check = Some(check);
+        self
+    }
+
+    /// The claim check set with [`Processor::with_claim_check`].
+    #[cfg(feature = "payload")]
+    pub fn claim_check(&self) -> Option<&crate::payload::ClaimCheck> {
+        self.claim_check.as_ref()
+    }
+
+    /// The message the handler sees: a claim-checked one with its body fetched from S3
+    /// (feature `payload`), else `raw` itself. The caller keeps `raw` (the pointer) for its
+    /// decision, so dead-lettering forwards the pointer.
+    async fn resolve(
+        &self,
+        ctx: Option<&QueueContext>,
+        raw: Arc<ReceivedMessage>,
+    ) -> Result<Arc<ReceivedMessage>, Failure> {
+        #[cfg(feature = "payload")]
+        {
+            let from_queue = ctx.and_then(|c| c.queue.as_ref()).and_then(Queue::claim_check);
+            if let Some(check) = self.claim_check.as_ref().or(from_queue) {
+                return match check.resolve(&raw).await {
+                    Ok(Some(resolved)) => Ok(Arc::new(resolved)),
+                    Ok(None) => Ok(raw),
+                    Err(e) => Err(e.failure()),
+                };
+            }
+        }
+        #[cfg(not(feature = "payload"))]
+        let _ = ctx;
+        Ok(raw)
+    }
+
     /// The idempotency settings, when set.
     pub fn idempotency(&self) -> Option<&Idempotency<T>> {
         self.idempotency.as_ref()
@@ -681,16 +748,19 @@ impl<T: Send + 'static> Processor<T> {
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
     ) -> Result<(), Failure> {
-        self.attempt(Lease::default(), raw, cancel).await.map(|_| ())
+        self.attempt(None, Lease::default(), raw, cancel).await.map(|_| ())
     }
 
-    /// Decode, claim the idempotency key (when configured), run the handler, record the result.
+    /// Resolve a claim check, decode, claim the idempotency key (when configured), run the
+    /// handler, record the result.
     async fn attempt(
         &self,
+        ctx: Option<&QueueContext>,
         lease: Lease,
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
     ) -> Result<Done, Failure> {
+        let raw = self.resolve(ctx, raw).await?;
         let body = (self.decode)(&raw.body, self.config.log_bodies).map_err(|error| Failure {
             kind: FailureKind::Undecodable,
             error,
@@ -813,7 +883,7 @@ impl<T: Send + 'static> Processor<T> {
     ) -> Outcome {
         let span = tracing::info_span!("message", message_id = %raw.message_id, queue = ctx.queue_name(), receive_count = raw.receive_count());
         async {
-            let result = self.attempt(ctx.lease, raw.clone(), cancel).await;
+            let result = self.attempt(Some(ctx), ctx.lease, raw.clone(), cancel).await;
             self.conclude(ctx, &raw, result).await
         }
         .instrument(span)
@@ -947,7 +1017,7 @@ impl<T: Send + 'static> Processor<T> {
         if stop.is_some_and(CancellationToken::is_cancelled) || lease.is_some_and(CancellationToken::is_cancelled) {
             return messages.into_iter().map(|message| Decision { message, outcome: Outcome::Released }).collect();
         }
-        let results = self.run_whole(ctx.lease, &messages, lease).await;
+        let results = self.run_whole(ctx, &messages, lease).await;
         let mut blocked: HashMap<String, (String, u32)> = HashMap::new();
         let mut out = Vec::with_capacity(messages.len());
         for (m, result) in messages.into_iter().zip(results) {
@@ -974,17 +1044,39 @@ impl<T: Send + 'static> Processor<T> {
     /// again after the call (a duplicate when the first one completed).
     async fn run_whole(
         &self,
-        lease_kind: Lease,
+        ctx: &QueueContext,
         messages: &[Arc<ReceivedMessage>],
         cancel: Option<&CancellationToken>,
     ) -> Vec<Result<Done, Failure>> {
+        let lease_kind = ctx.lease;
         let Handlers::Batch(handler) = &self.handler else {
             let error = "not a batch handler".to_string();
             return vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); messages.len()];
         };
         let mut results: Vec<Result<Done, Failure>> = vec![Ok(Done::Handled); messages.len()];
         let mut batch: Vec<Option<Message<T>>> = Vec::with_capacity(messages.len());
+        // claim checks resolved first (concurrently); the handler and the claims see real bodies
+        let resolved: Vec<Result<Arc<ReceivedMessage>, Failure>> =
+            futures::stream::iter(messages.iter().cloned().map(|m| self.resolve(Some(ctx), m)))
+                .buffered(self.config.concurrency.max(1))
+                .collect()
+                .await;
+        let mut real: Vec<Arc<ReceivedMessage>> = Vec::with_capacity(messages.len());
+        for (i, r) in resolved.into_iter().enumerate() {
+            match r {
+                Ok(m) => real.push(m),
+                Err(f) => {
+                    results[i] = Err(f);
+                    real.push(messages[i].clone());
+                }
+            }
+        }
+        let messages = &real[..];
         for (i, raw) in messages.iter().enumerate() {
+            if results[i].is_err() {
+                batch.push(None);
+                continue;
+            }
             match (self.decode)(&raw.body, self.config.log_bodies) {
                 Ok(body) => batch.push(Some(Message::new(body, raw.clone()))),
                 Err(error) => {

@@ -14,6 +14,9 @@
 //! - **Visibility changes** ([`change_visibility`]) keep the given order inside a call (a FIFO
 //!   failure first, then the messages held behind it), are retried the same way, and each
 //!   failure is counted in `sqskit_visibility_failures_total{reason}`.
+//! - **Claim check cleanup** (feature `payload`, [`ClaimCheck::with_cleanup`](crate::payload::ClaimCheck::with_cleanup)):
+//!   the S3 object of a claim-checked message is deleted once [`delete`] is confirmed for it,
+//!   never before, and never for a dead-lettered message (its DLQ copy still points at it).
 //! - An invalid or expired receipt handle means the lease was lost: the message may already be
 //!   with another consumer. That is logged as a warning and counted in
 //!   `sqskit_leases_lost_total`.
@@ -222,6 +225,13 @@ pub async fn delete(queue: &Queue, items: &[(Arc<ReceivedMessage>, Deletion)]) -
             async move { queue.delete_batch(&handles).await }
         })
         .await;
+        #[cfg(feature = "payload")]
+        if let Some(check) = queue.claim_check().filter(|c| c.cleanup()) {
+            // only now that SQS confirmed the delete; a dead letter's DLQ copy still points at it
+            let gone: Vec<&ReceivedMessage> =
+                r.ok.iter().filter(|&&i| chunk[i].1 != Deletion::DeadLettered).map(|&i| &*chunk[i].0).collect();
+            check.cleanup_after_delete(&gone).await;
+        }
         let succeeded = r.ok.iter().filter(|&&i| chunk[i].1 == Deletion::Succeeded).count();
         let duplicates = r.ok.iter().filter(|&&i| chunk[i].1 == Deletion::Duplicate).count();
         applied.done += r.ok.len();

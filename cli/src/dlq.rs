@@ -34,6 +34,10 @@ pub struct DrainArgs {
     /// Put (truncated) bodies in the alert.
     #[arg(long)]
     pub include_body: bool,
+    /// Archive claim-checked messages (Extended Client pointers) with their body fetched from
+    /// S3 instead of the pointer.
+    #[arg(long)]
+    pub resolve_payloads: bool,
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -60,7 +64,8 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
             let config = MonitorConfig::new(a.bucket)
                 .with_prefix(a.prefix)
                 .with_topic_arn(a.topic_arn)
-                .with_include_body(a.include_body);
+                .with_include_body(a.include_body)
+                .with_resolve_payloads(a.resolve_payloads);
             let monitor = DlqMonitor::new(&sdk, config);
             let dlq = Queue::new(sqs, a.queue_url);
             let (report, stopped) = match monitor.drain(&dlq, Duration::from_secs(60)).await {

@@ -94,6 +94,14 @@ pub struct Args {
     /// Run the handler without a claim when the store fails (default: retry the message).
     #[arg(long, env = "SQSKIT_IDEMPOTENCY_FAIL_OPEN", help_heading = "Idempotency")]
     pub idempotency_fail_open: bool,
+    /// Claim check: resolve messages whose body is in S3 (Amazon SQS Extended Client pointers).
+    /// Pointers name their own bucket; this one is the bucket the poller's own sends would use.
+    #[arg(long, env = "SQSKIT_PAYLOAD_BUCKET", help_heading = "Large payloads")]
+    pub payload_bucket: Option<String>,
+    /// Delete a claim-checked message's S3 object once its delete from the queue succeeded
+    /// (never for dead-lettered ones). Needs s3:DeleteObject.
+    #[arg(long, env = "SQSKIT_PAYLOAD_CLEANUP", requires = "payload_bucket", help_heading = "Large payloads")]
+    pub payload_cleanup: bool,
     /// Seconds between progress log lines (0 = none).
     #[arg(long, env = "SQSKIT_PROGRESS_INTERVAL", default_value_t = 10)]
     pub progress_interval: u64,
@@ -131,10 +139,20 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .with_shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .with_until_empty(args.until_empty)
         .with_dead_letter_url(args.dlq_url.clone());
+    let claim_check = args.payload_bucket.as_ref().map(|bucket| {
+        sqskit::payload::ClaimCheck::new(sqskit::payload::s3_client(&config), bucket).with_cleanup(args.payload_cleanup)
+    });
     let queues: Vec<QueueSpec> = args
         .queue_urls
         .iter()
-        .map(|s| QueueSpec::new(Queue::new(client.clone(), s.url.clone())).with_weight(s.weight))
+        .map(|s| {
+            let queue = Queue::new(client.clone(), s.url.clone());
+            let queue = match &claim_check {
+                Some(check) => queue.with_claim_check(check.clone()),
+                None => queue,
+            };
+            QueueSpec::new(queue).with_weight(s.weight)
+        })
         .collect();
     let first = &args.queue_urls[0].url;
     let processor = if let Some(url) = &args.http {
