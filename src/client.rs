@@ -234,7 +234,8 @@ impl Queue {
     /// [`Error::MessageTooLarge`] / [`Error::Limit`] before any call when the message breaks
     /// an SQS limit; otherwise the classified SDK error.
     pub async fn send(&self, msg: impl Into<OutgoingMessage>) -> Result<SentMessage, Error> {
-        let msg = msg.into();
+        let mut msg = msg.into();
+        crate::trace::inject(&mut msg);
         validate_outgoing(0, &msg)?;
         let out = self
             .client
@@ -243,6 +244,7 @@ impl Queue {
             .message_body(msg.body)
             .set_delay_seconds(msg.delay_seconds.map(|d| d as i32))
             .set_message_attributes(to_sdk_attributes(&msg.attributes)?)
+            .set_message_system_attributes(to_sdk_system_attributes(msg.trace_header.as_deref())?)
             .set_message_group_id(msg.group_id)
             .set_message_deduplication_id(msg.dedup_id)
             .send()
@@ -284,7 +286,8 @@ impl Queue {
         let groups: Vec<Option<String>> = messages.iter().map(|m| m.group_id.clone()).collect();
         let mut sizes = Vec::with_capacity(messages.len());
         let mut entries = Vec::with_capacity(messages.len());
-        for (i, m) in messages.into_iter().enumerate() {
+        for (i, mut m) in messages.into_iter().enumerate() {
+            crate::trace::inject(&mut m);
             validate_outgoing(i, &m)?;
             sizes.push(m.payload_size());
             entries.push(
@@ -293,6 +296,7 @@ impl Queue {
                     .message_body(m.body.clone())
                     .set_delay_seconds(m.delay_seconds.map(|d| d as i32))
                     .set_message_attributes(to_sdk_attributes(&m.attributes)?)
+                    .set_message_system_attributes(to_sdk_system_attributes(m.trace_header.as_deref())?)
                     .set_message_group_id(m.group_id)
                     .set_message_deduplication_id(m.dedup_id)
                     .build()
@@ -755,6 +759,20 @@ fn to_sdk_attributes(
         })
         .collect::<Result<HashMap<_, _>, _>>()
         .map(Some)
+}
+
+/// `AWSTraceHeader`, the one message system attribute SQS accepts on send.
+fn to_sdk_system_attributes(
+    trace_header: Option<&str>,
+) -> Result<Option<HashMap<aws_sdk_sqs::types::MessageSystemAttributeNameForSends, aws_sdk_sqs::types::MessageSystemAttributeValue>>, Error> {
+    use aws_sdk_sqs::types::{MessageSystemAttributeNameForSends, MessageSystemAttributeValue};
+    let Some(header) = trace_header else { return Ok(None) };
+    let value = MessageSystemAttributeValue::builder()
+        .data_type("String")
+        .string_value(header)
+        .build()
+        .map_err(|e| Error::Invalid { what: "AWSTraceHeader", reason: e.to_string() })?;
+    Ok(Some(HashMap::from([(MessageSystemAttributeNameForSends::AwsTraceHeader, value)])))
 }
 
 fn from_sdk_attribute(v: &MessageAttributeValue) -> AttributeValue {

@@ -25,6 +25,7 @@
 //! - [`handlers`]: ready-made exec / HTTP handlers for the poller.
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
 //! - [`dlq`]: archive dead letters to S3 and send one aggregated SNS alert.
+//! - [`trace`]: trace context through queues (`traceparent`, `AWSTraceHeader`).
 //! - [`metrics`]: Prometheus exporter and CloudWatch EMF lines.
 //! - [`error`]: the client's error type.
 //!
@@ -61,6 +62,7 @@ pub mod poller;
 pub mod processor;
 pub mod retry;
 pub mod settle;
+pub mod trace;
 
 pub use client::{load_aws_config, BatchReport, Queue, QueueAttributes, RedrivePolicy, SendBatchReport, SentMessage};
 pub use error::{EntryFailure, Error};
