@@ -761,10 +761,11 @@ fn to_sdk_attributes(
         .map(Some)
 }
 
+type SdkSystemAttributes =
+    HashMap<aws_sdk_sqs::types::MessageSystemAttributeNameForSends, aws_sdk_sqs::types::MessageSystemAttributeValue>;
+
 /// `AWSTraceHeader`, the one message system attribute SQS accepts on send.
-fn to_sdk_system_attributes(
-    trace_header: Option<&str>,
-) -> Result<Option<HashMap<aws_sdk_sqs::types::MessageSystemAttributeNameForSends, aws_sdk_sqs::types::MessageSystemAttributeValue>>, Error> {
+fn to_sdk_system_attributes(trace_header: Option<&str>) -> Result<Option<SdkSystemAttributes>, Error> {
     use aws_sdk_sqs::types::{MessageSystemAttributeNameForSends, MessageSystemAttributeValue};
     let Some(header) = trace_header else { return Ok(None) };
     let value = MessageSystemAttributeValue::builder()

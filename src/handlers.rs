@@ -126,9 +126,10 @@ impl ExecHandler {
         let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(GroupKill);
         let id = raw.message_id.clone();
         // output lines are logged in the message's span (its trace id, queue, receive count)
-        let out = child.stdout.take().map(|s| {
-            AbortOnDropHandle::new(tokio::spawn(drain_output(s, id.clone(), "stdout", 0).in_current_span()))
-        });
+        let out = child
+            .stdout
+            .take()
+            .map(|s| AbortOnDropHandle::new(tokio::spawn(drain_output(s, id.clone(), "stdout", 0).in_current_span())));
         let err = child.stderr.take().map(|s| {
             AbortOnDropHandle::new(tokio::spawn(drain_output(s, id.clone(), "stderr", STDERR_KEPT).in_current_span()))
         });

@@ -178,7 +178,9 @@ impl TraceContext {
         for part in value.split(';') {
             let Some((k, v)) = part.split_once('=') else { continue };
             match k.trim() {
-                "Root" if root.is_none() => root = Some(xray_root_to_id(v.trim()).ok_or(bad("Root is not 1-<8 hex>-<24 hex>"))?),
+                "Root" if root.is_none() => {
+                    root = Some(xray_root_to_id(v.trim()).ok_or(bad("Root is not 1-<8 hex>-<24 hex>"))?)
+                }
                 "Parent" if parent.is_none() => {
                     parent = Some(hex_array::<8>(v.trim().as_bytes()).ok_or(bad("Parent is not 16 hex digits"))?)
                 }
@@ -214,7 +216,9 @@ impl TraceContext {
         if let Some(tp) = msg.attribute_str(TRACEPARENT) {
             match Self::parse_traceparent(tp) {
                 Ok(ctx) => return Some(ctx.with_tracestate(msg.attribute_str(TRACESTATE))),
-                Err(e) => tracing::debug!(message_id = %msg.message_id, error = %e, "ignoring the traceparent attribute"),
+                Err(e) => {
+                    tracing::debug!(message_id = %msg.message_id, error = %e, "ignoring the traceparent attribute")
+                }
             }
         }
         let header = msg.system_attributes.get(AWS_TRACE_HEADER)?;
@@ -362,22 +366,24 @@ pub(crate) fn inject(msg: &mut OutgoingMessage) {
     if msg.attributes.contains_key(TRACEPARENT) {
         return;
     }
-    let mut add = |name: &str, value: String| {
-        let attr = crate::AttributeValue::string(value);
-        let room = msg.attributes.len() < crate::limits::MAX_MESSAGE_ATTRIBUTES
-            && msg.payload_size() + name.len() + attr.payload_size() <= crate::limits::MAX_PAYLOAD_BYTES;
-        if room {
-            msg.attributes.insert(name.to_string(), attr);
-        } else {
-            tracing::debug!(attribute = name, "no room on the outgoing message for the trace attribute; not added");
-        }
-        room
-    };
-    if add(TRACEPARENT, ctx.traceparent()) && !msg.attributes.contains_key(TRACESTATE) {
+    if add_attribute(msg, TRACEPARENT, ctx.traceparent()) && !msg.attributes.contains_key(TRACESTATE) {
         if let Some(state) = ctx.tracestate() {
-            add(TRACESTATE, state.to_string());
+            add_attribute(msg, TRACESTATE, state.to_string());
         }
     }
+}
+
+/// Add a string attribute when the message stays within SQS's attribute count and size limits.
+fn add_attribute(msg: &mut OutgoingMessage, name: &str, value: String) -> bool {
+    let attr = crate::AttributeValue::string(value);
+    let room = msg.attributes.len() < crate::limits::MAX_MESSAGE_ATTRIBUTES
+        && msg.payload_size() + name.len() + attr.payload_size() <= crate::limits::MAX_PAYLOAD_BYTES;
+    if room {
+        msg.attributes.insert(name.to_string(), attr);
+    } else {
+        tracing::debug!(attribute = name, "no room on the outgoing message for the trace attribute; not added");
+    }
+    room
 }
 
 /// The `AWSTraceHeader` of a received message, when it is a valid X-Ray header (to keep it on
@@ -483,7 +489,10 @@ mod tests {
         let x = TraceContext::from_xray(XRAY).unwrap();
         assert_eq!(x.traceparent(), TP);
         assert_eq!(x.source(), TraceSource::XRay);
-        let unsampled = TraceContext::from_xray("Sampled=?;Lineage=a:1;Parent=53995c3f42cd8ad8;Root=1-5759e988-bd862e3fe1be46a994272793").unwrap();
+        let unsampled = TraceContext::from_xray(
+            "Sampled=?;Lineage=a:1;Parent=53995c3f42cd8ad8;Root=1-5759e988-bd862e3fe1be46a994272793",
+        )
+        .unwrap();
         assert_eq!(unsampled.traceparent(), "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-00");
     }
 
