@@ -66,7 +66,7 @@ async fn exec_handler_gets_traceparent_and_the_json_log_links_the_producer_witho
         .collect();
     seen.sort();
     assert_eq!(seen.len(), 3, "{seen:?}");
-    assert_eq!(seen[0], "|", "no trace, and none inherited: {seen:?}");
+    assert!(seen.iter().any(|s| s == "|"), "no trace, and none inherited from the poller: {seen:?}");
     let w3c = seen.iter().find(|s| s.contains(TRACE_ID)).expect("TRACEPARENT with the producer's trace id");
     let (tp, state) = w3c.split_once('|').unwrap();
     let ctx = TraceContext::parse_traceparent(tp).unwrap();
