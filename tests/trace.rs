@@ -15,6 +15,9 @@ const PRODUCER_SPAN: &str = "53995c3f42cd8ad8";
 const TP: &str = "00-5759e988bd862e3fe1be46a994272793-53995c3f42cd8ad8-01";
 const XRAY: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
 
+/// What a handler saw: each body and its `Message::trace()`.
+type Seen = Arc<Mutex<Vec<(String, Option<TraceContext>)>>>;
+
 fn traced(body: &str) -> OutgoingMessage {
     OutgoingMessage::new(body).attribute(TRACEPARENT, AttributeValue::string(TP))
 }
@@ -33,11 +36,7 @@ async fn run_poller(processor: Processor<String>, q: &Queue) -> sqskit::poller::
 
 /// A handler that records `Message::trace()` per body and, for bodies starting with `fwd`, sends
 /// one message to `out` (with `extra` attributes) and a batch of two.
-fn recorder(
-    seen: Arc<Mutex<Vec<(String, Option<TraceContext>)>>>,
-    out: Option<Queue>,
-    extra: usize,
-) -> Processor<String> {
+fn recorder(seen: Seen, out: Option<Queue>, extra: usize) -> Processor<String> {
     Processor::raw(move |m: Message<String>| {
         let (seen, out) = (seen.clone(), out.clone());
         async move {
