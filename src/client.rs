@@ -280,7 +280,9 @@ impl Queue {
     /// [`Error::MessageTooLarge`] / [`Error::Limit`] before any call when the message breaks
     /// an SQS limit; [`Error::Payload`] when its upload fails; otherwise the classified SDK error.
     pub async fn send(&self, msg: impl Into<OutgoingMessage>) -> Result<SentMessage, Error> {
-        let msg = self.offload(msg.into()).await?;
+        let mut msg = msg.into();
+        crate::trace::inject(&mut msg);
+        let msg = self.offload(msg).await?;
         validate_outgoing(0, &msg)?;
         let out = self
             .client
@@ -289,6 +291,7 @@ impl Queue {
             .message_body(msg.body)
             .set_delay_seconds(msg.delay_seconds.map(|d| d as i32))
             .set_message_attributes(to_sdk_attributes(&msg.attributes)?)
+            .set_message_system_attributes(to_sdk_system_attributes(msg.trace_header.as_deref())?)
             .set_message_group_id(msg.group_id)
             .set_message_deduplication_id(msg.dedup_id)
             .send()
@@ -329,8 +332,9 @@ impl Queue {
         &self,
         messages: impl IntoIterator<Item = OutgoingMessage>,
     ) -> Result<SendBatchReport, Error> {
-        #[cfg_attr(not(feature = "payload"), allow(unused_mut))]
         let mut messages: Vec<OutgoingMessage> = messages.into_iter().collect();
+        // trace context first, so the claim check sees the size that goes on the wire
+        messages.iter_mut().for_each(crate::trace::inject);
         #[cfg(feature = "payload")]
         if self.claim_check.is_some() {
             // uploads first (a few at a time), so the chunks count pointers, not payloads
@@ -354,6 +358,7 @@ impl Queue {
                     .message_body(m.body.clone())
                     .set_delay_seconds(m.delay_seconds.map(|d| d as i32))
                     .set_message_attributes(to_sdk_attributes(&m.attributes)?)
+                    .set_message_system_attributes(to_sdk_system_attributes(m.trace_header.as_deref())?)
                     .set_message_group_id(m.group_id)
                     .set_message_deduplication_id(m.dedup_id)
                     .build()
@@ -816,6 +821,21 @@ fn to_sdk_attributes(
         })
         .collect::<Result<HashMap<_, _>, _>>()
         .map(Some)
+}
+
+type SdkSystemAttributes =
+    HashMap<aws_sdk_sqs::types::MessageSystemAttributeNameForSends, aws_sdk_sqs::types::MessageSystemAttributeValue>;
+
+/// `AWSTraceHeader`, the one message system attribute SQS accepts on send.
+fn to_sdk_system_attributes(trace_header: Option<&str>) -> Result<Option<SdkSystemAttributes>, Error> {
+    use aws_sdk_sqs::types::{MessageSystemAttributeNameForSends, MessageSystemAttributeValue};
+    let Some(header) = trace_header else { return Ok(None) };
+    let value = MessageSystemAttributeValue::builder()
+        .data_type("String")
+        .string_value(header)
+        .build()
+        .map_err(|e| Error::Invalid { what: "AWSTraceHeader", reason: e.to_string() })?;
+    Ok(Some(HashMap::from([(MessageSystemAttributeNameForSends::AwsTraceHeader, value)])))
 }
 
 fn from_sdk_attribute(v: &MessageAttributeValue) -> AttributeValue {

@@ -593,7 +593,7 @@ impl DlqMonitor {
 }
 
 /// The message to send back to the source queue for a dead letter: body and attributes without
-/// the processor's error attributes; on a FIFO target the group is kept and the DLQ message id
+/// the processor's error attributes, its `AWSTraceHeader` kept; on a FIFO target the group is kept and the DLQ message id
 /// is the deduplication id (so a rerun within 5 minutes does not duplicate).
 pub fn redriven_message(m: &ReceivedMessage, fifo_target: bool) -> crate::OutgoingMessage {
     let mut out = crate::OutgoingMessage::new(m.body.clone());
@@ -603,6 +603,7 @@ pub fn redriven_message(m: &ReceivedMessage, fifo_target: bool) -> crate::Outgoi
         .filter(|(k, _)| !dl::ALL.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    out.trace_header = crate::trace::received_trace_header(m);
     if fifo_target {
         out.group_id = Some(m.group_id().unwrap_or("sqskit-redrive").to_string());
         out.dedup_id = Some(m.message_id.clone());

@@ -10,6 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 pub use reqwest;
 
@@ -29,8 +30,10 @@ pub const EXIT_PERMANENT: i32 = 65;
 /// it started, e.g. the other half of `sh -c 'a | b'`, outlives it.
 /// Environment: `SQSKIT_MESSAGE_ID`, `SQSKIT_QUEUE_URL`, `SQSKIT_QUEUE_NAME`,
 /// `SQSKIT_RECEIVE_COUNT`, `SQSKIT_GROUP_ID`, `SQSKIT_SENT_TIMESTAMP` (ms),
-/// `SQSKIT_FIRST_RECEIVED_AT` (ms), and `SQSKIT_ATTR_<NAME>` per string attribute (name
-/// upper-cased, other characters as `_`).
+/// `SQSKIT_FIRST_RECEIVED_AT` (ms), `SQSKIT_ATTR_<NAME>` per string attribute (name
+/// upper-cased, other characters as `_`), and `TRACEPARENT` / `TRACESTATE` (W3C) when the
+/// message carries a trace context ([`Message::trace`]: the producer's trace, this processing
+/// span's id).
 ///
 /// # Example
 /// ```
@@ -109,17 +112,27 @@ impl ExecHandler {
                 cmd.env(attribute_env_name(k), s);
             }
         }
+        // the trace continues in the command; never one inherited from the poller's environment
+        cmd.env_remove("TRACEPARENT").env_remove("TRACESTATE");
+        if let Some(t) = msg.trace() {
+            cmd.env("TRACEPARENT", t.traceparent());
+            if let Some(state) = t.tracestate() {
+                cmd.env("TRACESTATE", state);
+            }
+        }
         let mut child =
             cmd.spawn().map_err(|e| HandlerError::retryable(format!("cannot start {}: {e}", self.program)))?;
         // dropped on every path out of here (exit, timeout, shutdown, panic): kills the group
         let group = child.id().and_then(|pid| i32::try_from(pid).ok()).map(GroupKill);
         let id = raw.message_id.clone();
-        let out =
-            child.stdout.take().map(|s| AbortOnDropHandle::new(tokio::spawn(drain_output(s, id.clone(), "stdout", 0))));
-        let err = child
-            .stderr
+        // output lines are logged in the message's span (its trace id, queue, receive count)
+        let out = child
+            .stdout
             .take()
-            .map(|s| AbortOnDropHandle::new(tokio::spawn(drain_output(s, id.clone(), "stderr", STDERR_KEPT))));
+            .map(|s| AbortOnDropHandle::new(tokio::spawn(drain_output(s, id.clone(), "stdout", 0).in_current_span())));
+        let err = child.stderr.take().map(|s| {
+            AbortOnDropHandle::new(tokio::spawn(drain_output(s, id.clone(), "stderr", STDERR_KEPT).in_current_span()))
+        });
         if let Some(mut stdin) = child.stdin.take() {
             // a command that does not read stdin closes the pipe early: not an error
             let _ = stdin.write_all(msg.body.as_bytes()).await;
@@ -226,7 +239,8 @@ fn stderr_note(tail: &[u8]) -> String {
 ///
 /// Body as is; headers `X-Aws-Sqsd-Msgid`, `X-Aws-Sqsd-Queue`, `X-Aws-Sqsd-Receive-Count`,
 /// `X-Aws-Sqsd-First-Received-At` (RFC 3339), `X-Aws-Sqsd-Sender-Id`, `X-Aws-Sqsd-Attr-<name>`
-/// per string attribute; `Content-Type` from a `Content-Type` attribute or `application/json`.
+/// per string attribute, `traceparent` / `tracestate` when the message carries a trace context
+/// ([`Message::trace`]); `Content-Type` from a `Content-Type` attribute or `application/json`.
 /// 2xx → success; 429, 5xx, timeout, connection refused → retryable (`Retry-After` in seconds
 /// or as an HTTP date honoured); a 3xx is never followed and is a retryable failure naming its
 /// `Location`; other 4xx → permanent. The client is [`http_client`] (rustls, platform trust store).
@@ -283,6 +297,12 @@ impl HttpHandler {
                 {
                     req = req.header(format!("X-Aws-Sqsd-Attr-{k}"), s);
                 }
+            }
+        }
+        if let Some(t) = msg.trace() {
+            req = req.header("traceparent", t.traceparent());
+            if let Some(state) = t.tracestate() {
+                req = req.header("tracestate", state);
             }
         }
         let resp = req.body(msg.body.clone()).send().await.map_err(|e| {

@@ -26,6 +26,7 @@
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
 //! - [`dlq`]: archive dead letters to S3 and send one aggregated SNS alert.
 //! - [`payload`]: large payloads through S3 (claim check, Amazon SQS Extended Client format).
+//! - [`trace`]: trace context through queues (`traceparent`, `AWSTraceHeader`).
 //! - [`metrics`]: Prometheus exporter and CloudWatch EMF lines.
 //! - [`error`]: the client's error type.
 //!
@@ -65,6 +66,7 @@ pub mod poller;
 pub mod processor;
 pub mod retry;
 pub mod settle;
+pub mod trace;
 
 pub use client::{load_aws_config, BatchReport, Queue, QueueAttributes, RedrivePolicy, SendBatchReport, SentMessage};
 pub use error::{EntryFailure, Error};

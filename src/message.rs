@@ -72,6 +72,10 @@ pub struct OutgoingMessage {
     pub group_id: Option<String>,
     /// FIFO deduplication id (not needed with content-based deduplication).
     pub dedup_id: Option<String>,
+    /// The X-Ray trace header, sent as the `AWSTraceHeader` message system attribute (it counts
+    /// toward neither the 10-attribute nor the size limit). Inside a handler, `Queue::send*` fill
+    /// it from the current trace context when it is `None` (see [`crate::trace`]).
+    pub trace_header: Option<String>,
 }
 
 impl OutgoingMessage {
@@ -104,6 +108,11 @@ impl OutgoingMessage {
     /// Set the FIFO deduplication id.
     pub fn dedup_id(mut self, id: impl Into<String>) -> Self {
         self.dedup_id = Some(id.into());
+        self
+    }
+    /// Set the `AWSTraceHeader` system attribute (an X-Ray trace header).
+    pub fn trace_header(mut self, header: impl Into<String>) -> Self {
+        self.trace_header = Some(header.into());
         self
     }
     /// Payload size as SQS counts it.
@@ -217,6 +226,24 @@ impl<T> Message<T> {
     /// Name of the queue it came from, when known.
     pub fn queue_name(&self) -> Option<&str> {
         self.raw.queue_name()
+    }
+    /// The trace context of processing this message: the producer's trace id (from its
+    /// `traceparent` attribute, else its `AWSTraceHeader`) with this processing span's own span
+    /// id; `None` when the message carries no valid context. The same value the processor logs
+    /// as `trace_id` / `span_id` and propagates on sends from the handler (see [`crate::trace`]).
+    ///
+    /// # Example
+    /// ```
+    /// use sqskit::{HandlerError, Message};
+    /// async fn handle(msg: Message<String>) -> Result<(), HandlerError> {
+    ///     if let Some(t) = msg.trace() {
+    ///         tracing::info!(traceparent = %t.traceparent(), "continuing the producer's trace");
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn trace(&self) -> Option<crate::trace::TraceContext> {
+        crate::trace::TraceContext::processing(&self.raw)
     }
     /// The raw message (body as received, receipt handle, system attributes).
     pub fn raw(&self) -> &ReceivedMessage {

@@ -788,7 +788,9 @@ impl<T: Send + 'static> Processor<T> {
     }
 
     /// One message through the handler (a batch handler gets a batch of one), guarded.
+    /// The message's trace context is [`current`](crate::trace::current) while the handler runs.
     async fn call_one(&self, msg: Message<T>, cancel: Option<&CancellationToken>) -> Result<(), Failure> {
+        let trace = msg.trace();
         let call: BoxFuture<Result<(), HandlerError>> = match &self.handler {
             Handlers::One(h) => h.call(msg),
             Handlers::Batch(h) => {
@@ -802,6 +804,7 @@ impl<T: Send + 'static> Processor<T> {
                 })
             }
         };
+        let call = Box::pin(crate::trace::scope(trace, call));
         self.guarded("handler", call, cancel).await?.map_err(failure_of)
     }
 
@@ -881,7 +884,7 @@ impl<T: Send + 'static> Processor<T> {
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
     ) -> Outcome {
-        let span = tracing::info_span!("message", message_id = %raw.message_id, queue = ctx.queue_name(), receive_count = raw.receive_count());
+        let span = crate::trace::message_span(&raw, ctx.queue_name());
         async {
             let result = self.attempt(Some(ctx), ctx.lease, raw.clone(), cancel).await;
             self.conclude(ctx, &raw, result).await
@@ -1025,7 +1028,7 @@ impl<T: Send + 'static> Processor<T> {
             let outcome = match group.as_ref().and_then(|g| blocked.get(g)) {
                 Some((behind, visibility)) => Outcome::Held { visibility: *visibility, behind: behind.clone() },
                 None => {
-                    let span = tracing::info_span!("message", message_id = %m.message_id, queue = ctx.queue_name(), receive_count = m.receive_count());
+                    let span = crate::trace::message_span(&m, ctx.queue_name());
                     let outcome = self.conclude(ctx, &m, result).instrument(span).await;
                     if let (Some(g), Outcome::Retry { visibility, .. }) = (group, &outcome) {
                         blocked.insert(g, (m.message_id.clone(), *visibility));

@@ -49,8 +49,8 @@ pub mod dead_letter_attributes {
     pub const ALL: [&str; 5] = [ERROR_KIND, ERROR, SOURCE_QUEUE, RECEIVE_COUNT, COMBINED];
 }
 
-/// The message to send to the DLQ for `raw`: original body and attributes plus the error
-/// attributes. On a FIFO DLQ, the group id is kept and the original message id is the dedup id.
+/// The message to send to the DLQ for `raw`: original body and attributes (so its
+/// `traceparent`) and its `AWSTraceHeader`, plus the error attributes. On a FIFO DLQ, the group id is kept and the original message id is the dedup id.
 pub fn dead_letter_message(
     raw: &ReceivedMessage,
     failure: &Failure,
@@ -61,6 +61,7 @@ pub fn dead_letter_message(
     let error: String = failure.error.chars().take(256).collect();
     let mut msg = OutgoingMessage::new(raw.body.clone());
     msg.attributes = raw.attributes.clone();
+    msg.trace_header = crate::trace::received_trace_header(raw);
     let own = msg.attributes.len();
     if own + 4 <= MAX_MESSAGE_ATTRIBUTES {
         msg.attributes.insert(n::ERROR_KIND.into(), AttributeValue::string(failure.kind.as_str()));

@@ -161,3 +161,54 @@ async fn permanent_failure_is_dead_lettered_by_the_function_and_reported_as_succ
     assert_eq!(dead[0].attribute_str(dl::ERROR_KIND), Some("permanent"));
     assert_eq!(dead[0].attribute_str(dl::SOURCE_QUEUE), Some(src.name()));
 }
+
+/// Trace context through the adapter: a record's `traceparent` attribute, or its
+/// `AWSTraceHeader` system attribute (as Lambda puts it in `attributes`), is the trace the
+/// handler sees, and what it sends from the handler continues it.
+#[tokio::test]
+async fn records_carry_their_trace_into_the_handler_and_on_to_what_it_sends() {
+    use sqskit::trace::{TraceContext, AWS_TRACE_HEADER, TRACEPARENT};
+    const TP: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    const XRAY: &str = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+    let src = queue("lambda-trace").await;
+    let out = queue("lambda-trace-out").await;
+    let arn = src.attributes().await.unwrap().arn.unwrap();
+    src.send(OutgoingMessage::new("w3c").attribute(TRACEPARENT, sqskit::AttributeValue::string(TP))).await.unwrap();
+    src.send(OutgoingMessage::new("xray").trace_header(XRAY)).await.unwrap();
+    let got = receive_exactly(&src, 2).await;
+    let mut records: Vec<Value> = got.iter().map(|m| lambda_record(m, &arn)).collect();
+    // and one built by hand, as Lambda's event source shapes it
+    let mut by_hand = record("hand", "hand", None, &arn, "h-hand");
+    by_hand["attributes"][AWS_TRACE_HEADER] = json!(XRAY);
+    records.push(by_hand);
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (s2, out2) = (seen.clone(), out.clone());
+    let p = Processor::raw(move |m: Message<String>| {
+        let (seen, out) = (s2.clone(), out2.clone());
+        async move {
+            let t = m.trace();
+            seen.lock().unwrap().push((m.body.clone(), t.clone()));
+            out.send(OutgoingMessage::new(format!("from {}", m.body))).await?;
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let adapter = LambdaAdapter::new(p, sqs().await).with_context(QueueContext::default());
+    let (resp, _) = adapter.handle(event(records)).await.unwrap();
+    assert_eq!(serde_json::to_value(resp).unwrap(), json!({"batchItemFailures": []}));
+    let seen = seen.lock().unwrap().clone();
+    let trace_of = |body: &str| seen.iter().find(|(b, _)| b == body).and_then(|(_, t)| t.clone()).unwrap();
+    assert_eq!(trace_of("w3c").trace_id(), "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(trace_of("xray").trace_id(), "5759e988bd862e3fe1be46a994272793");
+    assert_eq!(trace_of("hand").trace_id(), "5759e988bd862e3fe1be46a994272793");
+    let sent = drain(&out, Duration::from_secs(1)).await;
+    assert_eq!(sent.len(), 3);
+    for m in &sent {
+        let from = m.body.trim_start_matches("from ");
+        let tp = TraceContext::parse_traceparent(m.attribute_str(TRACEPARENT).expect("traceparent sent on")).unwrap();
+        assert_eq!(tp.trace_id(), trace_of(from).trace_id(), "{}", m.body);
+        assert_eq!(tp.span_id(), trace_of(from).span_id(), "{}: the handler's span", m.body);
+        assert_ne!(tp.span_id(), "b7ad6b7169203331");
+        assert_ne!(tp.span_id(), "53995c3f42cd8ad8");
+    }
+}
