@@ -34,7 +34,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names) |
+//! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`] |
 //! | `poller` | yes | [`poller`] and [`shutdown_signal`] |
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
