@@ -590,13 +590,21 @@ impl<T> Idempotency<T> {
 
     /// The key of `msg` (`{prefix}#{md5}`), or `None` when its key source yields nothing.
     pub fn key_of(&self, msg: &Message<T>) -> Option<String> {
-        let value = match &self.key {
-            KeySource::Body => Some(body_value(&msg.raw().body)),
-            KeySource::Pointer(p) => body_value(&msg.raw().body).pointer(p).cloned().filter(|v| !v.is_null()),
-            KeySource::Attribute(name) => msg.raw().attribute_str(name).map(|s| Value::String(s.to_string())),
-            KeySource::Fn(f) => f(msg).filter(|v| !v.is_null()),
-        }?;
-        Some(format!("{}#{}", self.prefix, hash_value(&value)))
+        self.identify(msg).0
+    }
+
+    /// The key of `msg` and the hash of its whole payload (the record's `validation`), from
+    /// one parse of the body: with the default key source they are the same hash.
+    pub(crate) fn identify(&self, msg: &Message<T>) -> (Option<String>, String) {
+        let body = body_value(&msg.raw().body);
+        let payload_hash = hash_value(&body);
+        let key_hash = match &self.key {
+            KeySource::Body => Some(payload_hash.clone()),
+            KeySource::Pointer(p) => body.pointer(p).filter(|v| !v.is_null()).map(hash_value),
+            KeySource::Attribute(name) => msg.raw().attribute_str(name).map(|s| hash_value(&Value::String(s.into()))),
+            KeySource::Fn(f) => f(msg).filter(|v| !v.is_null()).map(|v| hash_value(&v)),
+        };
+        (key_hash.map(|h| format!("{}#{h}", self.prefix)), payload_hash)
     }
 
     pub(crate) fn count(&self, result: CountKind) {

@@ -770,12 +770,12 @@ impl<T: Send + 'static> Processor<T> {
         let Some(idem) = &self.idempotency else {
             return self.call_one(msg, cancel).await.map(|()| Done::Handled);
         };
-        let key = match idem_key(idem, &msg)? {
-            Some(key) => key,
+        let id = match idem_key(idem, &msg)? {
+            Some(id) => id,
             None => return self.call_one(msg, cancel).await.map(|()| Done::Handled),
         };
-        let hold = idem.local.hold(&key).await;
-        match claim(idem, lease, &raw, key).await? {
+        let hold = idem.local.hold(&id.key).await;
+        match claim(idem, lease, &raw, id).await? {
             Claimed::Run(record) => {
                 let result = self.call_one(msg, cancel).await;
                 finish(idem, &raw, record, result.is_ok()).await;
@@ -1091,10 +1091,10 @@ impl<T: Send + 'static> Processor<T> {
 
         // idempotency: claim first occurrences, defer repeats within the batch
         let mut claimed: Vec<(usize, Record)> = Vec::new();
-        let mut deferred: Vec<(usize, String)> = Vec::new();
+        let mut deferred: Vec<(usize, Identity)> = Vec::new();
         let mut holds: Vec<LocalHold> = Vec::new();
         if let Some(idem) = &self.idempotency {
-            let mut first: HashMap<String, usize> = HashMap::new();
+            let mut first: HashMap<String, (usize, String)> = HashMap::new();
             for i in 0..batch.len() {
                 let Some(msg) = &batch[i] else { continue };
                 match idem_key(idem, msg) {
@@ -1103,22 +1103,23 @@ impl<T: Send + 'static> Processor<T> {
                         batch[i] = None;
                     }
                     Ok(None) => {}
-                    Ok(Some(k)) if first.contains_key(&k) => {
-                        deferred.push((i, k));
+                    Ok(Some(id)) if first.contains_key(&id.key) => {
+                        deferred.push((i, id));
                         batch[i] = None;
                     }
-                    Ok(Some(k)) => {
-                        first.insert(k, i);
+                    Ok(Some(Identity { key, payload_hash })) => {
+                        first.insert(key, (i, payload_hash));
                     }
                 }
             }
-            let mut keys: Vec<(String, usize)> = first.into_iter().collect();
+            let mut keys: Vec<(String, (usize, String))> = first.into_iter().collect();
             keys.sort();
             for (k, _) in &keys {
                 holds.push(idem.local.hold(k).await);
             }
-            let claims =
-                keys.into_iter().map(|(k, i)| async move { (i, claim(idem, lease_kind, &messages[i], k).await) });
+            let claims = keys.into_iter().map(|(key, (i, payload_hash))| async move {
+                (i, claim(idem, lease_kind, &messages[i], Identity { key, payload_hash }).await)
+            });
             for (i, c) in futures::future::join_all(claims).await {
                 match c {
                     Ok(Claimed::Run(record)) => claimed.push((i, record)),
@@ -1160,9 +1161,9 @@ impl<T: Send + 'static> Processor<T> {
         });
         futures::future::join_all(finishing).await;
         drop(holds);
-        for (i, key) in deferred {
-            let _hold = idem.local.hold(&key).await;
-            results[i] = match claim(idem, lease_kind, &messages[i], key).await {
+        for (i, id) in deferred {
+            let _hold = idem.local.hold(&id.key).await;
+            results[i] = match claim(idem, lease_kind, &messages[i], id).await {
                 Ok(Claimed::Duplicate) => Ok(Done::Duplicate),
                 Ok(Claimed::Run(record)) => {
                     // the first message with this key failed and released it: retry this one too
@@ -1253,31 +1254,42 @@ enum Claimed {
     Duplicate,
 }
 
-/// The message's key; `None` runs it unguarded (Powertools' default when no key is found).
-fn idem_key<T>(idem: &Idempotency<T>, msg: &Message<T>) -> Result<Option<String>, Failure> {
-    match idem.key_of(msg) {
-        Some(k) => Ok(Some(k)),
-        None if idem.require_key => Err(Failure {
+/// A message's idempotency key and the hash of its payload (the record's `validation`).
+struct Identity {
+    key: String,
+    payload_hash: String,
+}
+
+/// The message's identity; `None` runs it unguarded (Powertools' default when no key is found).
+fn idem_key<T>(idem: &Idempotency<T>, msg: &Message<T>) -> Result<Option<Identity>, Failure> {
+    match idem.identify(msg) {
+        (Some(key), payload_hash) => Ok(Some(Identity { key, payload_hash })),
+        (None, _) if idem.require_key => Err(Failure {
             kind: FailureKind::Permanent,
             error: format!("no idempotency key: {:?} yields nothing for this message", idem.key),
             retry_after: None,
         }),
-        None => {
+        (None, _) => {
             tracing::warn!(key_source = ?idem.key, "no idempotency key for this message; running it without a claim");
             Ok(None)
         }
     }
 }
 
-/// Claim `key` for `raw` in the store: `INPROGRESS` until the lease ends.
-async fn claim<T>(idem: &Idempotency<T>, lease: Lease, raw: &ReceivedMessage, key: String) -> Result<Claimed, Failure> {
+/// Claim `id`'s key for `raw` in the store: `INPROGRESS` until the lease ends.
+async fn claim<T>(
+    idem: &Idempotency<T>,
+    lease: Lease,
+    raw: &ReceivedMessage,
+    id: Identity,
+) -> Result<Claimed, Failure> {
     let now = std::time::SystemTime::now();
     let record = Record {
-        key,
+        key: id.key,
         status: Status::InProgress,
         expiration: now + idem.ttl,
         in_progress_expiration: Some(crate::idempotency::lease_end(lease, raw)),
-        validation: Some(crate::idempotency::hash_value(&crate::idempotency::body_value(&raw.body))),
+        validation: Some(id.payload_hash),
         data: None,
     };
     let failed = |kind, error: String, retry_after| Err(Failure { kind, error, retry_after });
