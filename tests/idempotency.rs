@@ -250,12 +250,7 @@ async fn an_unavailable_store_retries_the_message_and_never_runs_it_unguarded() 
 #[tokio::test]
 async fn an_unreachable_dynamodb_fails_the_claim_as_a_retry() {
     // nothing listens there: the SDK's connection errors become a store error, not a run
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(format!("http://127.0.0.1:{}", stores::free_port()))
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await;
+    let conf = sdk_config_for(&format!("http://127.0.0.1:{}", stores::free_port())).await;
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&conf), "nowhere");
     let runs = Arc::new(AtomicUsize::new(0));
     let p = orders(Arc::new(store), runs.clone());

@@ -22,13 +22,7 @@ pub fn dynamodb_env() -> Vec<(&'static str, String)> {
 
 /// A DynamoDB client for moto; fails loudly when moto is not up.
 pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(dynamodb_url())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "tests"))
-        .load()
-        .await;
-    let client = aws_sdk_dynamodb::Client::new(&conf);
+    let client = aws_sdk_dynamodb::Client::new(&crate::support::sdk_config_for(&dynamodb_url()).await);
     if let Err(e) = client.list_tables().limit(1).send().await {
         panic!(
             "moto (DynamoDB) is not reachable at {} ({}); start it with `scripts/moto start` or run `scripts/test`",
