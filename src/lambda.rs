@@ -51,10 +51,9 @@ pub type BoxError = lambda_runtime::Error;
 /// Settings: [`config::processor_from_env`](crate::config::processor_from_env) (`SQSKIT_BACKOFF_BASE`,
 /// `SQSKIT_BACKOFF_MAX`, `SQSKIT_HANDLER_TIMEOUT`, `SQSKIT_LOG_BODIES`) replace the processor's,
 /// and [`LambdaAdapter::from_env`] reads `SQSKIT_QUEUE_URL`, `SQSKIT_DLQ_URL`,
-/// `SQSKIT_MAX_RECEIVE_COUNT`, `SQSKIT_DEADLINE_MARGIN`. Unless the processor already has
-/// idempotency, [`IdempotencySettings::from_env`](crate::config::IdempotencySettings::from_env)
-/// adds it (`SQSKIT_IDEMPOTENCY_TABLE` or `_REDIS`, `_KEY`, `_PREFIX`, `_TTL`); claims lapse at
-/// the invocation's deadline. For full control build a [`LambdaAdapter`] and call [`run_adapter`].
+/// `SQSKIT_MAX_RECEIVE_COUNT`, `SQSKIT_DEADLINE_MARGIN`, the idempotency settings
+/// (`SQSKIT_IDEMPOTENCY_*`) and, with the `payload` feature, `SQSKIT_PAYLOAD_*`. For full control
+/// build a [`LambdaAdapter`] and call [`run_adapter`].
 ///
 /// # Errors
 /// A [`ConfigError`](crate::config::ConfigError) naming the variable at fault, or what the
@@ -82,13 +81,7 @@ pub async fn run<T: Send + 'static>(processor: Processor<T>) -> Result<(), BoxEr
     Box::pin(async move {
         init_logging();
         let config = crate::config::processor_from_env()?;
-        let mut processor = processor.with_config(config);
-        if processor.idempotency().is_none() {
-            // SQSKIT_IDEMPOTENCY_TABLE / _REDIS, _KEY, _PREFIX, _TTL
-            if let Some(idem) = crate::config::IdempotencySettings::from_env()?.build().await? {
-                processor = processor.with_idempotency(idem);
-            }
-        }
+        let processor = processor.with_config(config);
         run_adapter(LambdaAdapter::from_env(processor).await?).await
     })
     .await
@@ -230,6 +223,10 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     /// [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env)) makes the processor resolve
     /// claim-checked messages, unless it has a claim check already. Cleanup does not apply in
     /// Lambda: the event source mapping deletes the messages after the function returned.
+    /// Unless the processor has idempotency already,
+    /// [`IdempotencySettings::from_env`](crate::config::IdempotencySettings::from_env) adds it
+    /// (`SQSKIT_IDEMPOTENCY_TABLE` or `_REDIS`, `_KEY`, `_PREFIX`, `_TTL`); claims lapse at each
+    /// invocation's deadline.
     ///
     /// # Errors
     /// [`crate::config::ConfigError`] naming a variable that is set to something unusable.
@@ -239,6 +236,10 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         #[cfg(feature = "payload")]
         let processor = match crate::payload::ClaimCheck::from_env(&config)? {
             Some(check) if processor.claim_check().is_none() => processor.with_claim_check(check),
+            _ => processor,
+        };
+        let processor = match crate::config::IdempotencySettings::from_env()?.build().await? {
+            Some(idem) if processor.idempotency().is_none() => processor.with_idempotency(idem),
             _ => processor,
         };
         let mut adapter = Self::new(processor, client.clone());
