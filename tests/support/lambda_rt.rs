@@ -138,6 +138,7 @@ impl LambdaHarness {
         let start = std::time::Instant::now();
         loop {
             if let Ok(a) = arx.recv_timeout(Duration::from_millis(100)) {
+                self.settle_output();
                 return a;
             }
             if let Some(e) = self.shared.init_error.lock().unwrap().take() {
@@ -152,6 +153,23 @@ impl LambdaHarness {
                 "no answer from the Lambda within 60 s; output:\n{}",
                 self.output()
             );
+        }
+    }
+
+    /// The function prints (logs, its EMF line) before it posts its answer, but the threads
+    /// reading its pipes may not have caught up when the answer arrives: wait until the output
+    /// stops growing (at most 2 s).
+    fn settle_output(&self) {
+        let mut last = self.output.lock().unwrap().len();
+        let mut quiet = 0;
+        for _ in 0..80 {
+            std::thread::sleep(Duration::from_millis(25));
+            let now = self.output.lock().unwrap().len();
+            quiet = if now == last { quiet + 1 } else { 0 };
+            if quiet >= 4 {
+                return;
+            }
+            last = now;
         }
     }
 
