@@ -523,7 +523,7 @@ impl Queue {
         if let Some(v) = visibility {
             limits::check_range("visibility_timeout", v.as_secs(), 0, MAX_VISIBILITY_SECONDS)?;
         }
-        let out = self
+        let call = self
             .client
             .receive_message()
             .queue_url(self.url())
@@ -532,9 +532,11 @@ impl Queue {
             .set_visibility_timeout(visibility.map(|v| v.as_secs() as i32))
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
-            .send()
-            .await
-            .map_err(|e| sqs_error("ReceiveMessage", self.url(), e))?;
+            .send();
+        let out =
+            crate::trace::operation("receive", self.name(), call, |r| r.as_ref().map_or(0, |o| o.messages().len()))
+                .await
+                .map_err(|e| sqs_error("ReceiveMessage", self.url(), e))?;
         let now = Instant::now();
         let mut received = Vec::with_capacity(out.messages().len());
         for m in out.messages() {

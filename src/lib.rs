@@ -43,6 +43,7 @@
 //! | `prometheus` | no | `metrics::install_prometheus` |
 //! | `idempotency-dynamodb` | no | `idempotency::DynamoDbStore` (Powertools' record layout) |
 //! | `idempotency-redis` | no | `idempotency::RedisStore` |
+//! | `otel` | no | [`otel`]: OpenTelemetry messaging spans (receive / process / settle) and the id generator that keeps exported ids equal to the propagated ones |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -59,6 +60,8 @@ pub mod lambda;
 pub mod limits;
 pub mod message;
 pub mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 #[cfg(feature = "payload")]
 pub mod payload;
 #[cfg(feature = "poller")]

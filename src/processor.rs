@@ -912,6 +912,8 @@ impl<T: Send + 'static> Processor<T> {
         if let Outcome::Retry { failure, .. } | Outcome::DeadLetter { failure } = &outcome {
             if failure.kind != FailureKind::InProgress {
                 metrics::counter!(crate::metrics::names::FAILED, "kind" => failure.kind.as_str()).increment(1);
+                #[cfg(feature = "otel")]
+                crate::otel::failed(&tracing::Span::current(), failure.kind.as_str());
             }
         }
         match &outcome {

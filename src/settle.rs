@@ -221,11 +221,11 @@ const ATTEMPTS: u32 = 4;
 pub async fn delete(queue: &Queue, items: &[(Arc<ReceivedMessage>, Deletion)]) -> Applied {
     let mut applied = Applied::default();
     for chunk in items.chunks(MAX_BATCH_ENTRIES) {
-        let r = with_retries(chunk.len(), |idx| {
+        let call = with_retries(chunk.len(), |idx| {
             let handles: Vec<&str> = idx.iter().map(|&i| chunk[i].0.receipt_handle.as_str()).collect();
             async move { queue.delete_batch(&handles).await }
-        })
-        .await;
+        });
+        let r = crate::trace::operation("settle", queue.name(), call, |_| chunk.len()).await;
         #[cfg(feature = "payload")]
         if let Some(check) = queue.claim_check().filter(|c| c.cleanup()) {
             // only now that SQS confirmed the delete; a dead letter's DLQ copy still points at it
@@ -266,12 +266,17 @@ pub async fn change_visibility(
 ) -> Applied {
     let mut applied = Applied::default();
     for chunk in entries.chunks(MAX_BATCH_ENTRIES) {
-        let r = with_retries(chunk.len(), |idx| {
+        let call = with_retries(chunk.len(), |idx| {
             let list: Vec<(&str, u32)> =
                 idx.iter().map(|&i| (chunk[i].0.receipt_handle.as_str(), chunk[i].1)).collect();
             async move { queue.change_visibility_each(&list).await }
-        })
-        .await;
+        });
+        // a heartbeat is no settlement (and would be one span per in-flight batch every beat)
+        let r = if reason == "heartbeat" {
+            call.await
+        } else {
+            crate::trace::operation("settle", queue.name(), call, |_| chunk.len()).await
+        };
         applied.done += r.ok.len();
         for (i, code, message) in r.failed {
             let m = &chunk[i].0;

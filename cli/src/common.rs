@@ -25,20 +25,98 @@ pub struct Global {
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, global = true, env = "SQSKIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export OpenTelemetry spans (receive / process / settle, messaging conventions) over
+    /// OTLP/HTTP (protobuf) to this collector, e.g. http://127.0.0.1:4318 (`/v1/traces` is
+    /// added to a URL without a path). Off when unset. OTEL_SERVICE_NAME,
+    /// OTEL_RESOURCE_ATTRIBUTES and OTEL_EXPORTER_OTLP_HEADERS / _TIMEOUT apply.
+    #[arg(long, global = true, env = "SQSKIT_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
-pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
-        LogFormat::Text => builder.init(),
+/// What has to be flushed before the process exits.
+pub struct Telemetry {
+    provider: Option<sqskit::otel::opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flush and stop the span exporter (spans still queued are sent).
+    pub fn shutdown(self) {
+        if let Some(p) = self.provider {
+            if let Err(e) = p.shutdown() {
+                eprintln!("sqskit: warning: OpenTelemetry export did not shut down cleanly: {e}");
+            }
+        }
     }
+}
+
+/// Logs on stderr (text or JSON) and, with `--otlp-endpoint`, OpenTelemetry export. Call it
+/// before the async runtime exists: the exporter's HTTP client runs on a thread of its own.
+pub fn init_logging(format: LogFormat, otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
+    let fmt = match format {
+        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let (otel, provider) = match otlp_endpoint.filter(|e| !e.is_empty()) {
+        Some(endpoint) => {
+            let provider = tracer_provider(endpoint)?;
+            use sqskit::otel::opentelemetry::trace::TracerProvider as _;
+            let layer = sqskit::otel::tracing_opentelemetry::layer().with_tracer(provider.tracer("sqskit"));
+            (Some(layer), Some(provider))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).with(otel).init();
+    Ok(Telemetry { provider })
+}
+
+/// `--otlp-endpoint` as the traces URL: a base URL gets `/v1/traces`, a URL with a path is
+/// taken as it is.
+pub fn otlp_traces_url(endpoint: &str) -> anyhow::Result<String> {
+    let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
+        if endpoint.starts_with("https://") {
+            anyhow::anyhow!(
+                "--otlp-endpoint {endpoint:?}: https is not supported; point it at a collector on the host or \
+                     a sidecar over http (e.g. http://127.0.0.1:4318), which forwards with TLS"
+            )
+        } else {
+            anyhow::anyhow!("--otlp-endpoint {endpoint:?}: expected an http:// URL such as http://127.0.0.1:4318")
+        }
+    })?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.is_empty() {
+        anyhow::bail!("--otlp-endpoint {endpoint:?}: no host");
+    }
+    if path.trim_end_matches('/').is_empty() {
+        Ok(format!("http://{host}/v1/traces"))
+    } else {
+        Ok(endpoint.to_string())
+    }
+}
+
+fn tracer_provider(endpoint: &str) -> anyhow::Result<sqskit::otel::opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    use sqskit::otel::opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(otlp_traces_url(endpoint)?)
+        .build()
+        .map_err(|e| anyhow::anyhow!("--otlp-endpoint {endpoint:?}: {e}"))?;
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("sqskit");
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_id_generator(sqskit::otel::IdGenerator::default())
+        .with_resource(resource.build())
+        .with_batch_exporter(exporter)
+        .build())
 }
 
 /// The AWS configuration from the standard chain, with the endpoint override if given.

@@ -46,7 +46,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    common::init_logging(cli.global.log_format);
+    let telemetry = match common::init_logging(cli.global.log_format, cli.global.otlp_endpoint.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return common::fail(e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return common::fail(anyhow::anyhow!("cannot start the async runtime: {e}")),
@@ -63,6 +66,8 @@ fn main() -> std::process::ExitCode {
             Command::Purge(args) => purge::run(&cli.global, args).await,
         }
     });
+    drop(runtime);
+    telemetry.shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => common::fail(e),

@@ -12,6 +12,8 @@ pub struct Request {
     pub path: String,
     pub headers: HashMap<String, String>,
     pub body: String,
+    /// The body as received (binary bodies: OTLP protobuf).
+    pub raw: Vec<u8>,
 }
 
 /// A response: status and extra headers.
@@ -88,8 +90,9 @@ async fn run(
                     if r.read_exact(&mut body).await.is_err() {
                         return;
                     }
-                    let body = String::from_utf8_lossy(&body).to_string();
-                    let req = Request { method, path, headers, body };
+                    let raw = body;
+                    let body = String::from_utf8_lossy(&raw).to_string();
+                    let req = Request { method, path, headers, body, raw };
                     let reply = status(&req);
                     seen.lock().unwrap().push(req);
                     let extra: String = reply.headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
