@@ -35,7 +35,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`] |
-//! | `poller` | yes | [`poller`] and [`shutdown_signal`] |
+//! | `poller` | yes | [`poller`], [`health`] (liveness / readiness) and [`shutdown_signal`] |
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
 //! | `payload` | no | [`payload`]: bodies over 1 MiB through S3 (claim check, Extended Client format) |
@@ -54,6 +54,8 @@ pub mod dlq;
 pub mod error;
 #[cfg(feature = "handlers")]
 pub mod handlers;
+#[cfg(feature = "poller")]
+pub mod health;
 pub mod idempotency;
 #[cfg(feature = "lambda")]
 pub mod lambda;

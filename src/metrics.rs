@@ -2,7 +2,8 @@
 //! lines for Lambda.
 //!
 //! The library records through the `metrics` facade (no-ops until a recorder is
-//! installed); `install_prometheus` (feature `prometheus`) installs one with an HTTP `/metrics` listener.
+//! installed); `install_prometheus` (feature `prometheus`) installs one with an HTTP `/metrics` listener
+//! (`install_prometheus_with_health` adds the poller's `/healthz` and `/readyz`).
 //! [`emf_line`] formats one EMF JSON line for stdout, so Lambdas publish metrics
 //! without a CloudWatch API call on the hot path.
 
@@ -57,19 +58,105 @@ pub struct ExporterError {
     pub message: String,
 }
 
-#[cfg(feature = "prometheus")]
 /// Install the global Prometheus recorder with an HTTP listener serving `/metrics` on `addr`.
 /// Must be called inside a Tokio runtime.
 ///
 /// # Errors
 /// [`ExporterError`] when the address cannot be bound or a recorder is already installed.
+#[cfg(feature = "prometheus")]
 pub fn install_prometheus(addr: SocketAddr) -> Result<(), ExporterError> {
+    serve(addr, None)
+}
+
+/// As [`install_prometheus`], and the same listener answers `GET /healthz` (liveness) and
+/// `GET /readyz` (readiness) from `health`: `200` or `503`, with the [`HealthReport`] as JSON
+/// (see [`crate::health`]).
+///
+/// [`HealthReport`]: crate::health::HealthReport
+///
+/// # Errors
+/// As [`install_prometheus`].
+#[cfg(all(feature = "prometheus", feature = "poller"))]
+pub fn install_prometheus_with_health(
+    addr: SocketAddr,
+    health: std::sync::Arc<crate::health::Health>,
+) -> Result<(), ExporterError> {
+    serve(
+        addr,
+        Some(Box::new(move |path: &str| {
+            let report = health.report();
+            let ok = match path {
+                "/healthz" => report.live,
+                "/readyz" => report.ready,
+                _ => return None,
+            };
+            Some((if ok { 200 } else { 503 }, serde_json::to_string(&report).unwrap_or_default()))
+        })),
+    )
+}
+
+/// Extra routes: path → (status, JSON body).
+#[cfg(feature = "prometheus")]
+type Routes = Box<dyn Fn(&str) -> Option<(u16, String)> + Send + Sync>;
+
+#[cfg(feature = "prometheus")]
+fn serve(addr: SocketAddr, routes: Option<Routes>) -> Result<(), ExporterError> {
+    use std::sync::Arc;
+    let err = |e: &dyn std::fmt::Display| ExporterError { addr, message: e.to_string() };
     let buckets = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full(names::HANDLER_DURATION.into()), &buckets)
-        .and_then(|b| b.install())
-        .map_err(|e| ExporterError { addr, message: e.to_string() })
+        .map_err(|e| err(&e))?
+        .build_recorder();
+    let handle = recorder.handle();
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|e| err(&e))?;
+    std_listener.set_nonblocking(true).map_err(|e| err(&e))?;
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| err(&e))?;
+    metrics::set_global_recorder(recorder).map_err(|e| err(&e))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let routes = Arc::new(routes);
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics listener: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let (handle, routes) = (handle.clone(), routes.clone());
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (status, content_type, body) = match (req.method(), req.uri().path()) {
+                    (&hyper::Method::GET, "/metrics") => (200, "text/plain; version=0.0.4", handle.render()),
+                    (&hyper::Method::GET, path) => match routes.as_ref().as_ref().and_then(|r| r(path)) {
+                        Some((status, body)) => (status, "application/json", body),
+                        None => (404, "text/plain", "not found\n".to_string()),
+                    },
+                    _ => (405, "text/plain", "method not allowed\n".to_string()),
+                };
+                let mut resp = hyper::Response::new(http_body_util::Full::new(hyper::body::Bytes::from(body)));
+                *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+                if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+                    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+                }
+                std::future::ready(Ok::<_, std::convert::Infallible>(resp))
+            });
+            tokio::spawn(async move {
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+                // a client that stalls must not hold a connection forever
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), conn).await;
+            });
+        }
+    });
+    Ok(())
 }
 
 /// One CloudWatch Embedded Metric Format line.

@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::client::Queue;
 use crate::error::Error;
+use crate::health::Health;
 use crate::limits::{clamp_visibility, MAX_BATCH_ENTRIES, MAX_VISIBILITY_SECONDS};
 use crate::message::ReceivedMessage;
 use crate::metrics::names;
@@ -155,6 +156,11 @@ pub struct PollerConfig {
     pub until_empty: bool,
     /// DLQ to use for queues whose redrive policy names none.
     pub dead_letter_url: Option<String>,
+    /// Added to 2 × `wait_time` to make the liveness window (see [`crate::health`]).
+    pub liveness_margin: Duration,
+    /// Health state to update (e.g. one a metrics server already serves); else the poller
+    /// makes its own ([`Poller::health`]).
+    pub health: Option<Arc<Health>>,
 }
 
 impl Default for PollerConfig {
@@ -170,6 +176,8 @@ impl Default for PollerConfig {
             depth_interval: Duration::from_secs(15),
             until_empty: false,
             dead_letter_url: None,
+            liveness_margin: Duration::from_secs(10),
+            health: None,
         }
     }
 }
@@ -213,6 +221,18 @@ impl PollerConfig {
     /// DLQ for queues whose redrive policy names none (refused if its type differs).
     pub fn with_dead_letter_url(mut self, url: Option<String>) -> Self {
         self.dead_letter_url = url;
+        self
+    }
+
+    /// Added to 2 × the wait time to make the liveness window.
+    pub fn with_liveness_margin(mut self, d: Duration) -> Self {
+        self.liveness_margin = d;
+        self
+    }
+    /// Update this health state (serve it before the poller starts: not ready until the
+    /// queues are resolved).
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = Some(health);
         self
     }
 
@@ -371,7 +391,16 @@ impl<T: Send + 'static> Poller<T> {
             );
             contexts.push((ctx, w.max(1)));
         }
+        let health = config.health.clone().unwrap_or_default();
+        health.set_window(config.wait_time * 2 + config.liveness_margin);
+        health.queues_resolved();
+        let config = PollerConfig { health: Some(health), ..config };
         Ok(Self { processor, queues: contexts, config, stats: Arc::default() })
+    }
+
+    /// The poller's health (what `/healthz` and `/readyz` report).
+    pub fn health(&self) -> Arc<Health> {
+        self.config.health.clone().unwrap_or_default()
     }
 
     /// Live counters (for progress reporting while [`Poller::run`] runs).
@@ -423,6 +452,9 @@ impl<T: Send + 'static> Poller<T> {
         tokio::select! {
             _ = shutdown => tracing::info!("shutdown requested: stopping receives, draining"),
             _ = empty => tracing::info!("queues are empty: stopping"),
+        }
+        if let Some(h) = &config.health {
+            h.draining();
         }
         stop.cancel();
         while recv_tasks.join_next().await.is_some() {}
@@ -496,11 +528,27 @@ async fn receiver<T: Send + 'static>(
 ) {
     let retry = Backoff { base: Duration::from_millis(200), factor: 2.0, max: Duration::from_secs(30) };
     let mut failures: u32 = 0;
+    let health = config.health.clone().unwrap_or_default();
+    health.receiver(true);
+    let _gone = Defer(|| health.receiver(false));
     loop {
         // Take room first: at least one permit, then as many more as are free (≤ 10).
-        let mut permits = tokio::select! {
-            p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.cancelled() => return,
+        let mut permits = match sem.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // every slot busy: waiting here is health, not a stall
+                health.waiting(true);
+                let waited = tokio::select! {
+                    p = sem.clone().acquire_owned() => p.ok(),
+                    _ = stop.cancelled() => None,
+                };
+                health.waiting(false);
+                match waited {
+                    Some(p) => p,
+                    None => return,
+                }
+            }
         };
         // Fill the batch: a receive of 10 costs SQS (and us) about what a receive of 1 does, so
         // wait a moment for slots that are about to free up rather than ask for a few messages.
@@ -528,10 +576,12 @@ async fn receiver<T: Send + 'static>(
         };
         let messages = match received {
             Ok(m) => {
+                health.receive_succeeded();
                 failures = 0;
                 m
             }
             Err(e) => {
+                health.receive_failed();
                 failures += 1;
                 let pause = retry.ceiling(failures).max(Duration::from_millis(100));
                 let pause = pause.mul_f64(0.5 + fastrand::f64() * 0.5);
@@ -882,6 +932,15 @@ async fn until_empty(sources: Vec<Arc<Source>>, stats: Arc<PollStats>, enabled: 
         if quiet >= 2 {
             return;
         }
+    }
+}
+
+/// Runs a closure when dropped.
+struct Defer<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 mod dlq;
+mod health;
 mod peek;
 mod poll;
 mod purge;
@@ -42,6 +43,9 @@ enum Command {
     Stats(stats::Args),
     /// Create a queue (optionally with a dead-letter queue and redrive policy); prints its URL.
     CreateQueue(queue::CreateArgs),
+    /// Check a running poller's health endpoint (for container health checks without curl):
+    /// exit 0 when /healthz (or /readyz) answers 200.
+    Health(health::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +68,7 @@ fn main() -> std::process::ExitCode {
             Command::Redrive(args) => redrive::run(&cli.global, args).await,
             Command::Dlq(cmd) => dlq::run(&cli.global, cmd).await,
             Command::Purge(args) => purge::run(&cli.global, args).await,
+            Command::Health(args) => health::run(args).await,
         }
     });
     drop(runtime);

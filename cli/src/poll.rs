@@ -51,9 +51,15 @@ pub struct Args {
     /// Long-poll wait in seconds (0–20).
     #[arg(long, env = "SQSKIT_WAIT_TIME", default_value_t = 20)]
     pub wait_time: u64,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090); off by default.
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090), and health at
+    /// /healthz (liveness) and /readyz (readiness); off by default. `sqskit health --addr`
+    /// checks them.
     #[arg(long, env = "SQSKIT_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Liveness: SQS must have answered a receive within 2 × --wait-time + this many seconds
+    /// (unless every slot is busy or the poller drains).
+    #[arg(long, env = "SQSKIT_LIVENESS_MARGIN", default_value_t = 10)]
+    pub liveness_margin: u64,
     /// DLQ for permanent failures when the queue's redrive policy names none.
     #[arg(long, env = "SQSKIT_DLQ_URL")]
     pub dlq_url: Option<String>,
@@ -116,9 +122,10 @@ fn parse_spec(s: &str) -> Result<QueueArg, String> {
 }
 
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
+    let health = std::sync::Arc::new(sqskit::health::Health::default());
     if let Some(addr) = args.metrics_addr {
-        sqskit::metrics::install_prometheus(addr)?;
-        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+        sqskit::metrics::install_prometheus_with_health(addr, health.clone())?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics, health at /healthz and /readyz");
     }
     let config = aws_config(global).await;
     let client = aws_sdk_sqs::Client::new(&config);
@@ -136,6 +143,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .with_visibility_timeout(Duration::from_secs(args.visibility_timeout))
         .with_max_visibility_extension(Duration::from_secs(args.max_visibility_extension))
         .with_wait_time(Duration::from_secs(args.wait_time))
+        .with_liveness_margin(Duration::from_secs(args.liveness_margin))
+        .with_health(health)
         .with_shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .with_until_empty(args.until_empty)
         .with_dead_letter_url(args.dlq_url.clone());

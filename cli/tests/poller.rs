@@ -343,3 +343,48 @@ async fn weighted_queues_are_all_drained() {
     let high_early = hi_ids.iter().filter(|id| first_half.contains(id)).count();
     assert!(high_early > 30, "high weight served first ({high_early} of 60 high messages in the first half)");
 }
+
+/// `sqskit health --addr ADDR [--ready]`: (exit 0, the printed report).
+fn health_check(addr: &str, ready: bool) -> (bool, String) {
+    let mut cmd = sqskit(None);
+    cmd.args(["health", "--addr", addr, "--timeout", "3"]);
+    if ready {
+        cmd.arg("--ready");
+    }
+    let out = cmd.output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn health_endpoints_flip_during_an_outage_and_recover() {
+    let proxy = proxy::Proxy::start(endpoint().trim_start_matches("http://").to_string());
+    let q = queue("health").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let (refused, said) = health_check(&addr, false);
+    assert!(!refused && said.contains("cannot connect"), "nothing listening yet: {said}");
+    let log = temp_dir("health").join("handler.log");
+    // liveness window: 2 × 1 s + 2 s
+    let mut cmd = poll_exec(&q, &log, &["--metrics-addr", &addr, "--wait-time", "1", "--liveness-margin", "2"]);
+    cmd.env("AWS_ENDPOINT_URL", &proxy.url);
+    let mut p = spawn(cmd);
+    wait_until(Duration::from_secs(60), "live and ready", || {
+        health_check(&addr, false).0 && health_check(&addr, true).0
+    });
+
+    proxy.cut();
+    wait_until(Duration::from_secs(20), "not ready once a receive failed", || !health_check(&addr, true).0);
+    let (live, report) = health_check(&addr, false);
+    assert!(live, "one failed receive is not a dead poller (window 4 s): {report}");
+    wait_until(Duration::from_secs(30), "not live after the window", || !health_check(&addr, false).0);
+    let (_, report) = health_check(&addr, false);
+    assert!(report.contains("\"live\":false") && report.contains("\"last_receive_ok\":false"), "{report}");
+    assert!(report.contains("answered 503"), "{report}");
+
+    proxy.restore();
+    wait_until(Duration::from_secs(60), "live and ready again", || {
+        health_check(&addr, false).0 && health_check(&addr, true).0
+    });
+    p.signal("TERM");
+    assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
+}

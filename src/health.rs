@@ -1,0 +1,197 @@
+//! Liveness and readiness of a poller, for container health checks (`/healthz`, `/readyz`).
+//!
+//! - **Live**: the receive loop is getting answers from SQS — a `ReceiveMessage` call succeeded
+//!   (with or without messages) within the liveness window (2 × the long-poll wait + a
+//!   margin) — or it has no reason to call: every receiver is waiting for a free handler slot,
+//!   or the poller is draining after a shutdown signal. A poller that has been unable to reach
+//!   SQS for longer than the window (a network partition, credentials that no longer work, a
+//!   wedged task) is not live; an orchestrator then replaces it.
+//! - **Ready**: the queues were resolved (the poller started), the last `ReceiveMessage` call
+//!   succeeded, and the poller is not draining.
+//!
+//! Before the poller's first receive, the window counts from when the [`Health`] was made.
+//!
+//! # Example
+//! ```
+//! use std::time::Duration;
+//! use sqskit::health::Health;
+//! let h = Health::new(Duration::from_secs(50));
+//! assert!(h.live() && !h.ready()); // queues not resolved yet
+//! h.queues_resolved();
+//! h.receive_succeeded();
+//! assert!(h.ready());
+//! h.receive_failed();
+//! assert!(!h.ready() && h.live()); // one failure is not yet a dead poller
+//! ```
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Shared health state of one poller (see the module docs).
+#[derive(Debug)]
+pub struct Health {
+    born: Instant,
+    window_ms: AtomicU64,
+    /// Milliseconds after `born` of the last successful receive (0: none yet).
+    last_ok_ms: AtomicU64,
+    waiting: AtomicUsize,
+    receivers: AtomicUsize,
+    resolved: AtomicBool,
+    last_call_ok: AtomicBool,
+    draining: AtomicBool,
+}
+
+/// A snapshot of [`Health`], as the health endpoints print it (JSON).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HealthReport {
+    /// See the module docs.
+    pub live: bool,
+    /// See the module docs.
+    pub ready: bool,
+    /// Seconds since the last successful `ReceiveMessage` (since start when there was none).
+    pub since_last_receive_s: f64,
+    /// The liveness window in seconds.
+    pub window_s: f64,
+    /// Receivers waiting for a free handler slot.
+    pub waiting_for_slots: usize,
+    /// Receivers running.
+    pub receivers: usize,
+    /// Whether the queues were resolved.
+    pub queues_resolved: bool,
+    /// Whether the last `ReceiveMessage` call succeeded.
+    pub last_receive_ok: bool,
+    /// Whether the poller is draining after a shutdown signal.
+    pub draining: bool,
+}
+
+impl Default for Health {
+    /// A window for the default 20 s wait: 2 × 20 s + 10 s.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(50))
+    }
+}
+
+impl Health {
+    /// Health with a liveness `window` (the poller sets it to 2 × wait time + margin).
+    pub fn new(window: Duration) -> Self {
+        Self {
+            born: Instant::now(),
+            window_ms: AtomicU64::new(window.as_millis() as u64),
+            last_ok_ms: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            receivers: AtomicUsize::new(0),
+            resolved: AtomicBool::new(false),
+            last_call_ok: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Change the liveness window.
+    pub fn set_window(&self, window: Duration) {
+        self.window_ms.store(window.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.born.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// The queues were resolved: the poller is about to receive.
+    pub fn queues_resolved(&self) {
+        self.resolved.store(true, Ordering::Relaxed);
+    }
+
+    /// A `ReceiveMessage` call returned (with or without messages).
+    pub fn receive_succeeded(&self) {
+        self.last_ok_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.last_call_ok.store(true, Ordering::Relaxed);
+    }
+
+    /// A `ReceiveMessage` call failed.
+    pub fn receive_failed(&self) {
+        self.last_call_ok.store(false, Ordering::Relaxed);
+    }
+
+    /// A receiver starts or stops waiting for a free handler slot.
+    pub(crate) fn waiting(&self, on: bool) {
+        if on {
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A receiver task starts or ends.
+    pub(crate) fn receiver(&self, on: bool) {
+        if on {
+            self.receivers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.receivers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The poller stopped receiving to drain (live, not ready).
+    pub fn draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// See the module docs.
+    pub fn live(&self) -> bool {
+        self.report().live
+    }
+
+    /// See the module docs.
+    pub fn ready(&self) -> bool {
+        self.report().ready
+    }
+
+    /// Everything at once.
+    pub fn report(&self) -> HealthReport {
+        let now = self.now_ms();
+        let last = self.last_ok_ms.load(Ordering::Relaxed);
+        let since = now.saturating_sub(last);
+        let window = self.window_ms.load(Ordering::Relaxed);
+        let waiting = self.waiting.load(Ordering::Relaxed);
+        let receivers = self.receivers.load(Ordering::Relaxed);
+        let draining = self.draining.load(Ordering::Relaxed);
+        let resolved = self.resolved.load(Ordering::Relaxed);
+        let last_ok = self.last_call_ok.load(Ordering::Relaxed);
+        let all_waiting = receivers > 0 && waiting >= receivers;
+        HealthReport {
+            live: draining || all_waiting || since <= window,
+            ready: resolved && last_ok && !draining,
+            since_last_receive_s: since as f64 / 1000.0,
+            window_s: window as f64 / 1000.0,
+            waiting_for_slots: waiting,
+            receivers,
+            queues_resolved: resolved,
+            last_receive_ok: last_ok,
+            draining,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_lapses_after_the_window_unless_every_receiver_waits_for_slots() {
+        let h = Health::new(Duration::from_millis(30));
+        h.queues_resolved();
+        h.receive_succeeded();
+        assert!(h.live() && h.ready());
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!h.live(), "no answer from SQS within the window");
+        h.receiver(true);
+        h.receiver(true);
+        h.waiting(true);
+        assert!(!h.live(), "one of two receivers still calls (and fails)");
+        h.waiting(true);
+        assert!(h.live(), "all receivers wait for handler slots: busy, not dead");
+        h.waiting(false);
+        h.receive_succeeded();
+        assert!(h.live());
+        h.draining();
+        assert!(h.live() && !h.ready());
+    }
+}
