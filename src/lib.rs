@@ -34,7 +34,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`] |
+//! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`rate`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`] |
 //! | `poller` | yes | [`poller`], [`health`] (liveness / readiness) and [`shutdown_signal`] |
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
@@ -69,6 +69,7 @@ pub mod payload;
 #[cfg(feature = "poller")]
 pub mod poller;
 pub mod processor;
+pub mod rate;
 pub mod retry;
 pub mod settle;
 pub mod trace;

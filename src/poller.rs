@@ -37,6 +37,7 @@ use crate::limits::{clamp_visibility, MAX_BATCH_ENTRIES, MAX_VISIBILITY_SECONDS}
 use crate::message::ReceivedMessage;
 use crate::metrics::names;
 use crate::processor::{fifo_groups, Decision, Outcome, Processor, QueueContext, Sequence};
+use crate::rate::RateLimit;
 use crate::retry::Backoff;
 use crate::settle::{self, Actions, Deletion};
 
@@ -84,12 +85,19 @@ pub struct QueueSpec {
     pub queue: Queue,
     /// Weight ≥ 1.
     pub weight: u32,
+    /// Messages started per second from this queue at most (see [`crate::rate`]).
+    pub rate: Option<f64>,
 }
 
 impl QueueSpec {
     /// `queue` with weight 1.
     pub fn new(queue: Queue) -> Self {
-        Self { queue, weight: 1 }
+        Self { queue, weight: 1, rate: None }
+    }
+    /// Start at most `rate` messages per second from this queue (`None`: no limit).
+    pub fn with_rate(mut self, rate: Option<f64>) -> Self {
+        self.rate = rate;
+        self
     }
     /// Set the weight (0 is taken as 1).
     pub fn with_weight(mut self, weight: u32) -> Self {
@@ -158,6 +166,9 @@ pub struct PollerConfig {
     pub dead_letter_url: Option<String>,
     /// Added to 2 × `wait_time` to make the liveness window (see [`crate::health`]).
     pub liveness_margin: Duration,
+    /// Messages started per second by this poller at most, over all its queues (see
+    /// [`crate::rate`]); each queue may have its own limit too ([`QueueSpec::with_rate`]).
+    pub rate: Option<f64>,
     /// Health state to update (e.g. one a metrics server already serves); else the poller
     /// makes its own ([`Poller::health`]).
     pub health: Option<Arc<Health>>,
@@ -177,6 +188,7 @@ impl Default for PollerConfig {
             until_empty: false,
             dead_letter_url: None,
             liveness_margin: Duration::from_secs(10),
+            rate: None,
             health: None,
         }
     }
@@ -224,6 +236,11 @@ impl PollerConfig {
         self
     }
 
+    /// Start at most `rate` messages per second over all queues (`None`: no limit).
+    pub fn with_rate(mut self, rate: Option<f64>) -> Self {
+        self.rate = rate;
+        self
+    }
     /// Added to 2 × the wait time to make the liveness window.
     pub fn with_liveness_margin(mut self, d: Duration) -> Self {
         self.liveness_margin = d;
@@ -246,6 +263,9 @@ impl PollerConfig {
         check_range("visibility_timeout", self.visibility_timeout.as_secs(), 1, MAX_VISIBILITY_SECONDS)?;
         check_range("max_visibility_extension", self.max_visibility_extension.as_secs(), 0, MAX_VISIBILITY_SECONDS)?;
         check_range("wait_time", self.wait_time.as_secs(), 0, crate::limits::MAX_WAIT_SECONDS)?;
+        if let Some(r) = self.rate {
+            RateLimit::per_second(r)?;
+        }
         Ok(())
     }
 }
@@ -371,11 +391,16 @@ impl<T: Send + 'static> Poller<T> {
             return Err(Error::Invalid { what: "queue-url", reason: "at least one queue is needed".into() });
         }
         let mut contexts = Vec::new();
-        for QueueSpec { queue: q, weight: w } in queues {
+        let process_rate = config.rate.map(RateLimit::per_second).transpose()?.map(Arc::new);
+        for QueueSpec { queue: q, weight: w, rate } in queues {
+            let queue_rate = rate.map(RateLimit::per_second).transpose()?.map(Arc::new);
             // messages are received with the poller's visibility timeout: that is their lease
             let mut ctx = QueueContext::discover(q.clone())
                 .await?
                 .with_lease(crate::idempotency::Lease::Visibility(config.visibility_timeout));
+            for r in queue_rate.iter().chain(&process_rate) {
+                ctx = ctx.with_rate(r.clone());
+            }
             if ctx.dlq.is_none() {
                 // the fallback DLQ is refused (with an error log) when its type differs from the queue's
                 let fallback = config.dead_letter_url.as_ref().map(|u| Queue::new(q.client().clone(), u.clone()));
@@ -565,15 +590,28 @@ async fn receiver<T: Send + 'static>(
         }
         let idx = lock(&picker).next();
         let source = sources[idx].clone();
-        let max = permits.num_permits() as u32;
+        // Under a rate limit, receive only what can start within about a second.
+        let max = reserve(&source.ctx.rates, permits.num_permits());
+        if max == 0 {
+            drop(permits);
+            let pause =
+                source.ctx.rates.iter().map(|r| Duration::from_secs_f64(1.0 / r.rate())).min().unwrap_or_default();
+            tokio::select! {
+                _ = tokio::time::sleep(pause.clamp(Duration::from_millis(5), Duration::from_millis(250))) => continue,
+                _ = stop.cancelled() => return,
+            }
+        }
+        let unreserve = |n: usize| source.ctx.rates.iter().for_each(|r| r.release(n));
         let started = Instant::now();
         let received = tokio::select! {
-            r = source.queue.receive(max, config.wait_time, Some(config.visibility_timeout)) => r,
+            r = source.queue.receive(max as u32, config.wait_time, Some(config.visibility_timeout)) => r,
             _ = stop.cancelled() => {
+                unreserve(max);
                 ghosts.cancelled(started, config.wait_time);
                 return;
             }
         };
+        unreserve(max - received.as_ref().map_or(0, Vec::len));
         let messages = match received {
             Ok(m) => {
                 health.receive_succeeded();
@@ -603,6 +641,7 @@ async fn receiver<T: Send + 'static>(
         if stop.is_cancelled() {
             // Received as the shutdown began: hand them back at once.
             PollStats::add(&stats.released, messages.len());
+            unreserve(messages.len());
             let v = ghosts.release_visibility();
             let unit = messages.into_iter().map(|m| (Arc::new(m), v)).collect();
             let _ = source.acker.send(Ack::Visibility(unit, "release")).await;
@@ -619,6 +658,7 @@ async fn receiver<T: Send + 'static>(
         for unit in units {
             let Some(permit) = permits.split(unit.len()) else {
                 tracing::error!("more messages than permits; releasing");
+                unreserve(unit.len());
                 let unit = unit.into_iter().map(|m| (Arc::new(m), 0)).collect();
                 let _ = source.acker.send(Ack::Visibility(unit, "release")).await;
                 continue;
@@ -637,6 +677,22 @@ async fn receiver<T: Send + 'static>(
         }
         // unused permits go back to the semaphore here
     }
+}
+
+/// Reserve up to `want` receives under every limit (the smallest grant; the others give the
+/// excess back).
+fn reserve(rates: &[Arc<RateLimit>], want: usize) -> usize {
+    let mut granted = Vec::with_capacity(rates.len());
+    let mut n = want;
+    for r in rates {
+        let got = r.reserve(n);
+        granted.push(got);
+        n = n.min(got);
+    }
+    for (r, got) in rates.iter().zip(granted) {
+        r.release(got - n);
+    }
+    n
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -682,6 +738,10 @@ async fn run_unit<T: Send + 'static>(
                 None
             }
         };
+        if matches!(d.outcome, Outcome::Held { .. } | Outcome::Released) {
+            // never started: its reservation goes back
+            source.ctx.rates.iter().for_each(|r| r.release(1));
+        }
         let (acker, message) = (source.acker.clone(), d.message.clone());
         async move {
             if let Some(why) = delete {

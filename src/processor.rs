@@ -399,6 +399,9 @@ pub struct QueueContext {
     pub max_receive_count: Option<u32>,
     /// How long a received message stays ours (idempotency claims lapse with it).
     pub lease: Lease,
+    /// Start limits each message waits for before it is handled (this queue's, the
+    /// process's; see [`crate::rate`]).
+    pub rates: Vec<Arc<crate::rate::RateLimit>>,
 }
 
 impl QueueContext {
@@ -417,13 +420,21 @@ impl QueueContext {
         };
         let lease =
             attrs.visibility_timeout.map(|v| Lease::Visibility(Duration::from_secs(v.into()))).unwrap_or_default();
-        Ok(Self { queue: Some(queue), dlq: None, fifo, max_receive_count, lease }.with_dlq(dlq))
+        Ok(Self { queue: Some(queue), dlq: None, fifo, max_receive_count, lease, rates: Vec::new() }.with_dlq(dlq))
     }
 
     /// Context with an explicit DLQ (or none). FIFO-ness comes from the queue's name.
     pub fn new(queue: Queue, dlq: Option<Queue>) -> Self {
         let fifo = queue.is_fifo();
-        Self { queue: Some(queue), dlq: None, fifo, max_receive_count: None, lease: Lease::default() }.with_dlq(dlq)
+        Self {
+            queue: Some(queue),
+            dlq: None,
+            fifo,
+            max_receive_count: None,
+            lease: Lease::default(),
+            rates: Vec::new(),
+        }
+        .with_dlq(dlq)
     }
 
     /// Use `dlq` as the dead-letter queue. A DLQ whose type (FIFO or standard) differs from
@@ -449,6 +460,20 @@ impl QueueContext {
     pub fn with_lease(mut self, lease: Lease) -> Self {
         self.lease = lease;
         self
+    }
+
+    /// Add a start limit: each message of this context waits for it before it is handled
+    /// (several limits: each in turn, e.g. the queue's and the process's).
+    pub fn with_rate(mut self, rate: Arc<crate::rate::RateLimit>) -> Self {
+        self.rates.push(rate);
+        self
+    }
+
+    /// Wait for every start limit.
+    pub(crate) async fn start_gate(&self) {
+        if !self.rates.is_empty() {
+            crate::rate::RateLimit::start_all(&self.rates).await;
+        }
     }
 
     /// Set `maxReceiveCount` (when the redrive policy is not read, e.g. a configured Lambda).
@@ -760,6 +785,9 @@ impl<T: Send + 'static> Processor<T> {
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
     ) -> Result<Done, Failure> {
+        if let Some(ctx) = ctx {
+            ctx.start_gate().await;
+        }
         let raw = self.resolve(ctx, raw).await?;
         let body = (self.decode)(&raw.body, self.config.log_bodies).map_err(|error| Failure {
             kind: FailureKind::Undecodable,
@@ -1058,6 +1086,10 @@ impl<T: Send + 'static> Processor<T> {
             let error = "not a batch handler".to_string();
             return vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); messages.len()];
         };
+        // a batch call starts every message in it: each takes its turn under the limits first
+        for _ in messages {
+            ctx.start_gate().await;
+        }
         let mut results: Vec<Result<Done, Failure>> = vec![Ok(Done::Handled); messages.len()];
         let mut batch: Vec<Option<Message<T>>> = Vec::with_capacity(messages.len());
         // claim checks resolved first (concurrently); the handler and the claims see real bodies

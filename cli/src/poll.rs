@@ -56,6 +56,13 @@ pub struct Args {
     /// checks them.
     #[arg(long, env = "SQSKIT_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Start at most N messages per second, over all queues (e.g. 50, or 0.5 for one every
+    /// 2 s). Receives are sized so that nothing waits invisible for its turn for long.
+    #[arg(long, env = "SQSKIT_RATE", value_name = "N", value_parser = parse_rate, help_heading = "Flow control")]
+    pub rate: Option<f64>,
+    /// Start at most N messages per second from each queue (with --rate, both hold).
+    #[arg(long, env = "SQSKIT_RATE_PER_QUEUE", value_name = "N", value_parser = parse_rate, help_heading = "Flow control")]
+    pub rate_per_queue: Option<f64>,
     /// Liveness: SQS must have answered a receive within 2 × --wait-time + this many seconds
     /// (unless every slot is busy or the poller drains).
     #[arg(long, env = "SQSKIT_LIVENESS_MARGIN", default_value_t = 10)]
@@ -113,6 +120,11 @@ pub struct Args {
     pub progress_interval: u64,
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
+    sqskit::rate::RateLimit::per_second(rate).map(|_| rate).map_err(|e| e.to_string())
+}
+
 fn parse_key(s: &str) -> Result<String, String> {
     sqskit::idempotency::KeySource::<()>::parse(s).map(|_| s.to_string())
 }
@@ -144,6 +156,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .with_max_visibility_extension(Duration::from_secs(args.max_visibility_extension))
         .with_wait_time(Duration::from_secs(args.wait_time))
         .with_liveness_margin(Duration::from_secs(args.liveness_margin))
+        .with_rate(args.rate)
         .with_health(health)
         .with_shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .with_until_empty(args.until_empty)
@@ -160,7 +173,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 Some(check) => queue.with_claim_check(check.clone()),
                 None => queue,
             };
-            QueueSpec::new(queue).with_weight(s.weight)
+            QueueSpec::new(queue).with_weight(s.weight).with_rate(args.rate_per_queue)
         })
         .collect();
     let first = &args.queue_urls[0].url;

@@ -388,3 +388,25 @@ async fn health_endpoints_flip_during_an_outage_and_recover() {
     p.signal("TERM");
     assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
 }
+
+#[tokio::test]
+async fn rate_flag_spaces_the_starts_and_refuses_nonsense() {
+    let q = queue("cli-rate").await;
+    send_bodies(&q, (0..30).map(|i| format!("r{i}"))).await;
+    let log = temp_dir("cli-rate").join("handler.log");
+    let t = Instant::now();
+    let mut p =
+        spawn(poll_exec(&q, &log, &["--rate", "10", "--concurrency", "30", "--until-empty", "--wait-time", "1"]));
+    assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
+    assert_eq!(ids(&events(&log), "done").len(), 30);
+    assert!(t.elapsed() >= Duration::from_millis(2900), "30 starts at 10/s take ≥ 2.9 s: {:?}", t.elapsed());
+    for bad in ["0", "-1", "fast", "200000"] {
+        let out = sqskit(None)
+            .args(["poll", "--queue-url", q.url(), "--exec", "true", &format!("--rate={bad}")])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("--rate"), "{err}");
+    }
+}
