@@ -703,6 +703,67 @@ def check_payload_bucket(t: Template, r: Report) -> None:
             "PollerTaskDefinition: env SQSKIT_PAYLOAD_CLEANUP is Ref PayloadCleanup")
 
 
+POLLER_TASK = "PollerTaskDefinition"
+POLLER_CONTAINER = "poller"
+# ECS container health check limits (seconds / count)
+HEALTH_LIMITS = {"Interval": (5, 300), "Timeout": (2, 120), "Retries": (1, 10), "StartPeriod": (0, 300)}
+
+
+def poller_container(t: Template) -> dict[str, Any]:
+    for cd in as_list(t.props(POLLER_TASK).get("ContainerDefinitions")):
+        if isinstance(cd, dict) and cd.get("Name") == POLLER_CONTAINER:
+            return cd
+    return {}
+
+
+def addr_port(addr: Any) -> int | None:
+    m = re.fullmatch(r"[^:]+:(\d+)", addr) if isinstance(addr, str) else None
+    return int(m.group(1)) if m else None
+
+
+def check_health_check(t: Template, r: Report, root: Path) -> None:
+    """The poller container's health check: exec form `sqskit health --addr 127.0.0.1:PORT`, the
+    binary the image's ENTRYPOINT names, PORT the metrics server's (SQSKIT_METRICS_ADDR) and a
+    mapped container port; timings within ECS's limits, timeout shorter than the interval."""
+    cd = poller_container(t)
+    if not r.check(bool(cd), f"{POLLER_TASK} has a container named {POLLER_CONTAINER!r}"):
+        return
+    hc = cd.get("HealthCheck") or {}
+    cmd = hc.get("Command")
+    if not r.check(isinstance(cmd, list) and len(cmd) == 5 and cmd[0] == "CMD",
+                   f"{POLLER_CONTAINER}: HealthCheck.Command is exec form [CMD, <sqskit>, health, --addr, HOST:PORT]",
+                   f"got {cmd!r}"):
+        return
+    entry = [a for i, a in dockerfile_instructions(root / "Dockerfile") if i == "ENTRYPOINT"] \
+        if (root / "Dockerfile").is_file() else []
+    try:
+        binary = json.loads(entry[-1])[0] if entry else None
+    except (json.JSONDecodeError, IndexError):
+        binary = None
+    r.check(cmd[1] == binary, f"{POLLER_CONTAINER}: the health check runs the image's ENTRYPOINT binary {binary!r}",
+            f"got {cmd[1]!r}")
+    r.check(cmd[2:4] == ["health", "--addr"], f"{POLLER_CONTAINER}: the health check is `sqskit health --addr`",
+            f"got {cmd[2:4]!r}")
+    host = cmd[4].rsplit(":", 1)[0] if isinstance(cmd[4], str) else None
+    r.check(host in ("127.0.0.1", "localhost"), f"{POLLER_CONTAINER}: the health check asks the task itself (loopback)",
+            f"got {cmd[4]!r}")
+    env = container_env(t, POLLER_TASK)
+    metrics_port = addr_port(env.get("SQSKIT_METRICS_ADDR"))
+    r.check(metrics_port is not None and addr_port(cmd[4]) == metrics_port,
+            f"{POLLER_CONTAINER}: the health check port is SQSKIT_METRICS_ADDR's ({metrics_port})", f"got {cmd[4]!r}")
+    ports = [to_int(pm.get("ContainerPort")) for pm in as_list(cd.get("PortMappings")) if isinstance(pm, dict)]
+    r.check(metrics_port in ports, f"{POLLER_CONTAINER}: the metrics/health port {metrics_port} is a mapped container port",
+            f"got {ports}")
+    for key, (lo, hi) in HEALTH_LIMITS.items():
+        v = to_int(hc.get(key))
+        r.check(v is not None and lo <= v <= hi, f"{POLLER_CONTAINER}: HealthCheck.{key} set, within {lo}..{hi}",
+                f"got {hc.get(key)!r}")
+    interval, timeout = to_int(hc.get("Interval")), to_int(hc.get("Timeout"))
+    r.check(interval is not None and timeout is not None and timeout < interval,
+            f"{POLLER_CONTAINER}: HealthCheck.Timeout < Interval", f"got {timeout} / {interval}")
+    r.check((to_int(hc.get("StartPeriod")) or 0) > 0, f"{POLLER_CONTAINER}: HealthCheck.StartPeriod covers start-up (> 0)")
+
+
 def check_alarms(t: Template, r: Report) -> None:
     alarms = dict(t.of_type("AWS::CloudWatch::Alarm"))
     for required in ("DeadLetterQueueNotEmptyAlarm", "WorkQueueOldestMessageAlarm"):
@@ -733,6 +794,8 @@ def main() -> int:
     check_event_source_permissions(t, r)
     check_idempotency(t, r)
     check_payload_bucket(t, r)
+    if POLLER_TASK in t.resources:
+        check_health_check(t, r, root)
     check_alarms(t, r)
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
