@@ -764,6 +764,124 @@ def check_health_check(t: Template, r: Report, root: Path) -> None:
     r.check((to_int(hc.get("StartPeriod")) or 0) > 0, f"{POLLER_CONTAINER}: HealthCheck.StartPeriod covers start-up (> 0)")
 
 
+POLLER_SERVICE = "PollerService"
+
+
+def if_branches(v: Any) -> dict[Any, str | None]:
+    """{(condition, True|False): logical id} for an Fn::If of two Ref/GetAtt, {None: id} otherwise."""
+    if isinstance(v, dict) and set(v) == {"Fn::If"} and isinstance(v["Fn::If"], list) and len(v["Fn::If"]) == 3:
+        cond, yes, no = v["Fn::If"]
+        return {(cond, True): ref_target(yes), (cond, False): ref_target(no)}
+    return {None: ref_target(v)}
+
+
+def param(t: Template, name: str) -> dict[str, Any]:
+    return (t.doc.get("Parameters") or {}).get(name) or {}
+
+
+def check_autoscaling(t: Template, r: Report) -> None:
+    """Backlog-per-task autoscaling of the poller service: Container Insights on its cluster, a
+    scalable target on its desired count between PollerMinTasks and PollerMaxTasks (service-linked
+    role, no DesiredCount on the service to fight it), and one target tracking policy whose metric
+    math is visible messages of the consumed queue / running tasks (guarded against 0 tasks) /
+    MessagesPerSecondPerTask, returned by the last expression only, at AcceptableLatencySeconds."""
+    svc_res = t.resources.get(POLLER_SERVICE) or {}
+    svc = t.props(POLLER_SERVICE)
+    cluster = ref_target(svc.get("Cluster"))
+    settings = {s.get("Name"): s.get("Value") for s in as_list(t.props(cluster).get("ClusterSettings")) if isinstance(s, dict)}
+    r.check(settings.get("containerInsights") in ("enabled", "enhanced"),
+            f"{cluster}: Container Insights on (RunningTaskCount for the scaling metric)", f"got {settings}")
+    r.check("DesiredCount" not in svc, f"{POLLER_SERVICE}: no DesiredCount (autoscaling owns the task count)",
+            f"got {svc.get('DesiredCount')!r}")
+
+    def names_service(res_id: Any) -> bool:
+        sub = res_id.get("Fn::Sub") if isinstance(res_id, dict) else None
+        return isinstance(sub, str) and sub == f"service/${{{cluster}}}/${{{POLLER_SERVICE}.Name}}"
+
+    targets = [n for n, _ in t.of_type("AWS::ApplicationAutoScaling::ScalableTarget") if names_service(t.props(n).get("ResourceId"))]
+    if not r.check(len(targets) == 1, f"one ScalableTarget for service/{cluster}/{POLLER_SERVICE}", f"got {targets}"):
+        return
+    target = targets[0]
+    tp = t.props(target)
+    r.check((t.resources[target].get("Condition")) == svc_res.get("Condition"),
+            f"{target}: same Condition as {POLLER_SERVICE} ({svc_res.get('Condition')})")
+    r.check(tp.get("ServiceNamespace") == "ecs" and tp.get("ScalableDimension") == "ecs:service:DesiredCount",
+            f"{target}: ecs / ecs:service:DesiredCount", f"got {tp.get('ServiceNamespace')!r} {tp.get('ScalableDimension')!r}")
+    r.check(tp.get("MinCapacity") == {"Ref": "PollerMinTasks"} and tp.get("MaxCapacity") == {"Ref": "PollerMaxTasks"},
+            f"{target}: MinCapacity/MaxCapacity are Ref PollerMinTasks/PollerMaxTasks",
+            f"got {tp.get('MinCapacity')!r} / {tp.get('MaxCapacity')!r}")
+    r.check("RoleARN" not in tp, f"{target}: no RoleARN (the service-linked role, no IAM role of ours)")
+    for name in ("PollerMinTasks", "PollerMaxTasks"):
+        p = param(t, name)
+        r.check(p.get("Type") == "Number" and (to_int(p.get("MinValue")) or 0) >= 1, f"parameter {name} is a Number >= 1",
+                f"got {p}")
+
+    policies = [n for n, _ in t.of_type("AWS::ApplicationAutoScaling::ScalingPolicy")
+                if ref_target(t.props(n).get("ScalingTargetId")) == target]
+    if not r.check(len(policies) == 1, f"one ScalingPolicy on {target}", f"got {policies}"):
+        return
+    pol = policies[0]
+    pp = t.props(pol)
+    r.check(pp.get("PolicyType") == "TargetTrackingScaling", f"{pol}: PolicyType TargetTrackingScaling")
+    cfg = pp.get("TargetTrackingScalingPolicyConfiguration") or {}
+    r.check(cfg.get("TargetValue") == {"Ref": "AcceptableLatencySeconds"}, f"{pol}: TargetValue is Ref AcceptableLatencySeconds",
+            f"got {cfg.get('TargetValue')!r}")
+    r.check(all(to_int(cfg.get(k)) is not None and to_int(cfg.get(k)) > 0 for k in ("ScaleOutCooldown", "ScaleInCooldown")),
+            f"{pol}: ScaleOutCooldown and ScaleInCooldown set")
+    r.check(cfg.get("DisableScaleIn") is not True, f"{pol}: scales in (tasks drain on SIGTERM)")
+    metrics = as_list((cfg.get("CustomizedMetricSpecification") or {}).get("Metrics"))
+    by_id = {m.get("Id"): m for m in metrics if isinstance(m, dict)}
+    r.check(len(by_id) == len(metrics) and all(isinstance(i, str) and re.fullmatch(r"[a-z][A-Za-z0-9_]*", i) for i in by_id),
+            f"{pol}: metric ids are unique and valid", f"got {list(by_id)}")
+    returned = [i for i, m in by_id.items() if m.get("ReturnData") is True]
+    r.check(len(returned) == 1 and "Expression" in by_id[returned[0]],
+            f"{pol}: exactly one query has ReturnData true, and it is an expression", f"got {returned}")
+    r.check(all(m.get("ReturnData") is False for i, m in by_id.items() if i not in returned),
+            f"{pol}: every other query has ReturnData false (the API's default is true)")
+
+    def stat_of(m: dict[str, Any]) -> tuple[str | None, str | None, dict[str, Any]]:
+        ms = m.get("MetricStat") or {}
+        met = ms.get("Metric") or {}
+        dims = {d.get("Name"): d.get("Value") for d in as_list(met.get("Dimensions")) if isinstance(d, dict)}
+        return met.get("Namespace"), met.get("MetricName"), dims
+
+    backlog = [i for i, m in by_id.items() if stat_of(m)[:2] == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
+    tasks = [i for i, m in by_id.items() if stat_of(m)[:2] == ("ECS/ContainerInsights", "RunningTaskCount")]
+    if not r.check(len(backlog) == 1 and len(tasks) == 1,
+                   f"{pol}: one AWS/SQS ApproximateNumberOfMessagesVisible and one ECS/ContainerInsights RunningTaskCount",
+                   f"got {backlog} / {tasks}"):
+        return
+    m1, m2 = backlog[0], tasks[0]
+    r.check(((by_id[m1].get("MetricStat") or {}).get("Stat")) in ("Average", "Sum", "Maximum"),
+            f"{pol}: {m1} statistic is Average, Sum or Maximum")
+    queue_dim = stat_of(by_id[m1])[2].get("QueueName")
+    consumed = container_env(t, POLLER_TASK).get("SQSKIT_QUEUE_URL")
+    queue_names = all(isinstance(v, dict) and (v.get("Fn::GetAtt") or [None, None])[1:] == ["QueueName"]
+                      for v in leaves(queue_dim))
+    r.check(set(stat_of(by_id[m1])[2]) == {"QueueName"} and queue_names
+            and if_branches(queue_dim) == if_branches(consumed),
+            f"{pol}: {m1} QueueName is the QueueName of the queue the poller consumes (SQSKIT_QUEUE_URL)",
+            f"got {queue_dim!r}, consumed {consumed!r}")
+    dims = stat_of(by_id[m2])[2]
+    r.check(dims == {"ClusterName": {"Ref": cluster}, "ServiceName": {"Fn::GetAtt": [POLLER_SERVICE, "Name"]}},
+            f"{pol}: {m2} dimensions are ClusterName=Ref {cluster}, ServiceName={POLLER_SERVICE}.Name", f"got {dims}")
+    final = by_id[returned[0]].get("Expression")
+    sub = final.get("Fn::Sub") if isinstance(final, dict) else None
+    m = re.fullmatch(r"\s*([a-z]\w*)\s*/\s*\$\{MessagesPerSecondPerTask\}\s*", sub) if isinstance(sub, str) else None
+    per_task = by_id.get(m.group(1)) if m else None
+    r.check(per_task is not None and "Expression" in per_task,
+            f"{pol}: the returned expression is <backlog per task> / ${{MessagesPerSecondPerTask}}", f"got {final!r}")
+    guarded = rf"IF\(\s*{m2}\s*>\s*0\s*,\s*{m1}\s*/\s*{m2}\s*,\s*{m1}\s*\)"
+    r.check(per_task is not None and re.fullmatch(guarded, str(per_task.get("Expression", "")).strip()) is not None,
+            f"{pol}: backlog per task is IF({m2} > 0, {m1} / {m2}, {m1}) (no division by zero)",
+            f"got {per_task.get('Expression') if per_task else None!r}")
+    for name, minimum in (("AcceptableLatencySeconds", 1), ("MessagesPerSecondPerTask", 0)):
+        p = param(t, name)
+        lo = p.get("MinValue")
+        r.check(p.get("Type") == "Number" and isinstance(lo, (int, float)) and lo >= minimum and lo > 0,
+                f"parameter {name} is a Number with a positive MinValue", f"got {p}")
+
+
 def check_alarms(t: Template, r: Report) -> None:
     alarms = dict(t.of_type("AWS::CloudWatch::Alarm"))
     for required in ("DeadLetterQueueNotEmptyAlarm", "WorkQueueOldestMessageAlarm"):
@@ -796,6 +914,8 @@ def main() -> int:
     check_payload_bucket(t, r)
     if POLLER_TASK in t.resources:
         check_health_check(t, r, root)
+    if POLLER_SERVICE in t.resources:
+        check_autoscaling(t, r)
     check_alarms(t, r)
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
