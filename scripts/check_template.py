@@ -140,6 +140,25 @@ def to_int(v: Any) -> int | None:
         return None
 
 
+NO_VALUE = object()  # what {Ref: AWS::NoValue} resolves to
+
+
+def resolve(v: Any, conds: dict[str, bool]) -> Any:
+    """v with each Fn::If replaced by the branch its condition selects (conds: name -> value);
+    AWS::NoValue drops the key or list item it stands for."""
+    if isinstance(v, dict):
+        if set(v) == {"Fn::If"} and isinstance(v["Fn::If"], list) and len(v["Fn::If"]) == 3:
+            cond, yes, no = v["Fn::If"]
+            return resolve(yes if conds[cond] else no, conds)
+        if v == {"Ref": "AWS::NoValue"}:
+            return NO_VALUE
+        out = {k: resolve(x, conds) for k, x in v.items()}
+        return {k: x for k, x in out.items() if x is not NO_VALUE}
+    if isinstance(v, list):
+        return [x for x in (resolve(y, conds) for y in v) if x is not NO_VALUE]
+    return v
+
+
 class Template:
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
@@ -170,6 +189,52 @@ class Template:
             return None
         res = self.resources.get(name)
         return res.get("Type") if isinstance(res, dict) else None
+
+    def conditions(self, **overrides: str) -> dict[str, bool]:
+        """Every condition's value for the parameters' defaults with overrides (name=value)."""
+        params = {n: str(p.get("Default", "")) for n, p in (self.doc.get("Parameters") or {}).items()
+                  if isinstance(p, dict)}
+        params.update(overrides)
+        defs = self.doc.get("Conditions") or {}
+        memo: dict[str, bool] = {}
+
+        def value(x: Any) -> Any:
+            if isinstance(x, dict) and set(x) == {"Ref"}:
+                if x["Ref"] not in params:
+                    raise ValueError(f"condition refers to {x['Ref']!r}, not a parameter")
+                return params[x["Ref"]]
+            return str(x) if isinstance(x, (int, float, bool)) else x
+
+        def ev(x: Any) -> bool:
+            if isinstance(x, dict) and len(x) == 1:
+                (fn, args), = x.items()
+                if fn == "Condition":
+                    return cond(args)
+                if fn == "Fn::Equals":
+                    return value(args[0]) == value(args[1])
+                if fn == "Fn::Not":
+                    return not ev(args[0])
+                if fn == "Fn::And":
+                    return all(ev(a) for a in args)
+                if fn == "Fn::Or":
+                    return any(ev(a) for a in args)
+            raise ValueError(f"cannot evaluate condition {x!r}")
+
+        def cond(name: str) -> bool:
+            if name not in memo:
+                memo[name] = ev(defs[name])
+            return memo[name]
+
+        return {name: cond(name) for name in defs}
+
+    def exists(self, name: str, conds: dict[str, bool]) -> bool:
+        """The resource is created under these condition values."""
+        c = (self.resources.get(name) or {}).get("Condition")
+        return c is None or conds.get(c, False)
+
+
+def param(t: Template, name: str) -> dict[str, Any]:
+    return (t.doc.get("Parameters") or {}).get(name) or {}
 
 
 # ---------------------------------------------------------------- checks
@@ -357,6 +422,54 @@ def check_event_sources(t: Template, r: Report) -> None:
         ft = to_int(t.props(fn).get("Timeout")) if fn else None
         if vt is not None and ft is not None:
             r.check(vt >= 6 * ft, f"{label}: {queue} VisibilityTimeout {vt} >= 6 x {fn} Timeout {ft}")
+
+
+WORKER = "WorkerFunction"
+POLLER_MODE = "WorkerPollerMode"
+# WorkerPollerMode value -> (the property its mappings set, its value); the other is absent
+POLLER_MODES = {
+    "maximum-concurrency": ("ScalingConfig", {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}),
+    "provisioned": ("ProvisionedPollerConfig", {"MinimumPollers": {"Ref": "WorkerMinPollers"},
+                                                "MaximumPollers": {"Ref": "WorkerMaxPollers"}}),
+}
+
+
+def check_worker_poller_mode(t: Template, r: Report) -> None:
+    """Every SQS mapping of the worker sets ScalingConfig (MaximumConcurrency) or
+    ProvisionedPollerConfig as WorkerPollerMode says, exactly one of them for each allowed value
+    (the conditions evaluated, with and without the FIFO pair); none is a SAM event (SAM's SQS
+    event has no ProvisionedPollerConfig)."""
+    mode = param(t, POLLER_MODE)
+    r.check(sorted(as_list(mode.get("AllowedValues"))) == sorted(POLLER_MODES) and mode.get("Default") in POLLER_MODES,
+            f"parameter {POLLER_MODE}: AllowedValues {sorted(POLLER_MODES)}", f"got {mode}")
+    sam_sqs = [ev for ev, e in (t.props(WORKER).get("Events") or {}).items() if isinstance(e, dict) and e.get("Type") == "SQS"]
+    r.check(not sam_sqs, f"{WORKER}: no SAM SQS events (its mappings are AWS::Lambda::EventSourceMapping)", f"got {sam_sqs}")
+    mappings = [n for n, _ in t.of_type("AWS::Lambda::EventSourceMapping")
+                if ref_target(t.props(n).get("FunctionName")) == WORKER]
+    work_queue = [n for n in mappings if ref_target(t.props(n).get("EventSourceArn")) == "WorkQueue"]
+    # the logical id SAM gave the mapping of the former `WorkQueueEvent`: updated in place
+    r.check(work_queue == [f"{WORKER}WorkQueueEvent"],
+            f"WorkQueue's worker mapping keeps SAM's logical id {WORKER}WorkQueueEvent", f"got {work_queue}")
+    for value in sorted(POLLER_MODES):
+        prop, want = POLLER_MODES[value]
+        other = next(p for p, _ in POLLER_MODES.values() if p != prop)
+        for fifo in ("false", "true"):
+            try:
+                conds = t.conditions(**{POLLER_MODE: value, "UseFifo": fifo})
+            except (KeyError, ValueError) as e:
+                r.check(False, f"conditions evaluate for {POLLER_MODE}={value}", str(e))
+                continue
+            live = [n for n in mappings if t.exists(n, conds)]
+            r.check(bool(live), f"{POLLER_MODE}={value} UseFifo={fifo}: the worker has SQS mappings", f"got {live}")
+            for n in live:
+                p = resolve(t.props(n), conds)
+                r.check(p.get(prop) == want and other not in p,
+                        f"{POLLER_MODE}={value} UseFifo={fifo}: {n} sets {prop} from the parameters, no {other}",
+                        f"want {want}; got {prop}={p.get(prop)!r} {other}={p.get(other)!r}")
+    for name, lo, hi in (("WorkerMaxConcurrency", 2, 1000), ("WorkerMinPollers", 2, 200), ("WorkerMaxPollers", 2, 2000)):
+        p = param(t, name)
+        r.check(p.get("Type") == "Number" and to_int(p.get("MinValue")) == lo and to_int(p.get("MaxValue")) == hi,
+                f"parameter {name} is a Number in Lambda's range {lo}..{hi}", f"got {p}")
 
 
 def check_work_queue_visibility(t: Template, r: Report) -> None:
@@ -775,10 +888,6 @@ def if_branches(v: Any) -> dict[Any, str | None]:
     return {None: ref_target(v)}
 
 
-def param(t: Template, name: str) -> dict[str, Any]:
-    return (t.doc.get("Parameters") or {}).get(name) or {}
-
-
 def check_autoscaling(t: Template, r: Report) -> None:
     """Backlog-per-task autoscaling of the poller service: Container Insights on its cluster, a
     scalable target on its desired count between PollerMinTasks and PollerMaxTasks (service-linked
@@ -905,6 +1014,7 @@ def main() -> int:
     fn_crates = check_functions(t, r, root, template.resolve().parent)
     image_crate = check_dockerfile(r, root) if any(True for _ in t.of_type("AWS::ECS::TaskDefinition")) else None
     check_event_sources(t, r)
+    check_worker_poller_mode(t, r)
     check_work_queue_visibility(t, r)
     check_queues(t, r)
     check_env_vars(t, r, root, fn_crates, image_crate)
