@@ -49,6 +49,11 @@ SQS_EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQ
 
 SQS_RETENTION_MAX = 1209600  # 14 days
 
+# The optional customer managed key (empty = the services' default encryption) and an ARN of the
+# form it takes, to evaluate the template's conditions with the key set.
+KMS_PARAM = "KmsKeyArn"
+SAMPLE_KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
 
 # ---------------------------------------------------------------- YAML with CloudFormation tags
 
@@ -492,10 +497,16 @@ def check_queues(t: Template, r: Report) -> None:
     for dlq in sorted(dlqs):
         ret = to_int(t.props(dlq).get("MessageRetentionPeriod"))
         r.check(ret == SQS_RETENTION_MAX, f"{dlq}: MessageRetentionPeriod {SQS_RETENTION_MAX}", f"got {ret}")
-    for name in sorted(queues):
-        p = t.props(name)
-        ok = p.get("SqsManagedSseEnabled") is True or bool(p.get("KmsMasterKeyId"))
-        r.check(ok, f"{name}: encrypted at rest (SqsManagedSseEnabled or KmsMasterKeyId)")
+    # encrypted at rest whatever KMS_PARAM is: SSE-SQS without a key, the key with one, never both
+    for key in ("", SAMPLE_KEY_ARN):
+        conds = t.conditions(**{KMS_PARAM: key})
+        for name in sorted(queues):
+            p = resolve(t.props(name), conds)
+            sse, kms = p.get("SqsManagedSseEnabled"), p.get("KmsMasterKeyId")
+            ok = (sse is True and kms is None) if not key else (kms == {"Ref": KMS_PARAM} and sse in (None, False))
+            r.check(ok, f"{name} ({KMS_PARAM}={'set' if key else 'empty'}): encrypted at rest with "
+                        + (f"{KMS_PARAM} (KmsMasterKeyId)" if key else "SSE-SQS (SqsManagedSseEnabled)"),
+                    f"got SqsManagedSseEnabled={sse!r} KmsMasterKeyId={kms!r}")
 
 
 def env_var_names(t: Template) -> dict[str, list[tuple[str, str]]]:
@@ -991,6 +1002,153 @@ def check_autoscaling(t: Template, r: Report) -> None:
                 f"parameter {name} is a Number with a positive MinValue", f"got {p}")
 
 
+def kms_actions_on(t: Template, role: str, conds: dict[str, bool], key: Any) -> set[str]:
+    """kms actions the role allows on `key` (a Ref/GetAtt) under these conditions."""
+    out: set[str] = set()
+    for pol in as_list(resolve(t.props(role).get("Policies"), conds)):
+        doc = pol.get("PolicyDocument") if isinstance(pol, dict) else None
+        for st in as_list((doc or {}).get("Statement")):
+            if isinstance(st, dict) and st.get("Effect") == "Allow" and key in as_list(st.get("Resource")):
+                out.update(a for a in as_list(st.get("Action")) if isinstance(a, str) and a.lower().startswith("kms:"))
+    return out
+
+
+def check_kms(t: Template, r: Report) -> None:
+    """KmsKeyArn (empty = the services' own encryption): when set, it encrypts the log groups and
+    the functions' environment variables (the queues: check_queues), and each role gets exactly
+    the kms actions its work needs on that key and nothing else: kms:Decrypt to receive from a
+    queue or to read a function's environment, kms:GenerateDataKey to send to one. When empty, no
+    role names it."""
+    p = param(t, KMS_PARAM)
+    pattern = p.get("AllowedPattern")
+    ok = p.get("Type") == "String" and p.get("Default") == "" and isinstance(pattern, str)
+    r.check(ok and re.fullmatch(pattern, "") is not None and re.fullmatch(pattern, SAMPLE_KEY_ARN) is not None
+            and re.fullmatch(pattern, "alias/sqskit") is None,
+            f"parameter {KMS_PARAM}: String, default empty, AllowedPattern takes '' or a key ARN (not an alias)", f"got {p}")
+    function_roles = {ref_target(t.props(f).get("Role")) for f, _ in t.of_type("AWS::Serverless::Function", "AWS::Lambda::Function")}
+    key_ref = {"Ref": KMS_PARAM}
+    for key in ("", SAMPLE_KEY_ARN):
+        conds = t.conditions(**{KMS_PARAM: key, "UseFifo": "true", "PollerImageUri": "image"})
+        state = "set" if key else "empty"
+        want_key = key_ref if key else None
+        uses = f"Ref {KMS_PARAM}" if key else "none (the service's default encryption)"
+        for name, _ in t.of_type("AWS::Logs::LogGroup"):
+            got = resolve(t.props(name), conds).get("KmsKeyId")
+            r.check(got == want_key, f"{name} ({KMS_PARAM}={state}): KmsKeyId {uses}", f"got {got!r}")
+        for name, _ in t.of_type("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            got = resolve(t.props(name), conds).get("KmsKeyArn")
+            r.check(got == want_key, f"{name} ({KMS_PARAM}={state}): KmsKeyArn (environment) {uses}", f"got {got!r}")
+        for role, _ in t.of_type("AWS::IAM::Role"):
+            if not t.exists(role, conds):
+                continue
+            need: set[str] = set()
+            if key:
+                grants = [(set(as_list(st.get("Action"))), st) for pol in as_list(resolve(t.props(role).get("Policies"), conds))
+                          for st in as_list(((pol or {}).get("PolicyDocument") or {}).get("Statement"))
+                          if isinstance(st, dict) and st.get("Effect") == "Allow"]
+                actions = set().union(*(a for a, _ in grants)) if grants else set()
+                if "sqs:ReceiveMessage" in actions or "sqs:SendMessage" in actions or role in function_roles:
+                    need.add("kms:Decrypt")
+                if "sqs:SendMessage" in actions:
+                    need.add("kms:GenerateDataKey")
+            got = kms_actions_on(t, role, conds, key_ref)
+            r.check(got == need, f"{role} ({KMS_PARAM}={state}): kms actions on {KMS_PARAM} are exactly {sorted(need)}",
+                    f"got {sorted(got)}")
+
+
+def check_reserved_concurrency(t: Template, r: Report) -> None:
+    """Each function's ReservedConcurrentExecutions comes from its own parameter, -1 (the default)
+    meaning none: reserving takes from the account's pool, which a new account may not have."""
+    for name, _ in t.of_type("AWS::Serverless::Function", "AWS::Lambda::Function"):
+        rce = t.props(name).get("ReservedConcurrentExecutions")
+        branch = rce.get("Fn::If") if isinstance(rce, dict) else None
+        pname = ref_target(branch[1]) if isinstance(branch, list) and len(branch) == 3 else None
+        if not r.check(pname is not None and branch[2] == {"Ref": "AWS::NoValue"},
+                       f"{name}: ReservedConcurrentExecutions is Fn::If [cond, Ref <parameter>, AWS::NoValue]",
+                       f"got {rce!r}"):
+            continue
+        p = param(t, pname)
+        r.check(p.get("Type") == "Number" and str(p.get("Default")) == "-1" and str(p.get("MinValue")) == "-1",
+                f"{name}: parameter {pname} is a Number, default and minimum -1 (none)", f"got {p}")
+        off = resolve(t.props(name), t.conditions()).get("ReservedConcurrentExecutions")
+        on = resolve(t.props(name), t.conditions(**{pname: "50"})).get("ReservedConcurrentExecutions")
+        r.check(off is None and on == {"Ref": pname}, f"{name}: no reserved concurrency at -1, {pname} otherwise",
+                f"got {off!r} / {on!r}")
+
+
+CHECKOV_ID = re.compile(r"CKV2?_AWS_\d+")
+
+
+def check_checkov_skips(t: Template, r: Report) -> None:
+    """Every checkov skip in the template (resource Metadata.checkov.skip) names a check id and
+    says why it does not apply, once per check and resource."""
+    total = 0
+    for name, res in t.resources.items():
+        skips = ((res.get("Metadata") or {}).get("checkov") or {}).get("skip") if isinstance(res, dict) else None
+        if skips is None:
+            continue
+        ids = [s.get("id") if isinstance(s, dict) else None for s in as_list(skips)]
+        r.check(len(ids) == len(set(ids)), f"{name}: each checkov check skipped once", f"got {ids}")
+        for s in as_list(skips):
+            sid = s.get("id") if isinstance(s, dict) else None
+            comment = s.get("comment") if isinstance(s, dict) else None
+            total += 1
+            r.check(isinstance(sid, str) and CHECKOV_ID.fullmatch(sid) is not None
+                    and isinstance(comment, str) and len(comment.strip()) >= 20,
+                    f"{name}: checkov skip {sid} has a reason", f"got {s!r}")
+    r.check(total > 0, "template has checkov skips to check")
+
+
+ACCESS_LOG_BUCKET = "AccessLogBucket"
+
+
+def check_access_logs(t: Template, r: Report) -> None:
+    """The archive and payload buckets log access to AccessLogBucket (private, encrypted with
+    SSE-S3, expiring, TLS-only), whose policy lets only S3 log delivery for those two buckets of
+    this account write; the archive is versioned and its old versions expire."""
+    sources = ("ArchiveBucket", PAYLOAD_BUCKET)
+    for b in sources:
+        lc = t.props(b).get("LoggingConfiguration") or {}
+        r.check(ref_target(lc.get("DestinationBucketName")) == ACCESS_LOG_BUCKET and bool(lc.get("LogFilePrefix")),
+                f"{b}: server access logs to {ACCESS_LOG_BUCKET} under a prefix", f"got {lc}")
+    p = t.props(ACCESS_LOG_BUCKET)
+    sse = [rule.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
+           for rule in as_list((p.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration"))]
+    r.check(sse == ["AES256"], f"{ACCESS_LOG_BUCKET}: SSE-S3 (log delivery does not write to SSE-KMS buckets)", f"got {sse}")
+    pab = p.get("PublicAccessBlockConfiguration") or {}
+    r.check(all(pab.get(f) is True for f in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")),
+            f"{ACCESS_LOG_BUCKET}: public access blocked")
+    rules = as_list((p.get("LifecycleConfiguration") or {}).get("Rules"))
+    r.check(any(ref_target(x.get("ExpirationInDays")) == "AccessLogExpirationDays" for x in rules if isinstance(x, dict)),
+            f"{ACCESS_LOG_BUCKET}: expires after AccessLogExpirationDays")
+    grants, tls = [], False
+    for name, _ in t.of_type("AWS::S3::BucketPolicy"):
+        pp = t.props(name)
+        if ref_target(pp.get("Bucket")) != ACCESS_LOG_BUCKET:
+            continue
+        for st in iter_statements(pp.get("PolicyDocument")):
+            if st.get("Effect") == "Allow":
+                grants.append(st)
+            cond = ((st.get("Condition") or {}).get("Bool") or {}).get("aws:SecureTransport")
+            tls = tls or (st.get("Effect") == "Deny" and st.get("Action") == "s3:*" and str(cond).lower() == "false")
+    r.check(tls, f"{ACCESS_LOG_BUCKET}: bucket policy denies requests without TLS")
+    ok = len(grants) == 1
+    if ok:
+        st = grants[0]
+        cond = st.get("Condition") or {}
+        src = {ref_target(a) for a in as_list((cond.get("ArnLike") or {}).get("aws:SourceArn"))}
+        ok = (st.get("Principal") == {"Service": "logging.s3.amazonaws.com"} and st.get("Action") == "s3:PutObject"
+              and src == set(sources)
+              and (cond.get("StringEquals") or {}).get("aws:SourceAccount") == {"Ref": "AWS::AccountId"})
+    r.check(ok, f"{ACCESS_LOG_BUCKET}: the only Allow is s3:PutObject for logging.s3.amazonaws.com from {list(sources)} "
+                "of this account", f"got {grants}")
+    ap = t.props("ArchiveBucket")
+    r.check((ap.get("VersioningConfiguration") or {}).get("Status") == "Enabled", "ArchiveBucket: versioning enabled")
+    r.check(any(isinstance(x, dict) and x.get("Status") == "Enabled" and x.get("NoncurrentVersionExpiration")
+                for x in as_list((ap.get("LifecycleConfiguration") or {}).get("Rules"))),
+            "ArchiveBucket: noncurrent versions expire (the archive's expiry still frees the space)")
+
+
 def check_alarms(t: Template, r: Report) -> None:
     alarms = dict(t.of_type("AWS::CloudWatch::Alarm"))
     for required in ("DeadLetterQueueNotEmptyAlarm", "WorkQueueOldestMessageAlarm"):
@@ -1022,6 +1180,10 @@ def main() -> int:
     check_event_source_permissions(t, r)
     check_idempotency(t, r)
     check_payload_bucket(t, r)
+    check_access_logs(t, r)
+    check_kms(t, r)
+    check_reserved_concurrency(t, r)
+    check_checkov_skips(t, r)
     if POLLER_TASK in t.resources:
         check_health_check(t, r, root)
     if POLLER_SERVICE in t.resources:
