@@ -845,10 +845,11 @@ def addr_port(addr: Any) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def check_health_check(t: Template, r: Report, root: Path) -> None:
+def check_health_check(t: Template, r: Report, root: Path, image_crate: Path | None) -> None:
     """The poller container's health check: exec form `sqskit health --addr 127.0.0.1:PORT`, the
-    binary the image's ENTRYPOINT names, PORT the metrics server's (SQSKIT_METRICS_ADDR) and a
-    mapped container port; timings within ECS's limits, timeout shorter than the interval."""
+    binary the image's ENTRYPOINT names, whose code (src/ or its crate) has the `health`
+    subcommand and /healthz; PORT the metrics server's (SQSKIT_METRICS_ADDR) and a mapped
+    container port; timings within ECS's limits, timeout shorter than the interval."""
     cd = poller_container(t)
     if not r.check(bool(cd), f"{POLLER_TASK} has a container named {POLLER_CONTAINER!r}"):
         return
@@ -868,6 +869,10 @@ def check_health_check(t: Template, r: Report, root: Path) -> None:
             f"got {cmd[1]!r}")
     r.check(cmd[2:4] == ["health", "--addr"], f"{POLLER_CONTAINER}: the health check is `sqskit health --addr`",
             f"got {cmd[2:4]!r}")
+    code = rust_sources(root / "src", image_crate) if image_crate else ""
+    r.check(re.search(r"\bHealth\s*\(", code) is not None and '"/healthz"' in code,
+            f"{POLLER_CONTAINER}: the image's code has a `health` subcommand and serves /healthz",
+            "no Health(...) subcommand or \"/healthz\" in src/ or the image's crate")
     host = cmd[4].rsplit(":", 1)[0] if isinstance(cmd[4], str) else None
     r.check(host in ("127.0.0.1", "localhost"), f"{POLLER_CONTAINER}: the health check asks the task itself (loopback)",
             f"got {cmd[4]!r}")
@@ -1185,7 +1190,7 @@ def main() -> int:
     check_reserved_concurrency(t, r)
     check_checkov_skips(t, r)
     if POLLER_TASK in t.resources:
-        check_health_check(t, r, root)
+        check_health_check(t, r, root, image_crate)
     if POLLER_SERVICE in t.resources:
         check_autoscaling(t, r)
     check_alarms(t, r)
