@@ -49,6 +49,11 @@ SQS_EVENT_SOURCE_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQ
 
 SQS_RETENTION_MAX = 1209600  # 14 days
 
+# The optional customer managed key (empty = the services' default encryption) and an ARN of the
+# form it takes, to evaluate the template's conditions with the key set.
+KMS_PARAM = "KmsKeyArn"
+SAMPLE_KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
 
 # ---------------------------------------------------------------- YAML with CloudFormation tags
 
@@ -140,6 +145,25 @@ def to_int(v: Any) -> int | None:
         return None
 
 
+NO_VALUE = object()  # what {Ref: AWS::NoValue} resolves to
+
+
+def resolve(v: Any, conds: dict[str, bool]) -> Any:
+    """v with each Fn::If replaced by the branch its condition selects (conds: name -> value);
+    AWS::NoValue drops the key or list item it stands for."""
+    if isinstance(v, dict):
+        if set(v) == {"Fn::If"} and isinstance(v["Fn::If"], list) and len(v["Fn::If"]) == 3:
+            cond, yes, no = v["Fn::If"]
+            return resolve(yes if conds[cond] else no, conds)
+        if v == {"Ref": "AWS::NoValue"}:
+            return NO_VALUE
+        out = {k: resolve(x, conds) for k, x in v.items()}
+        return {k: x for k, x in out.items() if x is not NO_VALUE}
+    if isinstance(v, list):
+        return [x for x in (resolve(y, conds) for y in v) if x is not NO_VALUE]
+    return v
+
+
 class Template:
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
@@ -170,6 +194,52 @@ class Template:
             return None
         res = self.resources.get(name)
         return res.get("Type") if isinstance(res, dict) else None
+
+    def conditions(self, **overrides: str) -> dict[str, bool]:
+        """Every condition's value for the parameters' defaults with overrides (name=value)."""
+        params = {n: str(p.get("Default", "")) for n, p in (self.doc.get("Parameters") or {}).items()
+                  if isinstance(p, dict)}
+        params.update(overrides)
+        defs = self.doc.get("Conditions") or {}
+        memo: dict[str, bool] = {}
+
+        def value(x: Any) -> Any:
+            if isinstance(x, dict) and set(x) == {"Ref"}:
+                if x["Ref"] not in params:
+                    raise ValueError(f"condition refers to {x['Ref']!r}, not a parameter")
+                return params[x["Ref"]]
+            return str(x) if isinstance(x, (int, float, bool)) else x
+
+        def ev(x: Any) -> bool:
+            if isinstance(x, dict) and len(x) == 1:
+                (fn, args), = x.items()
+                if fn == "Condition":
+                    return cond(args)
+                if fn == "Fn::Equals":
+                    return value(args[0]) == value(args[1])
+                if fn == "Fn::Not":
+                    return not ev(args[0])
+                if fn == "Fn::And":
+                    return all(ev(a) for a in args)
+                if fn == "Fn::Or":
+                    return any(ev(a) for a in args)
+            raise ValueError(f"cannot evaluate condition {x!r}")
+
+        def cond(name: str) -> bool:
+            if name not in memo:
+                memo[name] = ev(defs[name])
+            return memo[name]
+
+        return {name: cond(name) for name in defs}
+
+    def exists(self, name: str, conds: dict[str, bool]) -> bool:
+        """The resource is created under these condition values."""
+        c = (self.resources.get(name) or {}).get("Condition")
+        return c is None or conds.get(c, False)
+
+
+def param(t: Template, name: str) -> dict[str, Any]:
+    return (t.doc.get("Parameters") or {}).get(name) or {}
 
 
 # ---------------------------------------------------------------- checks
@@ -359,6 +429,54 @@ def check_event_sources(t: Template, r: Report) -> None:
             r.check(vt >= 6 * ft, f"{label}: {queue} VisibilityTimeout {vt} >= 6 x {fn} Timeout {ft}")
 
 
+WORKER = "WorkerFunction"
+POLLER_MODE = "WorkerPollerMode"
+# WorkerPollerMode value -> (the property its mappings set, its value); the other is absent
+POLLER_MODES = {
+    "maximum-concurrency": ("ScalingConfig", {"MaximumConcurrency": {"Ref": "WorkerMaxConcurrency"}}),
+    "provisioned": ("ProvisionedPollerConfig", {"MinimumPollers": {"Ref": "WorkerMinPollers"},
+                                                "MaximumPollers": {"Ref": "WorkerMaxPollers"}}),
+}
+
+
+def check_worker_poller_mode(t: Template, r: Report) -> None:
+    """Every SQS mapping of the worker sets ScalingConfig (MaximumConcurrency) or
+    ProvisionedPollerConfig as WorkerPollerMode says, exactly one of them for each allowed value
+    (the conditions evaluated, with and without the FIFO pair); none is a SAM event (SAM's SQS
+    event has no ProvisionedPollerConfig)."""
+    mode = param(t, POLLER_MODE)
+    r.check(sorted(as_list(mode.get("AllowedValues"))) == sorted(POLLER_MODES) and mode.get("Default") in POLLER_MODES,
+            f"parameter {POLLER_MODE}: AllowedValues {sorted(POLLER_MODES)}", f"got {mode}")
+    sam_sqs = [ev for ev, e in (t.props(WORKER).get("Events") or {}).items() if isinstance(e, dict) and e.get("Type") == "SQS"]
+    r.check(not sam_sqs, f"{WORKER}: no SAM SQS events (its mappings are AWS::Lambda::EventSourceMapping)", f"got {sam_sqs}")
+    mappings = [n for n, _ in t.of_type("AWS::Lambda::EventSourceMapping")
+                if ref_target(t.props(n).get("FunctionName")) == WORKER]
+    work_queue = [n for n in mappings if ref_target(t.props(n).get("EventSourceArn")) == "WorkQueue"]
+    # the logical id SAM gave the mapping of the former `WorkQueueEvent`: updated in place
+    r.check(work_queue == [f"{WORKER}WorkQueueEvent"],
+            f"WorkQueue's worker mapping keeps SAM's logical id {WORKER}WorkQueueEvent", f"got {work_queue}")
+    for value in sorted(POLLER_MODES):
+        prop, want = POLLER_MODES[value]
+        other = next(p for p, _ in POLLER_MODES.values() if p != prop)
+        for fifo in ("false", "true"):
+            try:
+                conds = t.conditions(**{POLLER_MODE: value, "UseFifo": fifo})
+            except (KeyError, ValueError) as e:
+                r.check(False, f"conditions evaluate for {POLLER_MODE}={value}", str(e))
+                continue
+            live = [n for n in mappings if t.exists(n, conds)]
+            r.check(bool(live), f"{POLLER_MODE}={value} UseFifo={fifo}: the worker has SQS mappings", f"got {live}")
+            for n in live:
+                p = resolve(t.props(n), conds)
+                r.check(p.get(prop) == want and other not in p,
+                        f"{POLLER_MODE}={value} UseFifo={fifo}: {n} sets {prop} from the parameters, no {other}",
+                        f"want {want}; got {prop}={p.get(prop)!r} {other}={p.get(other)!r}")
+    for name, lo, hi in (("WorkerMaxConcurrency", 2, 1000), ("WorkerMinPollers", 2, 200), ("WorkerMaxPollers", 2, 2000)):
+        p = param(t, name)
+        r.check(p.get("Type") == "Number" and to_int(p.get("MinValue")) == lo and to_int(p.get("MaxValue")) == hi,
+                f"parameter {name} is a Number in Lambda's range {lo}..{hi}", f"got {p}")
+
+
 def check_work_queue_visibility(t: Template, r: Report) -> None:
     vt = to_int(t.props("WorkQueue").get("VisibilityTimeout"))
     ft = to_int(t.props("WorkerFunction").get("Timeout"))
@@ -379,10 +497,16 @@ def check_queues(t: Template, r: Report) -> None:
     for dlq in sorted(dlqs):
         ret = to_int(t.props(dlq).get("MessageRetentionPeriod"))
         r.check(ret == SQS_RETENTION_MAX, f"{dlq}: MessageRetentionPeriod {SQS_RETENTION_MAX}", f"got {ret}")
-    for name in sorted(queues):
-        p = t.props(name)
-        ok = p.get("SqsManagedSseEnabled") is True or bool(p.get("KmsMasterKeyId"))
-        r.check(ok, f"{name}: encrypted at rest (SqsManagedSseEnabled or KmsMasterKeyId)")
+    # encrypted at rest whatever KMS_PARAM is: SSE-SQS without a key, the key with one, never both
+    for key in ("", SAMPLE_KEY_ARN):
+        conds = t.conditions(**{KMS_PARAM: key})
+        for name in sorted(queues):
+            p = resolve(t.props(name), conds)
+            sse, kms = p.get("SqsManagedSseEnabled"), p.get("KmsMasterKeyId")
+            ok = (sse is True and kms is None) if not key else (kms == {"Ref": KMS_PARAM} and sse in (None, False))
+            r.check(ok, f"{name} ({KMS_PARAM}={'set' if key else 'empty'}): encrypted at rest with "
+                        + (f"{KMS_PARAM} (KmsMasterKeyId)" if key else "SSE-SQS (SqsManagedSseEnabled)"),
+                    f"got SqsManagedSseEnabled={sse!r} KmsMasterKeyId={kms!r}")
 
 
 def env_var_names(t: Template) -> dict[str, list[tuple[str, str]]]:
@@ -703,6 +827,333 @@ def check_payload_bucket(t: Template, r: Report) -> None:
             "PollerTaskDefinition: env SQSKIT_PAYLOAD_CLEANUP is Ref PayloadCleanup")
 
 
+POLLER_TASK = "PollerTaskDefinition"
+POLLER_CONTAINER = "poller"
+# ECS container health check limits (seconds / count)
+HEALTH_LIMITS = {"Interval": (5, 300), "Timeout": (2, 120), "Retries": (1, 10), "StartPeriod": (0, 300)}
+
+
+def poller_container(t: Template) -> dict[str, Any]:
+    for cd in as_list(t.props(POLLER_TASK).get("ContainerDefinitions")):
+        if isinstance(cd, dict) and cd.get("Name") == POLLER_CONTAINER:
+            return cd
+    return {}
+
+
+def addr_port(addr: Any) -> int | None:
+    m = re.fullmatch(r"[^:]+:(\d+)", addr) if isinstance(addr, str) else None
+    return int(m.group(1)) if m else None
+
+
+def check_health_check(t: Template, r: Report, root: Path, image_crate: Path | None) -> None:
+    """The poller container's health check: exec form `sqskit health --addr 127.0.0.1:PORT`, the
+    binary the image's ENTRYPOINT names, whose code (src/ or its crate) has the `health`
+    subcommand and /healthz; PORT the metrics server's (SQSKIT_METRICS_ADDR) and a mapped
+    container port; timings within ECS's limits, timeout shorter than the interval."""
+    cd = poller_container(t)
+    if not r.check(bool(cd), f"{POLLER_TASK} has a container named {POLLER_CONTAINER!r}"):
+        return
+    hc = cd.get("HealthCheck") or {}
+    cmd = hc.get("Command")
+    if not r.check(isinstance(cmd, list) and len(cmd) == 5 and cmd[0] == "CMD",
+                   f"{POLLER_CONTAINER}: HealthCheck.Command is exec form [CMD, <sqskit>, health, --addr, HOST:PORT]",
+                   f"got {cmd!r}"):
+        return
+    entry = [a for i, a in dockerfile_instructions(root / "Dockerfile") if i == "ENTRYPOINT"] \
+        if (root / "Dockerfile").is_file() else []
+    try:
+        binary = json.loads(entry[-1])[0] if entry else None
+    except (json.JSONDecodeError, IndexError):
+        binary = None
+    r.check(cmd[1] == binary, f"{POLLER_CONTAINER}: the health check runs the image's ENTRYPOINT binary {binary!r}",
+            f"got {cmd[1]!r}")
+    r.check(cmd[2:4] == ["health", "--addr"], f"{POLLER_CONTAINER}: the health check is `sqskit health --addr`",
+            f"got {cmd[2:4]!r}")
+    code = rust_sources(root / "src", image_crate) if image_crate else ""
+    r.check(re.search(r"\bHealth\s*\(", code) is not None and '"/healthz"' in code,
+            f"{POLLER_CONTAINER}: the image's code has a `health` subcommand and serves /healthz",
+            "no Health(...) subcommand or \"/healthz\" in src/ or the image's crate")
+    host = cmd[4].rsplit(":", 1)[0] if isinstance(cmd[4], str) else None
+    r.check(host in ("127.0.0.1", "localhost"), f"{POLLER_CONTAINER}: the health check asks the task itself (loopback)",
+            f"got {cmd[4]!r}")
+    env = container_env(t, POLLER_TASK)
+    metrics_port = addr_port(env.get("SQSKIT_METRICS_ADDR"))
+    r.check(metrics_port is not None and addr_port(cmd[4]) == metrics_port,
+            f"{POLLER_CONTAINER}: the health check port is SQSKIT_METRICS_ADDR's ({metrics_port})", f"got {cmd[4]!r}")
+    ports = [to_int(pm.get("ContainerPort")) for pm in as_list(cd.get("PortMappings")) if isinstance(pm, dict)]
+    r.check(metrics_port in ports, f"{POLLER_CONTAINER}: the metrics/health port {metrics_port} is a mapped container port",
+            f"got {ports}")
+    for key, (lo, hi) in HEALTH_LIMITS.items():
+        v = to_int(hc.get(key))
+        r.check(v is not None and lo <= v <= hi, f"{POLLER_CONTAINER}: HealthCheck.{key} set, within {lo}..{hi}",
+                f"got {hc.get(key)!r}")
+    interval, timeout = to_int(hc.get("Interval")), to_int(hc.get("Timeout"))
+    r.check(interval is not None and timeout is not None and timeout < interval,
+            f"{POLLER_CONTAINER}: HealthCheck.Timeout < Interval", f"got {timeout} / {interval}")
+    r.check((to_int(hc.get("StartPeriod")) or 0) > 0, f"{POLLER_CONTAINER}: HealthCheck.StartPeriod covers start-up (> 0)")
+
+
+POLLER_SERVICE = "PollerService"
+
+
+def if_branches(v: Any) -> dict[Any, str | None]:
+    """{(condition, True|False): logical id} for an Fn::If of two Ref/GetAtt, {None: id} otherwise."""
+    if isinstance(v, dict) and set(v) == {"Fn::If"} and isinstance(v["Fn::If"], list) and len(v["Fn::If"]) == 3:
+        cond, yes, no = v["Fn::If"]
+        return {(cond, True): ref_target(yes), (cond, False): ref_target(no)}
+    return {None: ref_target(v)}
+
+
+def check_autoscaling(t: Template, r: Report) -> None:
+    """Backlog-per-task autoscaling of the poller service: Container Insights on its cluster, a
+    scalable target on its desired count between PollerMinTasks and PollerMaxTasks (service-linked
+    role, no DesiredCount on the service to fight it), and one target tracking policy whose metric
+    math is visible messages of the consumed queue / running tasks (guarded against 0 tasks) /
+    MessagesPerSecondPerTask, returned by the last expression only, at AcceptableLatencySeconds."""
+    svc_res = t.resources.get(POLLER_SERVICE) or {}
+    svc = t.props(POLLER_SERVICE)
+    cluster = ref_target(svc.get("Cluster"))
+    settings = {s.get("Name"): s.get("Value") for s in as_list(t.props(cluster).get("ClusterSettings")) if isinstance(s, dict)}
+    r.check(settings.get("containerInsights") in ("enabled", "enhanced"),
+            f"{cluster}: Container Insights on (RunningTaskCount for the scaling metric)", f"got {settings}")
+    r.check("DesiredCount" not in svc, f"{POLLER_SERVICE}: no DesiredCount (autoscaling owns the task count)",
+            f"got {svc.get('DesiredCount')!r}")
+
+    def names_service(res_id: Any) -> bool:
+        sub = res_id.get("Fn::Sub") if isinstance(res_id, dict) else None
+        return isinstance(sub, str) and sub == f"service/${{{cluster}}}/${{{POLLER_SERVICE}.Name}}"
+
+    targets = [n for n, _ in t.of_type("AWS::ApplicationAutoScaling::ScalableTarget") if names_service(t.props(n).get("ResourceId"))]
+    if not r.check(len(targets) == 1, f"one ScalableTarget for service/{cluster}/{POLLER_SERVICE}", f"got {targets}"):
+        return
+    target = targets[0]
+    tp = t.props(target)
+    r.check((t.resources[target].get("Condition")) == svc_res.get("Condition"),
+            f"{target}: same Condition as {POLLER_SERVICE} ({svc_res.get('Condition')})")
+    r.check(tp.get("ServiceNamespace") == "ecs" and tp.get("ScalableDimension") == "ecs:service:DesiredCount",
+            f"{target}: ecs / ecs:service:DesiredCount", f"got {tp.get('ServiceNamespace')!r} {tp.get('ScalableDimension')!r}")
+    r.check(tp.get("MinCapacity") == {"Ref": "PollerMinTasks"} and tp.get("MaxCapacity") == {"Ref": "PollerMaxTasks"},
+            f"{target}: MinCapacity/MaxCapacity are Ref PollerMinTasks/PollerMaxTasks",
+            f"got {tp.get('MinCapacity')!r} / {tp.get('MaxCapacity')!r}")
+    r.check("RoleARN" not in tp, f"{target}: no RoleARN (the service-linked role, no IAM role of ours)")
+    for name in ("PollerMinTasks", "PollerMaxTasks"):
+        p = param(t, name)
+        r.check(p.get("Type") == "Number" and (to_int(p.get("MinValue")) or 0) >= 1, f"parameter {name} is a Number >= 1",
+                f"got {p}")
+
+    policies = [n for n, _ in t.of_type("AWS::ApplicationAutoScaling::ScalingPolicy")
+                if ref_target(t.props(n).get("ScalingTargetId")) == target]
+    if not r.check(len(policies) == 1, f"one ScalingPolicy on {target}", f"got {policies}"):
+        return
+    pol = policies[0]
+    pp = t.props(pol)
+    r.check(pp.get("PolicyType") == "TargetTrackingScaling", f"{pol}: PolicyType TargetTrackingScaling")
+    cfg = pp.get("TargetTrackingScalingPolicyConfiguration") or {}
+    r.check(cfg.get("TargetValue") == {"Ref": "AcceptableLatencySeconds"}, f"{pol}: TargetValue is Ref AcceptableLatencySeconds",
+            f"got {cfg.get('TargetValue')!r}")
+    r.check(all(to_int(cfg.get(k)) is not None and to_int(cfg.get(k)) > 0 for k in ("ScaleOutCooldown", "ScaleInCooldown")),
+            f"{pol}: ScaleOutCooldown and ScaleInCooldown set")
+    r.check(cfg.get("DisableScaleIn") is not True, f"{pol}: scales in (tasks drain on SIGTERM)")
+    metrics = as_list((cfg.get("CustomizedMetricSpecification") or {}).get("Metrics"))
+    by_id = {m.get("Id"): m for m in metrics if isinstance(m, dict)}
+    r.check(len(by_id) == len(metrics) and all(isinstance(i, str) and re.fullmatch(r"[a-z][A-Za-z0-9_]*", i) for i in by_id),
+            f"{pol}: metric ids are unique and valid", f"got {list(by_id)}")
+    returned = [i for i, m in by_id.items() if m.get("ReturnData") is True]
+    r.check(len(returned) == 1 and "Expression" in by_id[returned[0]],
+            f"{pol}: exactly one query has ReturnData true, and it is an expression", f"got {returned}")
+    r.check(all(m.get("ReturnData") is False for i, m in by_id.items() if i not in returned),
+            f"{pol}: every other query has ReturnData false (the API's default is true)")
+
+    def stat_of(m: dict[str, Any]) -> tuple[str | None, str | None, dict[str, Any]]:
+        ms = m.get("MetricStat") or {}
+        met = ms.get("Metric") or {}
+        dims = {d.get("Name"): d.get("Value") for d in as_list(met.get("Dimensions")) if isinstance(d, dict)}
+        return met.get("Namespace"), met.get("MetricName"), dims
+
+    backlog = [i for i, m in by_id.items() if stat_of(m)[:2] == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")]
+    tasks = [i for i, m in by_id.items() if stat_of(m)[:2] == ("ECS/ContainerInsights", "RunningTaskCount")]
+    if not r.check(len(backlog) == 1 and len(tasks) == 1,
+                   f"{pol}: one AWS/SQS ApproximateNumberOfMessagesVisible and one ECS/ContainerInsights RunningTaskCount",
+                   f"got {backlog} / {tasks}"):
+        return
+    m1, m2 = backlog[0], tasks[0]
+    r.check(((by_id[m1].get("MetricStat") or {}).get("Stat")) in ("Average", "Sum", "Maximum"),
+            f"{pol}: {m1} statistic is Average, Sum or Maximum")
+    queue_dim = stat_of(by_id[m1])[2].get("QueueName")
+    consumed = container_env(t, POLLER_TASK).get("SQSKIT_QUEUE_URL")
+    queue_names = all(isinstance(v, dict) and (v.get("Fn::GetAtt") or [None, None])[1:] == ["QueueName"]
+                      for v in leaves(queue_dim))
+    r.check(set(stat_of(by_id[m1])[2]) == {"QueueName"} and queue_names
+            and if_branches(queue_dim) == if_branches(consumed),
+            f"{pol}: {m1} QueueName is the QueueName of the queue the poller consumes (SQSKIT_QUEUE_URL)",
+            f"got {queue_dim!r}, consumed {consumed!r}")
+    dims = stat_of(by_id[m2])[2]
+    r.check(dims == {"ClusterName": {"Ref": cluster}, "ServiceName": {"Fn::GetAtt": [POLLER_SERVICE, "Name"]}},
+            f"{pol}: {m2} dimensions are ClusterName=Ref {cluster}, ServiceName={POLLER_SERVICE}.Name", f"got {dims}")
+    final = by_id[returned[0]].get("Expression")
+    sub = final.get("Fn::Sub") if isinstance(final, dict) else None
+    m = re.fullmatch(r"\s*([a-z]\w*)\s*/\s*\$\{MessagesPerSecondPerTask\}\s*", sub) if isinstance(sub, str) else None
+    per_task = by_id.get(m.group(1)) if m else None
+    r.check(per_task is not None and "Expression" in per_task,
+            f"{pol}: the returned expression is <backlog per task> / ${{MessagesPerSecondPerTask}}", f"got {final!r}")
+    guarded = rf"IF\(\s*{m2}\s*>\s*0\s*,\s*{m1}\s*/\s*{m2}\s*,\s*{m1}\s*\)"
+    r.check(per_task is not None and re.fullmatch(guarded, str(per_task.get("Expression", "")).strip()) is not None,
+            f"{pol}: backlog per task is IF({m2} > 0, {m1} / {m2}, {m1}) (no division by zero)",
+            f"got {per_task.get('Expression') if per_task else None!r}")
+    for name, minimum in (("AcceptableLatencySeconds", 1), ("MessagesPerSecondPerTask", 0)):
+        p = param(t, name)
+        lo = p.get("MinValue")
+        r.check(p.get("Type") == "Number" and isinstance(lo, (int, float)) and lo >= minimum and lo > 0,
+                f"parameter {name} is a Number with a positive MinValue", f"got {p}")
+
+
+def kms_actions_on(t: Template, role: str, conds: dict[str, bool], key: Any) -> set[str]:
+    """kms actions the role allows on `key` (a Ref/GetAtt) under these conditions."""
+    out: set[str] = set()
+    for pol in as_list(resolve(t.props(role).get("Policies"), conds)):
+        doc = pol.get("PolicyDocument") if isinstance(pol, dict) else None
+        for st in as_list((doc or {}).get("Statement")):
+            if isinstance(st, dict) and st.get("Effect") == "Allow" and key in as_list(st.get("Resource")):
+                out.update(a for a in as_list(st.get("Action")) if isinstance(a, str) and a.lower().startswith("kms:"))
+    return out
+
+
+def check_kms(t: Template, r: Report) -> None:
+    """KmsKeyArn (empty = the services' own encryption): when set, it encrypts the log groups and
+    the functions' environment variables (the queues: check_queues), and each role gets exactly
+    the kms actions its work needs on that key and nothing else: kms:Decrypt to receive from a
+    queue or to read a function's environment, kms:GenerateDataKey to send to one. When empty, no
+    role names it."""
+    p = param(t, KMS_PARAM)
+    pattern = p.get("AllowedPattern")
+    ok = p.get("Type") == "String" and p.get("Default") == "" and isinstance(pattern, str)
+    r.check(ok and re.fullmatch(pattern, "") is not None and re.fullmatch(pattern, SAMPLE_KEY_ARN) is not None
+            and re.fullmatch(pattern, "alias/sqskit") is None,
+            f"parameter {KMS_PARAM}: String, default empty, AllowedPattern takes '' or a key ARN (not an alias)", f"got {p}")
+    function_roles = {ref_target(t.props(f).get("Role")) for f, _ in t.of_type("AWS::Serverless::Function", "AWS::Lambda::Function")}
+    key_ref = {"Ref": KMS_PARAM}
+    for key in ("", SAMPLE_KEY_ARN):
+        conds = t.conditions(**{KMS_PARAM: key, "UseFifo": "true", "PollerImageUri": "image"})
+        state = "set" if key else "empty"
+        want_key = key_ref if key else None
+        uses = f"Ref {KMS_PARAM}" if key else "none (the service's default encryption)"
+        for name, _ in t.of_type("AWS::Logs::LogGroup"):
+            got = resolve(t.props(name), conds).get("KmsKeyId")
+            r.check(got == want_key, f"{name} ({KMS_PARAM}={state}): KmsKeyId {uses}", f"got {got!r}")
+        for name, _ in t.of_type("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            got = resolve(t.props(name), conds).get("KmsKeyArn")
+            r.check(got == want_key, f"{name} ({KMS_PARAM}={state}): KmsKeyArn (environment) {uses}", f"got {got!r}")
+        for role, _ in t.of_type("AWS::IAM::Role"):
+            if not t.exists(role, conds):
+                continue
+            need: set[str] = set()
+            if key:
+                grants = [(set(as_list(st.get("Action"))), st) for pol in as_list(resolve(t.props(role).get("Policies"), conds))
+                          for st in as_list(((pol or {}).get("PolicyDocument") or {}).get("Statement"))
+                          if isinstance(st, dict) and st.get("Effect") == "Allow"]
+                actions = set().union(*(a for a, _ in grants)) if grants else set()
+                if "sqs:ReceiveMessage" in actions or "sqs:SendMessage" in actions or role in function_roles:
+                    need.add("kms:Decrypt")
+                if "sqs:SendMessage" in actions:
+                    need.add("kms:GenerateDataKey")
+            got = kms_actions_on(t, role, conds, key_ref)
+            r.check(got == need, f"{role} ({KMS_PARAM}={state}): kms actions on {KMS_PARAM} are exactly {sorted(need)}",
+                    f"got {sorted(got)}")
+
+
+def check_reserved_concurrency(t: Template, r: Report) -> None:
+    """Each function's ReservedConcurrentExecutions comes from its own parameter, -1 (the default)
+    meaning none: reserving takes from the account's pool, which a new account may not have."""
+    for name, _ in t.of_type("AWS::Serverless::Function", "AWS::Lambda::Function"):
+        rce = t.props(name).get("ReservedConcurrentExecutions")
+        branch = rce.get("Fn::If") if isinstance(rce, dict) else None
+        pname = ref_target(branch[1]) if isinstance(branch, list) and len(branch) == 3 else None
+        if not r.check(pname is not None and branch[2] == {"Ref": "AWS::NoValue"},
+                       f"{name}: ReservedConcurrentExecutions is Fn::If [cond, Ref <parameter>, AWS::NoValue]",
+                       f"got {rce!r}"):
+            continue
+        p = param(t, pname)
+        r.check(p.get("Type") == "Number" and str(p.get("Default")) == "-1" and str(p.get("MinValue")) == "-1",
+                f"{name}: parameter {pname} is a Number, default and minimum -1 (none)", f"got {p}")
+        off = resolve(t.props(name), t.conditions()).get("ReservedConcurrentExecutions")
+        on = resolve(t.props(name), t.conditions(**{pname: "50"})).get("ReservedConcurrentExecutions")
+        r.check(off is None and on == {"Ref": pname}, f"{name}: no reserved concurrency at -1, {pname} otherwise",
+                f"got {off!r} / {on!r}")
+
+
+CHECKOV_ID = re.compile(r"CKV2?_AWS_\d+")
+
+
+def check_checkov_skips(t: Template, r: Report) -> None:
+    """Every checkov skip in the template (resource Metadata.checkov.skip) names a check id and
+    says why it does not apply, once per check and resource."""
+    total = 0
+    for name, res in t.resources.items():
+        skips = ((res.get("Metadata") or {}).get("checkov") or {}).get("skip") if isinstance(res, dict) else None
+        if skips is None:
+            continue
+        ids = [s.get("id") if isinstance(s, dict) else None for s in as_list(skips)]
+        r.check(len(ids) == len(set(ids)), f"{name}: each checkov check skipped once", f"got {ids}")
+        for s in as_list(skips):
+            sid = s.get("id") if isinstance(s, dict) else None
+            comment = s.get("comment") if isinstance(s, dict) else None
+            total += 1
+            r.check(isinstance(sid, str) and CHECKOV_ID.fullmatch(sid) is not None
+                    and isinstance(comment, str) and len(comment.strip()) >= 20,
+                    f"{name}: checkov skip {sid} has a reason", f"got {s!r}")
+    r.check(total > 0, "template has checkov skips to check")
+
+
+ACCESS_LOG_BUCKET = "AccessLogBucket"
+
+
+def check_access_logs(t: Template, r: Report) -> None:
+    """The archive and payload buckets log access to AccessLogBucket (private, encrypted with
+    SSE-S3, expiring, TLS-only), whose policy lets only S3 log delivery for those two buckets of
+    this account write; the archive is versioned and its old versions expire."""
+    sources = ("ArchiveBucket", PAYLOAD_BUCKET)
+    for b in sources:
+        lc = t.props(b).get("LoggingConfiguration") or {}
+        r.check(ref_target(lc.get("DestinationBucketName")) == ACCESS_LOG_BUCKET and bool(lc.get("LogFilePrefix")),
+                f"{b}: server access logs to {ACCESS_LOG_BUCKET} under a prefix", f"got {lc}")
+    p = t.props(ACCESS_LOG_BUCKET)
+    sse = [rule.get("ServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
+           for rule in as_list((p.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration"))]
+    r.check(sse == ["AES256"], f"{ACCESS_LOG_BUCKET}: SSE-S3 (log delivery does not write to SSE-KMS buckets)", f"got {sse}")
+    pab = p.get("PublicAccessBlockConfiguration") or {}
+    r.check(all(pab.get(f) is True for f in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets")),
+            f"{ACCESS_LOG_BUCKET}: public access blocked")
+    rules = as_list((p.get("LifecycleConfiguration") or {}).get("Rules"))
+    r.check(any(ref_target(x.get("ExpirationInDays")) == "AccessLogExpirationDays" for x in rules if isinstance(x, dict)),
+            f"{ACCESS_LOG_BUCKET}: expires after AccessLogExpirationDays")
+    grants, tls = [], False
+    for name, _ in t.of_type("AWS::S3::BucketPolicy"):
+        pp = t.props(name)
+        if ref_target(pp.get("Bucket")) != ACCESS_LOG_BUCKET:
+            continue
+        for st in iter_statements(pp.get("PolicyDocument")):
+            if st.get("Effect") == "Allow":
+                grants.append(st)
+            cond = ((st.get("Condition") or {}).get("Bool") or {}).get("aws:SecureTransport")
+            tls = tls or (st.get("Effect") == "Deny" and st.get("Action") == "s3:*" and str(cond).lower() == "false")
+    r.check(tls, f"{ACCESS_LOG_BUCKET}: bucket policy denies requests without TLS")
+    ok = len(grants) == 1
+    if ok:
+        st = grants[0]
+        cond = st.get("Condition") or {}
+        src = {ref_target(a) for a in as_list((cond.get("ArnLike") or {}).get("aws:SourceArn"))}
+        ok = (st.get("Principal") == {"Service": "logging.s3.amazonaws.com"} and st.get("Action") == "s3:PutObject"
+              and src == set(sources)
+              and (cond.get("StringEquals") or {}).get("aws:SourceAccount") == {"Ref": "AWS::AccountId"})
+    r.check(ok, f"{ACCESS_LOG_BUCKET}: the only Allow is s3:PutObject for logging.s3.amazonaws.com from {list(sources)} "
+                "of this account", f"got {grants}")
+    ap = t.props("ArchiveBucket")
+    r.check((ap.get("VersioningConfiguration") or {}).get("Status") == "Enabled", "ArchiveBucket: versioning enabled")
+    r.check(any(isinstance(x, dict) and x.get("Status") == "Enabled" and x.get("NoncurrentVersionExpiration")
+                for x in as_list((ap.get("LifecycleConfiguration") or {}).get("Rules"))),
+            "ArchiveBucket: noncurrent versions expire (the archive's expiry still frees the space)")
+
+
 def check_alarms(t: Template, r: Report) -> None:
     alarms = dict(t.of_type("AWS::CloudWatch::Alarm"))
     for required in ("DeadLetterQueueNotEmptyAlarm", "WorkQueueOldestMessageAlarm"):
@@ -726,6 +1177,7 @@ def main() -> int:
     fn_crates = check_functions(t, r, root, template.resolve().parent)
     image_crate = check_dockerfile(r, root) if any(True for _ in t.of_type("AWS::ECS::TaskDefinition")) else None
     check_event_sources(t, r)
+    check_worker_poller_mode(t, r)
     check_work_queue_visibility(t, r)
     check_queues(t, r)
     check_env_vars(t, r, root, fn_crates, image_crate)
@@ -733,6 +1185,14 @@ def main() -> int:
     check_event_source_permissions(t, r)
     check_idempotency(t, r)
     check_payload_bucket(t, r)
+    check_access_logs(t, r)
+    check_kms(t, r)
+    check_reserved_concurrency(t, r)
+    check_checkov_skips(t, r)
+    if POLLER_TASK in t.resources:
+        check_health_check(t, r, root, image_crate)
+    if POLLER_SERVICE in t.resources:
+        check_autoscaling(t, r)
     check_alarms(t, r)
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
