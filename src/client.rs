@@ -62,6 +62,8 @@ pub struct Queue {
     url: Arc<str>,
     #[cfg(feature = "payload")]
     claim_check: Option<crate::payload::ClaimCheck>,
+    /// Longest `DelaySeconds` hop of [`Queue::send_at`] (900 s).
+    delay_hop: Duration,
 }
 
 /// A message SQS accepted.
@@ -170,7 +172,58 @@ impl Queue {
             url: Arc::from(url.into()),
             #[cfg(feature = "payload")]
             claim_check: None,
+            delay_hop: crate::delay::MAX_HOP,
         }
+    }
+
+    /// Shorten the hops of [`Queue::send_at`] (1 s to 900 s; tests and demos): see
+    /// [`delay`](crate::delay). Consumers re-send with their own hop
+    /// ([`ProcessorConfig::with_delay_hop`](crate::ProcessorConfig::with_delay_hop)).
+    pub fn with_delay_hop(mut self, hop: Duration) -> Self {
+        self.delay_hop = hop.clamp(Duration::from_secs(1), crate::delay::MAX_HOP);
+        self
+    }
+
+    /// Send `msg` to be delivered at `when`, even past SQS's 15-minute limit: within one hop a
+    /// plain `DelaySeconds`, else hops through consumers that re-send it until it is due (see
+    /// [`delay`](crate::delay)). A time in the past sends at once.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(queue: sqskit::Queue) -> Result<(), sqskit::Error> {
+    /// use std::time::{Duration, SystemTime};
+    /// let tomorrow = SystemTime::now() + Duration::from_secs(24 * 3600);
+    /// queue.send_at(sqskit::OutgoingMessage::new("reminder"), tomorrow).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `deliver_at` on a FIFO queue (no per-message delay there) or
+    /// for a message that already has a `DelaySeconds`; else as [`Queue::send`].
+    pub async fn send_at(
+        &self,
+        msg: impl Into<OutgoingMessage>,
+        when: std::time::SystemTime,
+    ) -> Result<SentMessage, Error> {
+        let mut msg = msg.into();
+        if self.is_fifo() {
+            return Err(Error::Invalid {
+                what: "deliver_at",
+                reason: format!("{} is a FIFO queue: FIFO queues have no per-message delay", self.name()),
+            });
+        }
+        if msg.delay_seconds.is_some() {
+            return Err(Error::Invalid {
+                what: "deliver_at",
+                reason: "the message already has a delay_seconds".into(),
+            });
+        }
+        let (delay, hops) = crate::delay::first_hop(when, std::time::SystemTime::now(), self.delay_hop);
+        if hops {
+            crate::delay::mark(&mut msg, when);
+        }
+        msg.delay_seconds = Some(delay).filter(|d| *d > 0);
+        self.send(msg).await
     }
 
     /// Send large bodies through S3 and resolve them on receive (claim check, in the Amazon

@@ -136,6 +136,8 @@ pub struct BatchSummary {
     pub dead_lettered: usize,
     /// Duplicates of completed messages, not run (idempotency).
     pub duplicates: usize,
+    /// Not due yet: re-sent with their next delay hop, not run (see [`crate::delay`]).
+    pub deferred: usize,
     /// Idempotency checks of this invocation.
     pub idempotency: IdempotencyCounts,
     /// Failures by kind (`retryable`, `panic`, `timeout`, `permanent`, `undecodable`, `held`,
@@ -396,7 +398,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             .iter()
             .map(|d| match &d.outcome {
                 // a dead letter is only decided once the DLQ confirmed it: Lambda may delete it
-                Outcome::Succeeded | Outcome::Duplicate | Outcome::DeadLetter { .. } => false,
+                Outcome::Succeeded | Outcome::Duplicate | Outcome::Deferred | Outcome::DeadLetter { .. } => false,
                 Outcome::Retry { .. } | Outcome::Held { .. } | Outcome::Released => true,
             })
             .collect();
@@ -412,6 +414,8 @@ impl<T: Send + 'static> LambdaAdapter<T> {
                 *summary.failed.entry(d.outcome.label()).or_default() += 1;
             } else if d.outcome == Outcome::Duplicate {
                 summary.duplicates += 1;
+            } else if d.outcome == Outcome::Deferred {
+                summary.deferred += 1;
             } else if d.outcome.is_success() {
                 summary.succeeded += 1;
             } else {

@@ -34,7 +34,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`rate`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`] |
+//! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`] |
 //! | `poller` | yes | [`poller`], [`health`] (liveness / readiness) and [`shutdown_signal`] |
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
@@ -49,6 +49,7 @@
 
 pub mod client;
 pub mod config;
+pub mod delay;
 #[cfg(feature = "dlq")]
 pub mod dlq;
 pub mod error;

@@ -39,6 +39,8 @@ pub mod names {
     /// Counter, label `result` (`claimed`, `duplicate`, `in_progress`, `reuse`, `store_error`):
     /// idempotency checks.
     pub const IDEMPOTENCY: &str = "sqskit_idempotency_total";
+    /// Counter: messages not due yet, re-sent with their next delay hop (not run).
+    pub const DEFERRED: &str = "sqskit_messages_deferred_total";
     /// Counter: duplicates deleted without running the handler (their delete confirmed).
     pub const DUPLICATES: &str = "sqskit_messages_duplicate_total";
     /// Gauge, labels `queue`, `state` (`visible`, `in_flight`, `delayed`): queue depth.

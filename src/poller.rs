@@ -725,6 +725,7 @@ async fn run_unit<T: Send + 'static>(
         let delete = match &d.outcome {
             Outcome::Succeeded => Some(Deletion::Succeeded),
             Outcome::Duplicate => Some(Deletion::Duplicate),
+            Outcome::Deferred => Some(Deletion::Deferred),
             Outcome::DeadLetter { .. } => {
                 PollStats::add(&stats.dead_lettered, 1);
                 Some(Deletion::DeadLettered)
@@ -738,7 +739,7 @@ async fn run_unit<T: Send + 'static>(
                 None
             }
         };
-        if matches!(d.outcome, Outcome::Held { .. } | Outcome::Released) {
+        if matches!(d.outcome, Outcome::Held { .. } | Outcome::Released | Outcome::Deferred) {
             // never started: its reservation goes back
             source.ctx.rates.iter().for_each(|r| r.release(1));
         }

@@ -287,6 +287,9 @@ pub enum Outcome {
     Released,
     /// Idempotency: its key was already completed, so the handler did not run: delete it.
     Duplicate,
+    /// Not due yet (its `sqskit-deliver-at` is in the future): the next delay hop was sent,
+    /// the handler did not run; delete this copy (see [`crate::delay`]).
+    Deferred,
 }
 
 impl Outcome {
@@ -303,6 +306,7 @@ impl Outcome {
             Outcome::Held { .. } => "held",
             Outcome::Released => "released",
             Outcome::Duplicate => "duplicate",
+            Outcome::Deferred => "deferred",
         }
     }
 }
@@ -510,11 +514,20 @@ pub struct ProcessorConfig {
     /// Put the full decoding error (which may quote the body) in logs and DLQ attributes.
     /// Off by default: only the error's category, line and column are recorded.
     pub log_bodies: bool,
+    /// Longest delay hop when re-sending a message that is not due yet (900 s; see
+    /// [`crate::delay`]).
+    pub delay_hop: Duration,
 }
 
 impl Default for ProcessorConfig {
     fn default() -> Self {
-        Self { backoff: Backoff::default(), timeout: None, concurrency: 10, log_bodies: false }
+        Self {
+            backoff: Backoff::default(),
+            timeout: None,
+            concurrency: 10,
+            log_bodies: false,
+            delay_hop: crate::delay::MAX_HOP,
+        }
     }
 }
 
@@ -532,6 +545,12 @@ impl ProcessorConfig {
     /// Set how many messages of a batch run at once.
     pub fn with_concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
+        self
+    }
+    /// Shorten the delay hops of messages re-sent because they are not due yet (1 s to 900 s;
+    /// tests and demos).
+    pub fn with_delay_hop(mut self, hop: Duration) -> Self {
+        self.delay_hop = hop.clamp(Duration::from_secs(1), crate::delay::MAX_HOP);
         self
     }
     /// Put full decoding errors (which may quote the body) in logs and DLQ attributes.
@@ -914,11 +933,46 @@ impl<T: Send + 'static> Processor<T> {
     ) -> Outcome {
         let span = crate::trace::message_span(&raw, ctx.queue_name());
         async {
+            if let Some(outcome) = self.defer(ctx, &raw).await {
+                return outcome;
+            }
             let result = self.attempt(Some(ctx), ctx.lease, raw.clone(), cancel).await;
             self.conclude(ctx, &raw, result).await
         }
         .instrument(span)
         .await
+    }
+
+    /// A standard-queue message whose `sqskit-deliver-at` is still ahead: send its next hop
+    /// and make this copy [`Outcome::Deferred`] (the handler does not run). When that send
+    /// fails, a retry with the remaining time as visibility (this one counts a receive).
+    async fn defer(&self, ctx: &QueueContext, raw: &ReceivedMessage) -> Option<Outcome> {
+        if ctx.fifo {
+            return None;
+        }
+        let left = crate::delay::remaining(raw, std::time::SystemTime::now())?;
+        let Some(queue) = &ctx.queue else {
+            tracing::warn!("not due yet, but the source queue is unknown: handled now");
+            return None;
+        };
+        let next = crate::delay::next_hop(raw, left, self.config.delay_hop);
+        match queue.send(next).await {
+            Ok(sent) => {
+                tracing::debug!(next_message_id = %sent.message_id, remaining_s = left.as_secs(), "not due yet: re-sent with its next delay hop");
+                metrics::counter!(crate::metrics::names::DEFERRED).increment(1);
+                Some(Outcome::Deferred)
+            }
+            Err(e) => {
+                let visibility = retry_visibility(raw, left.min(self.config.delay_hop));
+                tracing::warn!(error = %e, visibility, "not due yet, and its next hop could not be sent: retrying it then");
+                let failure = Failure {
+                    kind: FailureKind::Retryable,
+                    error: format!("delay hop not sent: {e}"),
+                    retry_after: None,
+                };
+                Some(Outcome::Retry { visibility, failure })
+            }
+        }
     }
 
     /// Decide, dead-letter (confirmed) or fall back to a retry, count and log one result.
@@ -959,7 +1013,7 @@ impl<T: Send + 'static> Processor<T> {
             Outcome::DeadLetter { failure } => {
                 tracing::warn!(kind = failure.kind.as_str(), error = %failure.error, "failed permanently; dead-lettered")
             }
-            Outcome::Held { .. } | Outcome::Released | Outcome::Duplicate => {}
+            Outcome::Held { .. } | Outcome::Released | Outcome::Duplicate | Outcome::Deferred => {}
         }
         outcome
     }
@@ -1050,9 +1104,22 @@ impl<T: Send + 'static> Processor<T> {
         if stop.is_some_and(CancellationToken::is_cancelled) || lease.is_some_and(CancellationToken::is_cancelled) {
             return messages.into_iter().map(|message| Decision { message, outcome: Outcome::Released }).collect();
         }
+        let mut out = Vec::with_capacity(messages.len());
+        // messages not due yet go on to their next hop; the handler gets the rest
+        let mut due = Vec::with_capacity(messages.len());
+        for m in messages {
+            let deferred = self.defer(ctx, &m).instrument(crate::trace::message_span(&m, ctx.queue_name())).await;
+            match deferred {
+                Some(outcome) => out.push(Decision { message: m, outcome }),
+                None => due.push(m),
+            }
+        }
+        let messages = due;
+        if messages.is_empty() {
+            return out;
+        }
         let results = self.run_whole(ctx, &messages, lease).await;
         let mut blocked: HashMap<String, (String, u32)> = HashMap::new();
-        let mut out = Vec::with_capacity(messages.len());
         for (m, result) in messages.into_iter().zip(results) {
             let group = if ctx.fifo { m.group_id().map(str::to_string) } else { None };
             let outcome = match group.as_ref().and_then(|g| blocked.get(g)) {

@@ -121,6 +121,8 @@ pub enum Deletion {
     DeadLettered,
     /// Idempotency: a duplicate of a completed message.
     Duplicate,
+    /// Not due yet: its next delay hop was sent.
+    Deferred,
 }
 
 /// The SQS actions a set of decisions calls for.
@@ -141,6 +143,7 @@ impl Actions {
             match &d.outcome {
                 Outcome::Succeeded => a.delete.push((d.message.clone(), Deletion::Succeeded)),
                 Outcome::Duplicate => a.delete.push((d.message.clone(), Deletion::Duplicate)),
+                Outcome::Deferred => a.delete.push((d.message.clone(), Deletion::Deferred)),
                 Outcome::DeadLetter { .. } => a.delete.push((d.message.clone(), Deletion::DeadLettered)),
                 Outcome::Retry { visibility, .. } => {
                     a.visibility.push((d.message.clone(), *visibility));
@@ -228,9 +231,13 @@ pub async fn delete(queue: &Queue, items: &[(Arc<ReceivedMessage>, Deletion)]) -
         let r = crate::trace::operation("settle", queue.name(), call, |_| chunk.len()).await;
         #[cfg(feature = "payload")]
         if let Some(check) = queue.claim_check().filter(|c| c.cleanup()) {
-            // only now that SQS confirmed the delete; a dead letter's DLQ copy still points at it
+            // only now that SQS confirmed the delete; a dead letter's DLQ copy and a deferred
+            // message's next hop still point at it
             let gone: Vec<&ReceivedMessage> =
-                r.ok.iter().filter(|&&i| chunk[i].1 != Deletion::DeadLettered).map(|&i| &*chunk[i].0).collect();
+                r.ok.iter()
+                    .filter(|&&i| matches!(chunk[i].1, Deletion::Succeeded | Deletion::Duplicate))
+                    .map(|&i| &*chunk[i].0)
+                    .collect();
             check.cleanup_after_delete(&gone).await;
         }
         let succeeded = r.ok.iter().filter(|&&i| chunk[i].1 == Deletion::Succeeded).count();

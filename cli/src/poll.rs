@@ -56,6 +56,11 @@ pub struct Args {
     /// checks them.
     #[arg(long, env = "SQSKIT_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Longest delay hop in seconds when re-sending a message that is not due yet (sent with
+    /// `sqskit send --delay/--deliver-at` or `Queue::send_at`); 1–900, default 900.
+    #[arg(long, env = "SQSKIT_DELAY_HOP", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=900),
+          value_name = "SECONDS", help_heading = "Flow control")]
+    pub delay_hop: u64,
     /// Start at most N messages per second, over all queues (e.g. 50, or 0.5 for one every
     /// 2 s). Receives are sized so that nothing waits invisible for its turn for long.
     #[arg(long, env = "SQSKIT_RATE", value_name = "N", value_parser = parse_rate, help_heading = "Flow control")]
@@ -149,7 +154,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         )
         .with_timeout(args.handler_timeout.map(Duration::from_secs))
         .with_concurrency(args.concurrency)
-        .with_log_bodies(args.log_bodies);
+        .with_log_bodies(args.log_bodies)
+        .with_delay_hop(Duration::from_secs(args.delay_hop));
     let poller_config = PollerConfig::default()
         .with_concurrency(args.concurrency)
         .with_visibility_timeout(Duration::from_secs(args.visibility_timeout))

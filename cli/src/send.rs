@@ -31,9 +31,17 @@ pub struct Args {
     /// FIFO group id for --body/--file (and lines without one).
     #[arg(long)]
     pub group_id: Option<String>,
-    /// Delay in seconds (0–900) for --body/--file.
-    #[arg(long)]
-    pub delay: Option<u32>,
+    /// Deliver --body/--file after this long: seconds, or a duration such as 90s, 15m, 2h, 3d.
+    /// Up to 15 minutes it is SQS's DelaySeconds; beyond, the message hops through the
+    /// consumers until it is due (standard queues; `sqskit poll` and the library handle hops).
+    #[arg(long, value_parser = parse_delay, value_name = "DURATION")]
+    pub delay: Option<std::time::Duration>,
+    /// Deliver --body/--file at this time (RFC 3339, e.g. 2026-12-24T18:00:00Z); like --delay.
+    #[arg(long, value_parser = parse_deliver_at, value_name = "TIME", conflicts_with = "delay")]
+    pub deliver_at: Option<std::time::SystemTime>,
+    /// Longest delay hop in seconds (1–900; default 900). For tests and demos.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=900), value_name = "SECONDS")]
+    pub delay_hop: Option<u64>,
     /// A string message attribute NAME=VALUE (repeatable) for --body/--file.
     #[arg(long = "attribute", value_name = "NAME=VALUE")]
     pub attributes: Vec<String>,
@@ -139,16 +147,34 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         (_, Some(f)) => Some(std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?),
         _ => None,
     };
+    if single.is_none() && (args.delay.is_some() || args.deliver_at.is_some()) {
+        anyhow::bail!(
+            "--delay and --deliver-at apply to --body/--file; JSON Lines carry \"delay\" (seconds, ≤ 900) per line"
+        );
+    }
+    let now = std::time::SystemTime::now();
+    let due = args
+        .deliver_at
+        .or_else(|| args.delay.filter(|d| d.as_secs() > u64::from(sqskit::limits::MAX_DELAY_SECONDS)).map(|d| now + d));
+    let mut later: Option<(OutgoingMessage, std::time::SystemTime)> = None;
+    if let Some(hop) = args.delay_hop {
+        queue = queue.with_delay_hop(std::time::Duration::from_secs(hop));
+    }
     if let Some(body) = single {
         let mut m = OutgoingMessage::new(body);
         m.group_id = args.group_id.clone();
-        m.delay_seconds = args.delay;
+        if due.is_none() {
+            m.delay_seconds = args.delay.map(|d| d.as_secs() as u32);
+        }
         for a in &args.attributes {
             let (k, v) = a.split_once('=').with_context(|| format!("--attribute {a:?} is not NAME=VALUE"))?;
             m.attributes.insert(k.to_string(), AttributeValue::string(v));
         }
         check(0, &m, claim_check.as_ref())?;
-        items.push((1, m));
+        match due {
+            Some(when) => later = Some((m, when)),
+            None => items.push((1, m)),
+        }
     } else {
         let path = args.jsonl.clone().unwrap_or_else(|| "-".into());
         let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
@@ -182,6 +208,10 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         b
     });
     let mut sent = 0;
+    if let Some((m, when)) = later {
+        queue.send_at(m, when).await?;
+        sent += 1;
+    }
     for chunk in items.chunks(CHUNK) {
         let report = queue.send_batch(chunk.iter().map(|(_, m)| m.clone())).await?;
         sent += report.sent.len();
@@ -211,6 +241,18 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     } else {
         Err(anyhow::anyhow!("{} of {} message(s) not sent", summary.failed.len(), summary.failed.len() + summary.sent))
     }
+}
+
+fn parse_delay(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (seconds, or e.g. 90s, 15m, 2h, 3d)"))
+}
+
+fn parse_deliver_at(s: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(s.trim()).map_err(|e| format!("{s:?}: {e} (RFC 3339, e.g. 2026-12-24T18:00:00Z)"))
 }
 
 #[cfg(test)]

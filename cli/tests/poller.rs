@@ -410,3 +410,36 @@ async fn rate_flag_spaces_the_starts_and_refuses_nonsense() {
         assert!(err.contains("--rate"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn send_delay_past_one_hop_is_delivered_by_poll_after_its_time() {
+    let q = queue("cli-delay").await;
+    let sent_at = std::time::SystemTime::now();
+    let out = sqskit(None)
+        .args(["send", "--queue-url", q.url(), "--body", "later", "--delay", "5s", "--delay-hop", "2"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = temp_dir("cli-delay").join("handler.log");
+    let mut p = spawn(poll_exec(&q, &log, &["--delay-hop", "2", "--until-empty", "--wait-time", "1"]));
+    assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
+    assert!(sent_at.elapsed().unwrap() >= Duration::from_secs(5), "not handled before it was due");
+    assert_eq!(ids(&events(&log), "done").len(), 1, "handled once");
+    for (args, says) in [
+        (vec!["--body", "x", "--delay", "soon"], "--delay"),
+        (vec!["--body", "x", "--deliver-at", "tomorrow"], "--deliver-at"),
+        (vec!["--body", "x", "--delay", "1h", "--deliver-at", "2030-01-01T00:00:00Z"], "cannot be used with"),
+    ] {
+        let out = sqskit(None).args(["send", "--queue-url", q.url()]).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    let fifo = fifo_queue("cli-delay-fifo").await;
+    let out = sqskit(None)
+        .args(["send", "--queue-url", fifo.url(), "--body", "x", "--group-id", "g", "--delay", "2h"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(1) && err.contains("FIFO"), "{err}");
+}
