@@ -68,7 +68,7 @@ pub struct OutgoingMessage {
     pub attributes: HashMap<String, AttributeValue>,
     /// Delay before the message becomes visible, 0..=900 s (standard queues only).
     pub delay_seconds: Option<u32>,
-    /// FIFO message group id.
+    /// Message group id: the group on a FIFO queue, the tenant on a standard (fair) queue.
     pub group_id: Option<String>,
     /// FIFO deduplication id (not needed with content-based deduplication).
     pub dedup_id: Option<String>,
@@ -100,7 +100,8 @@ impl OutgoingMessage {
         self.delay_seconds = Some(seconds);
         self
     }
-    /// Set the FIFO group id.
+    /// Set the message group id: the FIFO group, or on a standard queue the tenant (fair
+    /// queues: SQS keeps one noisy tenant from delaying the others; no ordering).
     pub fn group_id(mut self, id: impl Into<String>) -> Self {
         self.group_id = Some(id.into());
         self

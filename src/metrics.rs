@@ -39,6 +39,11 @@ pub mod names {
     /// Counter, label `result` (`claimed`, `duplicate`, `in_progress`, `reuse`, `store_error`):
     /// idempotency checks.
     pub const IDEMPOTENCY: &str = "sqskit_idempotency_total";
+    /// Counter, labels `queue`, `tenant`, `outcome` (`succeeded`, `retried`, `dead_lettered`,
+    /// `duplicate`, `deferred`, `released`): messages per tenant of a fair queue (the
+    /// `MessageGroupId` of a standard queue), only with [`TenantLabels`] on; tenants past the
+    /// limit are counted as `other`.
+    pub const TENANT_MESSAGES: &str = "sqskit_tenant_messages_total";
     /// Counter: messages not due yet, re-sent with their next delay hop (not run).
     pub const DEFERRED: &str = "sqskit_messages_deferred_total";
     /// Counter: duplicates deleted without running the handler (their delete confirmed).
@@ -47,6 +52,44 @@ pub mod names {
     pub const QUEUE_DEPTH: &str = "sqskit_queue_messages";
     /// Counter: claim-check objects whose cleanup (delete after the message's delete) failed.
     pub const PAYLOAD_CLEANUP_FAILURES: &str = "sqskit_payload_cleanup_failures_total";
+}
+
+/// Tenant labels with bounded cardinality: the first `limit` tenants seen get a label of their
+/// own, later ones share `other` (a fair queue may carry millions of tenants; a metrics label
+/// per tenant would not survive that).
+///
+/// # Example
+/// ```
+/// let t = sqskit::metrics::TenantLabels::new(2);
+/// assert_eq!(t.label("acme"), "acme");
+/// assert_eq!(t.label("globex"), "globex");
+/// assert_eq!(t.label("initech"), "other");
+/// assert_eq!(t.label("acme"), "acme");
+/// ```
+#[derive(Debug)]
+pub struct TenantLabels {
+    limit: usize,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl TenantLabels {
+    /// Own labels for the first `limit` tenants.
+    pub fn new(limit: usize) -> Self {
+        Self { limit, seen: std::sync::Mutex::default() }
+    }
+
+    /// The label for `tenant`.
+    pub fn label(&self, tenant: &str) -> String {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(tenant) {
+            return tenant.to_string();
+        }
+        if seen.len() < self.limit && tenant != "other" {
+            seen.insert(tenant.to_string());
+            return tenant.to_string();
+        }
+        "other".to_string()
+    }
 }
 
 /// Error installing the Prometheus exporter.

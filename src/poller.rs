@@ -166,6 +166,9 @@ pub struct PollerConfig {
     pub dead_letter_url: Option<String>,
     /// Added to 2 × `wait_time` to make the liveness window (see [`crate::health`]).
     pub liveness_margin: Duration,
+    /// Per-tenant counters for fair queues (standard queues whose messages carry a
+    /// `MessageGroupId`): own labels for this many tenants, the rest as `other`; 0 = off.
+    pub tenant_metrics: usize,
     /// Messages started per second by this poller at most, over all its queues (see
     /// [`crate::rate`]); each queue may have its own limit too ([`QueueSpec::with_rate`]).
     pub rate: Option<f64>,
@@ -189,6 +192,7 @@ impl Default for PollerConfig {
             dead_letter_url: None,
             liveness_margin: Duration::from_secs(10),
             rate: None,
+            tenant_metrics: 0,
             health: None,
         }
     }
@@ -236,6 +240,12 @@ impl PollerConfig {
         self
     }
 
+    /// Count messages per tenant of fair queues, with own labels for `limit` tenants (0: off;
+    /// see [`metrics::TenantLabels`](crate::metrics::TenantLabels)).
+    pub fn with_tenant_metrics(mut self, limit: usize) -> Self {
+        self.tenant_metrics = limit;
+        self
+    }
     /// Start at most `rate` messages per second over all queues (`None`: no limit).
     pub fn with_rate(mut self, rate: Option<f64>) -> Self {
         self.rate = rate;
@@ -349,6 +359,8 @@ struct Source {
     queue: Queue,
     weight: u32,
     acker: mpsc::Sender<Ack>,
+    /// Tenant labels (fair queues, `--tenant-metrics`); shared by the queues of a poller.
+    tenants: Option<Arc<crate::metrics::TenantLabels>>,
 }
 
 /// The poller.
@@ -441,13 +453,16 @@ impl<T: Send + 'static> Poller<T> {
         let stop = CancellationToken::new();
         let drain_acks = CancellationToken::new();
         let mut ackers = JoinSet::new();
+        let tenants =
+            (config.tenant_metrics > 0).then(|| Arc::new(crate::metrics::TenantLabels::new(config.tenant_metrics)));
         let sources: Vec<Arc<Source>> = queues
             .into_iter()
             .filter_map(|(ctx, weight)| {
                 let (tx, rx) = mpsc::channel(config.concurrency.max(MAX_BATCH_ENTRIES));
                 let queue = ctx.queue.clone()?;
                 ackers.spawn(acker(queue.clone(), rx, config.clone(), stats.clone(), drain_acks.clone()));
-                Some(Arc::new(Source { ctx, queue, weight, acker: tx }))
+                let tenants = if ctx.fifo { None } else { tenants.clone() };
+                Some(Arc::new(Source { ctx, queue, weight, acker: tx, tenants }))
             })
             .collect();
         let sem = Arc::new(Semaphore::new(config.concurrency));
@@ -739,6 +754,19 @@ async fn run_unit<T: Send + 'static>(
                 None
             }
         };
+        if let (Some(labels), Some(tenant)) = (&source.tenants, d.message.group_id()) {
+            let outcome = match &d.outcome {
+                Outcome::Succeeded => "succeeded",
+                Outcome::Duplicate => "duplicate",
+                Outcome::DeadLetter { .. } => "dead_lettered",
+                Outcome::Deferred => "deferred",
+                Outcome::Retry { .. } | Outcome::Held { .. } => "retried",
+                _ => "released",
+            };
+            metrics::counter!(names::TENANT_MESSAGES, "queue" => source.queue.name().to_string(),
+                "tenant" => labels.label(tenant), "outcome" => outcome)
+            .increment(1);
+        }
         if matches!(d.outcome, Outcome::Held { .. } | Outcome::Released | Outcome::Deferred) {
             // never started: its reservation goes back
             source.ctx.rates.iter().for_each(|r| r.release(1));

@@ -61,6 +61,11 @@ pub struct Args {
     #[arg(long, env = "SQSKIT_DELAY_HOP", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=900),
           value_name = "SECONDS", help_heading = "Flow control")]
     pub delay_hop: u64,
+    /// Fair queues (standard queues whose messages carry a MessageGroupId naming a tenant):
+    /// count messages per tenant and outcome (sqskit_tenant_messages_total), with labels of
+    /// their own for the first N tenants seen and `other` for the rest. 0 = off.
+    #[arg(long, env = "SQSKIT_TENANT_METRICS", default_value_t = 0, value_name = "N", requires = "metrics_addr")]
+    pub tenant_metrics: usize,
     /// Start at most N messages per second, over all queues (e.g. 50, or 0.5 for one every
     /// 2 s). Receives are sized so that nothing waits invisible for its turn for long.
     #[arg(long, env = "SQSKIT_RATE", value_name = "N", value_parser = parse_rate, help_heading = "Flow control")]
@@ -163,6 +168,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .with_wait_time(Duration::from_secs(args.wait_time))
         .with_liveness_margin(Duration::from_secs(args.liveness_margin))
         .with_rate(args.rate)
+        .with_tenant_metrics(args.tenant_metrics)
         .with_health(health)
         .with_shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .with_until_empty(args.until_empty)

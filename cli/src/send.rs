@@ -28,7 +28,8 @@ pub struct Args {
     /// Read JSON Lines from stdin (same as --jsonl -).
     #[arg(id = "stdin", value_name = "-", value_parser = clap::builder::PossibleValuesParser::new(["-"]))]
     pub stdin: Option<String>,
-    /// FIFO group id for --body/--file (and lines without one).
+    /// Message group id for --body/--file (and lines without one): the FIFO group, or on a
+    /// standard queue the tenant (fair queues).
     #[arg(long)]
     pub group_id: Option<String>,
     /// Deliver --body/--file after this long: seconds, or a duration such as 90s, 15m, 2h, 3d.

@@ -443,3 +443,46 @@ async fn send_delay_past_one_hop_is_delivered_by_poll_after_its_time() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(1) && err.contains("FIFO"), "{err}");
 }
+
+#[tokio::test]
+async fn tenant_metrics_on_a_fair_queue_are_bounded_with_an_other_bucket() {
+    let q = queue("cli-tenants").await;
+    // 5 tenants × 3 messages, sent with `sqskit send --group-id` on a standard queue
+    for t in 0..5 {
+        for i in 0..3 {
+            let out = sqskit(None)
+                .args([
+                    "send",
+                    "--queue-url",
+                    q.url(),
+                    "--body",
+                    &format!("t{t}-{i}"),
+                    "--group-id",
+                    &format!("tenant-{t}"),
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = temp_dir("cli-tenants").join("handler.log");
+    let p = spawn(poll_exec(&q, &log, &["--metrics-addr", &addr, "--wait-time", "1", "--tenant-metrics", "3"]));
+    wait_until(Duration::from_secs(60), "all handled", || ids(&events(&log), "done").len() >= 15);
+    let get = reqwest_get(&addr);
+    let mut text = String::new();
+    wait_until(Duration::from_secs(20), "tenant counters", || {
+        text = get();
+        metric(&text, "sqskit_tenant_messages_total", "outcome=\"succeeded\"") == Some(15.0)
+    });
+    let tenants: HashSet<String> = text
+        .lines()
+        .filter(|l| l.starts_with("sqskit_tenant_messages_total{"))
+        .filter_map(|l| l.split("tenant=\"").nth(1)?.split('"').next().map(str::to_string))
+        .collect();
+    assert_eq!(tenants.len(), 4, "3 tenants of their own + other: {tenants:?}");
+    assert!(tenants.contains("other"));
+    assert_eq!(metric(&text, "sqskit_tenant_messages_total", "tenant=\"other\""), Some(6.0), "{text}");
+    p.signal("TERM");
+}
