@@ -22,6 +22,8 @@ pub mod names {
     pub const DEAD_LETTERED: &str = "sqskit_messages_dead_lettered_total";
     /// Histogram: handler duration in seconds.
     pub const HANDLER_DURATION: &str = "sqskit_handler_duration_seconds";
+    /// Gauge: messages received ahead of a free handler slot (the poller's prefetch buffer).
+    pub const PREFETCHED: &str = "sqskit_prefetched";
     /// Gauge: messages in flight in this process.
     pub const IN_FLIGHT: &str = "sqskit_in_flight";
     /// Counter: visibility extensions made by the heartbeat.

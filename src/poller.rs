@@ -166,6 +166,11 @@ pub struct PollerConfig {
     pub dead_letter_url: Option<String>,
     /// Added to 2 × `wait_time` to make the liveness window (see [`crate::health`]).
     pub liveness_margin: Duration,
+    /// Messages received ahead of free handler slots, so that a slot that frees up starts the
+    /// next message at once instead of waiting for a receive round trip. `None`: one batch
+    /// (10) per receiver; `Some(0)`: off. They are in flight like any other message: counted,
+    /// heart-beaten, and released at shutdown without running.
+    pub prefetch: Option<usize>,
     /// Per-tenant counters for fair queues (standard queues whose messages carry a
     /// `MessageGroupId`): own labels for this many tenants, the rest as `other`; 0 = off.
     pub tenant_metrics: usize,
@@ -192,6 +197,7 @@ impl Default for PollerConfig {
             dead_letter_url: None,
             liveness_margin: Duration::from_secs(10),
             rate: None,
+            prefetch: None,
             tenant_metrics: 0,
             health: None,
         }
@@ -240,6 +246,12 @@ impl PollerConfig {
         self
     }
 
+    /// Messages received ahead of free handler slots (`None`: one batch per receiver;
+    /// `Some(0)`: off).
+    pub fn with_prefetch(mut self, prefetch: Option<usize>) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
     /// Count messages per tenant of fair queues, with own labels for `limit` tenants (0: off;
     /// see [`metrics::TenantLabels`](crate::metrics::TenantLabels)).
     pub fn with_tenant_metrics(mut self, limit: usize) -> Self {
@@ -465,17 +477,21 @@ impl<T: Send + 'static> Poller<T> {
                 Some(Arc::new(Source { ctx, queue, weight, acker: tx, tenants }))
             })
             .collect();
-        let sem = Arc::new(Semaphore::new(config.concurrency));
+        let receivers = config.concurrency.div_ceil(MAX_BATCH_ENTRIES).clamp(1, 64).max(sources.len());
+        let prefetch = config.prefetch.unwrap_or(receivers * MAX_BATCH_ENTRIES);
+        // receive permits: handler slots plus the prefetch buffer; handler slots: `exec`
+        let sem = Arc::new(Semaphore::new(config.concurrency + prefetch));
+        let exec = Arc::new(Semaphore::new(config.concurrency));
         let tracker = TaskTracker::new();
         let picker = Arc::new(Mutex::new(Picker::new(sources.iter().map(|s| s.weight).collect())));
         let ghosts = Arc::new(Ghosts::default());
-        let receivers = config.concurrency.div_ceil(MAX_BATCH_ENTRIES).clamp(1, 64).max(sources.len());
         let mut recv_tasks = JoinSet::new();
         for _ in 0..receivers {
             recv_tasks.spawn(receiver(
                 sources.clone(),
                 picker.clone(),
                 sem.clone(),
+                exec.clone(),
                 processor.clone(),
                 config.clone(),
                 stats.clone(),
@@ -559,6 +575,7 @@ async fn receiver<T: Send + 'static>(
     sources: Vec<Arc<Source>>,
     picker: Arc<Mutex<Picker>>,
     sem: Arc<Semaphore>,
+    exec: Arc<Semaphore>,
     processor: Processor<T>,
     config: Arc<PollerConfig>,
     stats: Arc<PollStats>,
@@ -682,6 +699,7 @@ async fn receiver<T: Send + 'static>(
             tracker.spawn(run_unit(
                 unit,
                 permit,
+                exec.clone(),
                 processor.clone(),
                 source.clone(),
                 config.clone(),
@@ -721,6 +739,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn run_unit<T: Send + 'static>(
     unit: Vec<Arc<ReceivedMessage>>,
     permit: OwnedSemaphorePermit,
+    exec: Arc<Semaphore>,
     processor: Processor<T>,
     source: Arc<Source>,
     config: Arc<PollerConfig>,
@@ -779,6 +798,22 @@ async fn run_unit<T: Send + 'static>(
         }
     };
     let work = async {
+        // a handler slot (prefetched messages wait here, heart-beaten; at shutdown they are
+        // released below without running); a unit takes as many as it has messages, up to all
+        let want = n.min(config.concurrency).max(1) as u32;
+        let slots = match exec.clone().try_acquire_many_owned(want) {
+            Ok(p) => Some(p),
+            Err(_) => {
+                metrics::gauge!(names::PREFETCHED).increment(n as f64);
+                let p = tokio::select! {
+                    p = exec.clone().acquire_many_owned(want) => p.ok(),
+                    _ = stop.cancelled() => None,
+                };
+                metrics::gauge!(names::PREFETCHED).decrement(n as f64);
+                p
+            }
+        };
+        let _slots = slots;
         if processor.is_batch() {
             // a batch handler gets the whole receive at once
             let decisions = processor.process_whole(&source.ctx, unit.clone(), Some(&stop), Some(&lease)).await;

@@ -61,6 +61,11 @@ pub struct Args {
     #[arg(long, env = "SQSKIT_DELAY_HOP", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=900),
           value_name = "SECONDS", help_heading = "Flow control")]
     pub delay_hop: u64,
+    /// Messages received ahead of free handler slots, so a slot that frees up starts the next
+    /// message without waiting for a receive (default: 10 per receiver; 0 = off). They are
+    /// in flight: heart-beaten, and released at shutdown without running.
+    #[arg(long, env = "SQSKIT_PREFETCH", value_name = "N", help_heading = "Flow control")]
+    pub prefetch: Option<usize>,
     /// Fair queues (standard queues whose messages carry a MessageGroupId naming a tenant):
     /// count messages per tenant and outcome (sqskit_tenant_messages_total), with labels of
     /// their own for the first N tenants seen and `other` for the rest. 0 = off.
@@ -169,6 +174,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .with_liveness_margin(Duration::from_secs(args.liveness_margin))
         .with_rate(args.rate)
         .with_tenant_metrics(args.tenant_metrics)
+        .with_prefetch(args.prefetch)
         .with_health(health)
         .with_shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .with_until_empty(args.until_empty)
