@@ -11,7 +11,7 @@ mod redrive;
 mod send;
 mod stats;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// sqskit: consume and operate Amazon SQS queues.
 #[derive(Parser, Debug)]
@@ -46,6 +46,11 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Redrive(args) = &cli.command {
+        if let Err(e) = args.validate() {
+            Cli::command().error(clap::error::ErrorKind::ValueValidation, e).exit();
+        }
+    }
     let telemetry = match common::init_logging(cli.global.log_format, cli.global.otlp_endpoint.as_deref()) {
         Ok(t) => t,
         Err(e) => return common::fail(e),
