@@ -1,7 +1,7 @@
 //! `sqskit redrive`: move messages from a DLQ back to their source queue, here or with a
 //! message move task; `--status` and `--cancel` for move tasks.
 
-use sqskit::dlq::{MoveTask, RedriveOptions, RedriveReport};
+use sqskit::dlq::{MoveTask, RedriveFilter, RedriveOptions, RedriveReport};
 use sqskit::Queue;
 use std::io::IsTerminal;
 
@@ -15,12 +15,21 @@ pub struct Args {
     /// Target queue URL (default: each message's source queue).
     #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub to: Option<String>,
-    /// Move at most N messages.
+    /// Move at most N messages (with --filter: N matching ones).
     #[arg(long, conflicts_with_all = ["use_move_task", "status", "cancel"])]
     pub max: Option<usize>,
     /// At most R messages per second (with --use-move-task: a whole number, 1-500).
     #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub rate: Option<f64>,
+    /// Move only messages matching EXPR: `/json/pointer=value` (the body parsed as JSON has
+    /// this value there; a JSON literal, else a string) or `kind=<error kind>` (permanent,
+    /// undecodable, ..., max-receives). Repeat to require all.
+    #[arg(long, value_name = "EXPR", value_parser = parse_filter,
+          conflicts_with_all = ["use_move_task", "status", "cancel"])]
+    pub filter: Vec<RedriveFilter>,
+    /// Show what would move (message id, source, target, error kind) and change nothing.
+    #[arg(long, conflicts_with_all = ["use_move_task", "status", "cancel"])]
+    pub dry_run: bool,
     /// Ask SQS to do it (StartMessageMoveTask) instead of moving messages here.
     #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub use_move_task: bool,
@@ -33,6 +42,10 @@ pub struct Args {
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+fn parse_filter(s: &str) -> Result<RedriveFilter, String> {
+    s.parse().map_err(|e: sqskit::dlq::DlqError| e.to_string())
 }
 
 impl Args {
@@ -81,7 +94,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     }
     let total = dlq.attributes().await?.visible;
     let limit = args.max.unwrap_or(usize::MAX);
-    let bar = (std::io::stderr().is_terminal()).then(|| {
+    let bar = (std::io::stderr().is_terminal() && !args.dry_run).then(|| {
         let b = indicatif::ProgressBar::new(total.min(limit as u64));
         b.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} moved  {per_sec}  eta {eta}")
@@ -89,7 +102,10 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         );
         b
     });
-    let options = RedriveOptions::default().with_max(args.max).with_rate(args.rate);
+    let mut options = RedriveOptions::default().with_max(args.max).with_rate(args.rate).with_dry_run(args.dry_run);
+    for f in args.filter {
+        options = options.with_filter(f);
+    }
     let report = sqskit::dlq::redrive(&dlq, to, &options, |moved| {
         if let Some(b) = &bar {
             b.set_position(moved as u64);
@@ -112,7 +128,23 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
 }
 
 fn print_report(report: &RedriveReport, dlq: &str) {
-    println!("moved {} message(s) out of {}, {} failed", report.moved, dlq, report.failed.len());
+    if report.dry_run {
+        println!("dry run: would move {} message(s) out of {}:", report.would_move.len(), dlq);
+        for m in &report.would_move {
+            println!(
+                "  {}  {} -> {}  {}",
+                m.message_id,
+                m.source_queue.as_deref().unwrap_or("?"),
+                m.target,
+                m.error_kind
+            );
+        }
+    } else {
+        println!("moved {} message(s) out of {}, {} failed", report.moved, dlq, report.failed.len());
+    }
+    if report.skipped > 0 {
+        println!("{} message(s) did not match the filter (left in the DLQ)", report.skipped);
+    }
     for f in &report.failed {
         println!("  {f}");
     }

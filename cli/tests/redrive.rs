@@ -1,5 +1,5 @@
 //! `sqskit redrive` as real processes against LocalStack: message move tasks (start, status,
-//! cancel).
+//! cancel) and the client-side redrive's --filter and --dry-run.
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
@@ -7,7 +7,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqskit::dlq::{list_move_tasks, MoveTask};
+use sqskit::dlq::{list_move_tasks, MoveTask, RedriveOptions};
+use sqskit::processor::{dead_letter_message, Failure, FailureKind};
 use sqskit::{OutgoingMessage, Queue, ReceivedMessage};
 use support::proc::sqskit;
 use support::*;
@@ -30,6 +31,20 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 fn json(out: &str) -> Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// A dead letter as the processor writes it: the body, the error attributes, `src` as source.
+fn letter(src: &Queue, body: &str, kind: FailureKind) -> OutgoingMessage {
+    let original = ReceivedMessage {
+        message_id: format!("orig-{body}"),
+        receipt_handle: String::new(),
+        body: body.to_string(),
+        attributes: Default::default(),
+        system_attributes: Default::default(),
+        received_at: Instant::now(),
+        queue_url: None,
+    };
+    dead_letter_message(&original, &Failure { kind, error: "e".into(), retry_after: None }, src.name(), false)
 }
 
 /// A source queue (`maxReceiveCount` 1) and its DLQ holding `n` messages that SQS's redrive
@@ -223,4 +238,161 @@ async fn status_says_when_there_are_no_tasks_and_shows_why_one_failed() {
     // LocalStack received it before failing: it is in flight for the DLQ's visibility timeout
     let d = depth(&dlq).await;
     assert_eq!(d.0 + d.1, 1, "the message stays in the DLQ: {d:?}");
+}
+
+/// The DLQ holds `{"order":{"id":i,"status":...}}` for i in 0..6 (even: failed) and a body that
+/// is not JSON.
+async fn orders_dlq(prefix: &str) -> (Queue, Queue) {
+    let (src, dlq) = queue_with_dlq(prefix, 3, false, 30).await;
+    let mut letters: Vec<OutgoingMessage> = (0..6)
+        .map(|i| {
+            let status = if i % 2 == 0 { "failed" } else { "ok" };
+            letter(&src, &format!(r#"{{"order":{{"id":{i},"status":"{status}"}}}}"#), FailureKind::Permanent)
+        })
+        .collect();
+    letters.push(letter(&src, "plain text, not JSON", FailureKind::Undecodable));
+    dlq.send_batch(letters).await.unwrap().into_result().unwrap();
+    (src, dlq)
+}
+
+#[tokio::test]
+async fn filter_by_json_pointer_moves_exactly_the_matching_messages() {
+    let (src, dlq) = orders_dlq("rd-pointer").await;
+    let (code, out, err) =
+        run(&["redrive", "--dlq-url", dlq.url(), "--filter", "/order/status=failed", "--output", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report = json(&out);
+    assert_eq!((report["moved"].as_u64(), report["skipped"].as_u64()), (Some(3), Some(4)), "{report}");
+    assert_eq!(depth(&dlq).await, (4, 0, 0), "the others are in the DLQ and visible again at once");
+    let back = drain(&src, Duration::from_secs(1)).await;
+    let want: HashSet<String> =
+        [0, 2, 4].iter().map(|i| format!(r#"{{"order":{{"id":{i},"status":"failed"}}}}"#)).collect();
+    assert_eq!(bodies(&back), want);
+
+    // a JSON literal: the number 5 (not the string "5")
+    let (code, out, err) = run(&["redrive", "--dlq-url", dlq.url(), "--filter", "/order/id=5"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("moved 1 message(s)") && out.contains("3 message(s) did not match"), "{out}");
+    let back = drain(&src, Duration::from_secs(1)).await;
+    assert_eq!(bodies(&back), HashSet::from([r#"{"order":{"id":5,"status":"ok"}}"#.to_string()]));
+    let (code, out, _) = run(&["redrive", "--dlq-url", dlq.url(), "--filter", r#"/order/id="1""#, "--output", "json"]);
+    assert_eq!((code, json(&out)["moved"].as_u64()), (0, Some(0)), "the string \"1\" is not the number 1");
+    assert_eq!(depth(&dlq).await, (3, 0, 0));
+    assert_eq!(depth(&src).await.0, 0);
+}
+
+#[tokio::test]
+async fn filter_by_error_kind_moves_exactly_the_matching_messages() {
+    let (src, dlq) = queue_with_dlq("rd-kind", 3, false, 30).await;
+    let kinds = [FailureKind::Permanent, FailureKind::Undecodable, FailureKind::Undecodable, FailureKind::Permanent];
+    let mut letters: Vec<OutgoingMessage> =
+        kinds.iter().enumerate().map(|(i, k)| letter(&src, &format!("{}-{i}", k.as_str()), *k)).collect();
+    letters.push(OutgoingMessage::new("moved by SQS, no attributes"));
+    dlq.send_batch(letters).await.unwrap().into_result().unwrap();
+
+    let (code, out, err) =
+        run(&["redrive", "--dlq-url", dlq.url(), "--filter", "kind=undecodable", "--output", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(json(&out)["moved"], 2);
+    assert_eq!(depth(&dlq).await, (3, 0, 0));
+    let back = drain(&src, Duration::from_secs(1)).await;
+    assert_eq!(bodies(&back), HashSet::from(["undecodable-1".to_string(), "undecodable-2".to_string()]));
+
+    // no error kind: `max-receives`, sent to the DLQ's single redrive source
+    let (code, out, err) = run(&["redrive", "--dlq-url", dlq.url(), "--filter", "kind=max-receives"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let back = drain(&src, Duration::from_secs(1)).await;
+    assert_eq!(bodies(&back), HashSet::from(["moved by SQS, no attributes".to_string()]));
+    assert_eq!(depth(&dlq).await, (2, 0, 0), "the two permanent ones stay");
+
+    // two filters: both must match
+    let (code, out, err) =
+        run(&["redrive", "--dlq-url", dlq.url(), "--filter", "kind=permanent", "--filter", "/x=1", "--output", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!((json(&out)["moved"].as_u64(), json(&out)["skipped"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(depth(&dlq).await, (2, 0, 0));
+}
+
+#[tokio::test]
+async fn dry_run_reports_what_would_move_and_changes_nothing() {
+    let (src, dlq) = queue_with_dlq("rd-dry", 3, false, 30).await;
+    let secret = "secret-body-text";
+    let kinds = [FailureKind::Permanent, FailureKind::Undecodable, FailureKind::Permanent, FailureKind::TimedOut];
+    let letters: Vec<OutgoingMessage> =
+        kinds.iter().enumerate().map(|(i, k)| letter(&src, &format!("{secret} {i}"), *k)).collect();
+    let sent = dlq.send_batch(letters).await.unwrap().into_result().unwrap();
+    let ids: HashSet<String> = sent.iter().map(|s| s.message_id.clone()).collect();
+
+    let (code, out, err) = run(&["redrive", "--dlq-url", dlq.url(), "--dry-run", "--output", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains(secret) && !err.contains(secret), "no bodies: {out}{err}");
+    let report = json(&out);
+    assert_eq!((report["dry_run"].as_bool(), report["moved"].as_u64()), (Some(true), Some(0)));
+    let planned = report["would_move"].as_array().unwrap();
+    assert_eq!(planned.iter().map(|p| p["message_id"].as_str().unwrap().to_string()).collect::<HashSet<_>>(), ids);
+    assert!(planned.iter().all(|p| p["target"] == src.name() && p["source_queue"] == src.name()), "{report}");
+    let mut planned_kinds: Vec<&str> = planned.iter().map(|p| p["error_kind"].as_str().unwrap()).collect();
+    planned_kinds.sort();
+    assert_eq!(planned_kinds, ["permanent", "permanent", "timeout", "undecodable"]);
+    assert_eq!(depth(&dlq).await, (4, 0, 0), "the DLQ holds everything, visible");
+    assert_eq!(depth(&src).await, (0, 0, 0), "nothing sent");
+
+    // with --filter and --max, in text
+    let (code, out, err) =
+        run(&["redrive", "--dlq-url", dlq.url(), "--dry-run", "--filter", "kind=permanent", "--max", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("dry run: would move 1 message(s)"), "{out}");
+    let line = out.lines().find(|l| ids.iter().any(|id| l.contains(id.as_str()))).expect("a line per message");
+    assert!(line.contains(&format!("{0} -> {0}", src.name())) && line.contains("permanent"), "{out}");
+    assert!(!out.contains(secret), "{out}");
+    assert_eq!(depth(&dlq).await, (4, 0, 0));
+    assert_eq!(depth(&src).await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_bad_filter_is_refused_naming_filter_before_any_call() {
+    for (expr, why) in [
+        ("status=failed", "expected /json/pointer=value or kind="),
+        ("kind=permanant", "unknown error kind"),
+        ("/order/status", "no `=value`"),
+        ("/a~2b=1", "not a JSON pointer"),
+    ] {
+        let (code, out, err) = run_at(Some(NOWHERE), &["redrive", "--dlq-url", "http://h/q", "--filter", expr]);
+        assert_eq!(code, 2, "{expr}: {out}{err}");
+        assert!(err.contains("--filter") && err.contains(why), "{expr}: {err}");
+    }
+    for args in [
+        &["--filter", "kind=permanent", "--use-move-task"][..],
+        &["--dry-run", "--use-move-task"],
+        &["--status", "--max", "3"],
+        &["--cancel", "--to", "http://h/other"],
+    ] {
+        let (code, _, err) = run_at(Some(NOWHERE), &[&["redrive", "--dlq-url", "http://h/q"][..], args].concat());
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("cannot be used with"), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_filtered_run_examines_each_message_once_while_holding_the_others() {
+    // The library loop with short holds: the run outlasts them, so the messages it leaves in
+    // the DLQ must be kept invisible (or recognised when they come back) to be examined once.
+    let (src, dlq) = orders_dlq("rd-once").await;
+    let mut options =
+        RedriveOptions::default().with_filter("/order/status=failed".parse().unwrap()).with_rate(Some(1.0));
+    options.hold = Duration::from_secs(1);
+    options.keep_hold = Duration::from_secs(2);
+    let started = Instant::now();
+    let during = async {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        depth(&dlq).await
+    };
+    let (report, during) = tokio::join!(sqskit::dlq::redrive(&dlq, None, &options, |_| {}), during);
+    let report = report.unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(3), "the run outlasted the holds");
+    assert_eq!(during.0, 0, "2.5 s in, the four it leaves behind are still invisible: {during:?}");
+    assert_eq!((report.moved, report.skipped), (3, 4), "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(depth(&dlq).await, (4, 0, 0), "released at the end");
+    assert_eq!(drain(&src, Duration::from_secs(1)).await.len(), 3);
 }
