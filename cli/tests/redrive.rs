@@ -396,3 +396,38 @@ async fn a_filtered_run_examines_each_message_once_while_holding_the_others() {
     assert_eq!(depth(&dlq).await, (4, 0, 0), "released at the end");
     assert_eq!(drain(&src, Duration::from_secs(1)).await.len(), 3);
 }
+
+#[tokio::test]
+async fn the_kind_in_the_combined_dead_letter_attribute_counts_for_filters_and_dlq_list() {
+    // seven attributes of its own: the processor writes one `sqskit-dead-letter` JSON attribute
+    let (src, dlq) = queue_with_dlq("rd-combined", 3, false, 30).await;
+    let mut original = ReceivedMessage {
+        message_id: "orig-combined".into(),
+        receipt_handle: String::new(),
+        body: "many attributes".into(),
+        attributes: Default::default(),
+        system_attributes: Default::default(),
+        received_at: Instant::now(),
+        queue_url: None,
+    };
+    for i in 0..7 {
+        original.attributes.insert(format!("a{i}"), sqskit::AttributeValue::string("x"));
+    }
+    let letter = dead_letter_message(
+        &original,
+        &Failure { kind: FailureKind::Permanent, error: "e".into(), retry_after: None },
+        src.name(),
+        false,
+    );
+    assert!(letter.attributes.contains_key(sqskit::processor::dead_letter_attributes::COMBINED));
+    dlq.send(letter).await.unwrap();
+    let (code, out, err) = run(&["dlq", "list", "--dlq-url", dlq.url(), "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["kinds"], serde_json::json!({"permanent": 1}), "{out}");
+    let (code, out, err) = run(&["redrive", "--dlq-url", dlq.url(), "--filter", "kind=permanent", "--output", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json(&out)["moved"], 1, "{out}");
+    let back = drain(&src, Duration::from_secs(1)).await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].attributes.len(), 7, "the dead-letter attribute is dropped on the way back");
+}
