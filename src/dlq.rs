@@ -655,6 +655,7 @@ pub fn error_kind(m: &ReceivedMessage) -> String {
 ///   `value` is compared as a JSON literal when it parses as one (`42`, `true`, `"42"`,
 ///   `{"a":1}`), else as a string (`failed` is the same as `"failed"`); numbers compare by value
 ///   (`1` matches `1.0`). A body that is not JSON, or has nothing at the pointer, does not match.
+///   The body is the one in the DLQ: a claim-checked message is matched as its S3 pointer.
 /// - `kind=<error kind>`: the error kind the processor recorded when it dead-lettered the message
 ///   ([`FailureKind::as_str`](crate::FailureKind::as_str): `permanent`, `undecodable`, ...), or
 ///   `max-receives` for a message without one (moved by SQS's redrive policy).
