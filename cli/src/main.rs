@@ -48,7 +48,13 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if let Command::Redrive(args) = &cli.command {
         if let Err(e) = args.validate() {
-            Cli::command().error(clap::error::ErrorKind::ValueValidation, e).exit();
+            let mut cmd = Cli::command();
+            cmd.build(); // gives the subcommand its full name for the usage line
+            let kind = clap::error::ErrorKind::ValueValidation;
+            match cmd.find_subcommand_mut("redrive") {
+                Some(sub) => sub.error(kind, e).exit(),
+                None => cmd.error(kind, e).exit(),
+            }
         }
     }
     let telemetry = match common::init_logging(cli.global.log_format, cli.global.otlp_endpoint.as_deref()) {

@@ -144,6 +144,7 @@ async fn a_move_task_rate_must_be_a_whole_number_up_to_500_checked_before_any_ca
             assert_eq!(code, 2, "--rate {rate} is a usage error: {out}{err}");
             assert!(err.contains("--rate") && err.contains(why) && err.contains("500"), "--rate {rate}: {err}");
             assert!(!err.contains("transport") && !err.contains("dispatch"), "no call was made: {err}");
+            assert!(err.contains("Usage: sqskit redrive"), "the subcommand's usage: {err}");
         }
     }
     assert!(list_move_tasks(&dlq, 10).await.unwrap().is_empty(), "no task was started");
