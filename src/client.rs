@@ -22,7 +22,7 @@ use crate::limits::{self, MAX_BATCH_ENTRIES, MAX_DELAY_SECONDS, MAX_VISIBILITY_S
 use crate::message::{AttributeValue, OutgoingMessage, ReceivedMessage};
 
 /// Classify an SDK error and count it in `sqskit_sqs_errors_total{operation}`.
-fn sqs_error<E, R>(operation: &'static str, queue: &str, err: aws_sdk_sqs::error::SdkError<E, R>) -> Error
+pub(crate) fn sqs_error<E, R>(operation: &'static str, queue: &str, err: aws_sdk_sqs::error::SdkError<E, R>) -> Error
 where
     E: aws_sdk_sqs::error::ProvideErrorMetadata
         + crate::error::QueueMissing

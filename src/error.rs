@@ -158,6 +158,24 @@ queue_missing!(
     op::purge_queue::PurgeQueueError,
 );
 
+// The move-task operations name the queue by ARN: "resource not found" is the source queue for
+// Start and List, but the task for Cancel.
+impl QueueMissing for op::start_message_move_task::StartMessageMoveTaskError {
+    fn queue_missing(&self) -> bool {
+        self.is_resource_not_found_exception()
+    }
+}
+impl QueueMissing for op::list_message_move_tasks::ListMessageMoveTasksError {
+    fn queue_missing(&self) -> bool {
+        self.is_resource_not_found_exception()
+    }
+}
+impl QueueMissing for op::cancel_message_move_task::CancelMessageMoveTaskError {
+    fn queue_missing(&self) -> bool {
+        false
+    }
+}
+
 const THROTTLE_CODES: &[&str] = &[
     "ThrottlingException",
     "Throttling",

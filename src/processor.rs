@@ -225,6 +225,20 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in declaration order (e.g. to validate a kind name a user typed).
+    pub const ALL: [FailureKind; 10] = [
+        Self::Retryable,
+        Self::Permanent,
+        Self::Undecodable,
+        Self::Panicked,
+        Self::TimedOut,
+        Self::RetriesExhausted,
+        Self::InProgress,
+        Self::KeyReuse,
+        Self::IdempotencyStore,
+        Self::PayloadMissing,
+    ];
+
     /// Stable lowercase name (metrics labels, DLQ attributes).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -679,3 +679,24 @@ mod idempotency {
         assert!(f.error.contains("no idempotency key"), "{}", f.error);
     }
 }
+
+#[test]
+fn failure_kind_all_lists_every_kind_once() {
+    // A new variant breaks this match: give it the next position and add it to `FailureKind::ALL`.
+    let position = |k: FailureKind| match k {
+        FailureKind::Retryable => 0,
+        FailureKind::Permanent => 1,
+        FailureKind::Undecodable => 2,
+        FailureKind::Panicked => 3,
+        FailureKind::TimedOut => 4,
+        FailureKind::RetriesExhausted => 5,
+        FailureKind::InProgress => 6,
+        FailureKind::KeyReuse => 7,
+        FailureKind::IdempotencyStore => 8,
+        FailureKind::PayloadMissing => 9,
+    };
+    let positions: Vec<usize> = FailureKind::ALL.iter().map(|k| position(*k)).collect();
+    assert_eq!(positions, (0..FailureKind::ALL.len()).collect::<Vec<_>>());
+    let names: std::collections::HashSet<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(names.len(), FailureKind::ALL.len());
+}

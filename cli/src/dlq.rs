@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqskit::dlq::{DlqError, DlqMonitor, MonitorConfig};
-use sqskit::processor::dead_letter_attributes as dl;
 use sqskit::Queue;
 
 use crate::common::{aws_config, Global, Output};
@@ -105,7 +104,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
             let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
             let mut sources: BTreeMap<String, usize> = BTreeMap::new();
             for m in &msgs {
-                *kinds.entry(m.attribute_str(dl::ERROR_KIND).unwrap_or("max-receives").to_string()).or_default() += 1;
+                *kinds.entry(sqskit::dlq::error_kind(m)).or_default() += 1;
                 *sources.entry(sqskit::dlq::source_queue(m).unwrap_or_else(|| "unknown".into())).or_default() += 1;
             }
             match a.output {

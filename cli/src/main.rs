@@ -12,7 +12,7 @@ mod redrive;
 mod send;
 mod stats;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// sqskit: consume and operate Amazon SQS queues.
 #[derive(Parser, Debug)]
@@ -50,6 +50,17 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::Redrive(args) = &cli.command {
+        if let Err(e) = args.validate() {
+            let mut cmd = Cli::command();
+            cmd.build(); // gives the subcommand its full name for the usage line
+            let kind = clap::error::ErrorKind::ValueValidation;
+            match cmd.find_subcommand_mut("redrive") {
+                Some(sub) => sub.error(kind, e).exit(),
+                None => cmd.error(kind, e).exit(),
+            }
+        }
+    }
     let telemetry = match common::init_logging(cli.global.log_format, cli.global.otlp_endpoint.as_deref()) {
         Ok(t) => t,
         Err(e) => return common::fail(e),

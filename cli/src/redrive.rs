@@ -1,6 +1,7 @@
-//! `sqskit redrive`: move messages from a DLQ back to their source queue.
+//! `sqskit redrive`: move messages from a DLQ back to their source queue, here or with a
+//! message move task; `--status` and `--cancel` for move tasks.
 
-use sqskit::dlq::RedriveOptions;
+use sqskit::dlq::{MoveTask, RedriveFilter, RedriveOptions, RedriveReport};
 use sqskit::Queue;
 use std::io::IsTerminal;
 
@@ -12,20 +13,49 @@ pub struct Args {
     #[arg(long)]
     pub dlq_url: String,
     /// Target queue URL (default: each message's source queue).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub to: Option<String>,
-    /// Move at most N messages.
-    #[arg(long)]
+    /// Move at most N messages (with --filter: N matching ones).
+    #[arg(long, conflicts_with_all = ["use_move_task", "status", "cancel"])]
     pub max: Option<usize>,
-    /// At most R messages per second.
-    #[arg(long)]
+    /// At most R messages per second (with --use-move-task: a whole number, 1-500).
+    #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub rate: Option<f64>,
+    /// Move only messages matching EXPR: `/json/pointer=value` (the body parsed as JSON has
+    /// this value there; a JSON literal, else a string) or `kind=<error kind>` (permanent,
+    /// undecodable, ..., max-receives). Repeat to require all.
+    #[arg(long, value_name = "EXPR", value_parser = parse_filter,
+          conflicts_with_all = ["use_move_task", "status", "cancel"])]
+    pub filter: Vec<RedriveFilter>,
+    /// Show what would move (message id, source, target, error kind) and change nothing.
+    #[arg(long, conflicts_with_all = ["use_move_task", "status", "cancel"])]
+    pub dry_run: bool,
     /// Ask SQS to do it (StartMessageMoveTask) instead of moving messages here.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub use_move_task: bool,
+    /// List the DLQ's message move tasks (the 10 most recent) instead of moving anything.
+    #[arg(long, conflicts_with = "cancel")]
+    pub status: bool,
+    /// Cancel the DLQ's running message move task (the one with TASK_HANDLE, if given).
+    #[arg(long, value_name = "TASK_HANDLE", num_args = 0..=1)]
+    pub cancel: Option<Option<String>>,
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+fn parse_filter(s: &str) -> Result<RedriveFilter, String> {
+    s.parse().map_err(|e: sqskit::dlq::DlqError| e.to_string())
+}
+
+impl Args {
+    /// Checks clap cannot express; run before any call (a usage error).
+    pub fn validate(&self) -> Result<(), String> {
+        if let (true, Some(rate)) = (self.use_move_task, self.rate) {
+            sqskit::dlq::move_task_rate(rate).map_err(|e| format!("'--rate {rate}' with --use-move-task: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// Each message is deleted from the DLQ only after it was sent: interrupting and rerunning
@@ -33,16 +63,38 @@ pub struct Args {
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let client = sqs(global).await;
     let dlq = Queue::new(client.clone(), args.dlq_url.clone());
+    if args.status {
+        return status(&dlq, args.output).await;
+    }
+    if let Some(handle) = &args.cancel {
+        let cancelled = sqskit::dlq::cancel_move_task(&dlq, handle.as_deref()).await?;
+        match args.output {
+            Output::Json => println!("{}", serde_json::to_string(&cancelled)?),
+            Output::Text => println!(
+                "cancelled message move task on {} after {} message(s) moved; the rest stay in the DLQ\n  task handle: {}",
+                dlq.name(),
+                cancelled.moved,
+                cancelled.task_handle
+            ),
+        }
+        return Ok(());
+    }
     let to = args.to.as_ref().map(|u| Queue::new(client.clone(), u.clone()));
     if args.use_move_task {
-        let rate = args.rate.map(|r| r.round().max(1.0) as u32);
+        let rate = args.rate.map(sqskit::dlq::move_task_rate).transpose()?;
         let handle = sqskit::dlq::start_move_task(&dlq, to.as_ref(), rate).await?;
-        println!("started message move task {handle}");
+        match args.output {
+            Output::Json => println!("{}", serde_json::json!({ "task_handle": handle })),
+            Output::Text => {
+                println!("started message move task {handle}");
+                println!("follow it with: sqskit redrive --status --dlq-url {}", dlq.url());
+            }
+        }
         return Ok(());
     }
     let total = dlq.attributes().await?.visible;
     let limit = args.max.unwrap_or(usize::MAX);
-    let bar = (std::io::stderr().is_terminal()).then(|| {
+    let bar = (std::io::stderr().is_terminal() && !args.dry_run).then(|| {
         let b = indicatif::ProgressBar::new(total.min(limit as u64));
         b.set_style(
             indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} moved  {per_sec}  eta {eta}")
@@ -50,7 +102,10 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         );
         b
     });
-    let options = RedriveOptions::default().with_max(args.max).with_rate(args.rate);
+    let mut options = RedriveOptions::default().with_max(args.max).with_rate(args.rate).with_dry_run(args.dry_run);
+    for f in args.filter {
+        options = options.with_filter(f);
+    }
     let report = sqskit::dlq::redrive(&dlq, to, &options, |moved| {
         if let Some(b) = &bar {
             b.set_position(moved as u64);
@@ -62,12 +117,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     }
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&report)?),
-        Output::Text => {
-            println!("moved {} message(s) out of {}, {} failed", report.moved, dlq.name(), report.failed.len());
-            for f in &report.failed {
-                println!("  {f}");
-            }
-        }
+        Output::Text => print_report(&report, dlq.name()),
     }
     anyhow::ensure!(
         report.failed.is_empty(),
@@ -75,4 +125,63 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         report.failed.len()
     );
     Ok(())
+}
+
+fn print_report(report: &RedriveReport, dlq: &str) {
+    if report.dry_run {
+        println!("dry run: would move {} message(s) out of {}:", report.would_move.len(), dlq);
+        for m in &report.would_move {
+            println!(
+                "  {}  {} -> {}  {}",
+                m.message_id,
+                m.source_queue.as_deref().unwrap_or("?"),
+                m.target,
+                m.error_kind
+            );
+        }
+    } else {
+        println!("moved {} message(s) out of {}, {} failed", report.moved, dlq, report.failed.len());
+    }
+    if report.skipped > 0 {
+        println!("{} message(s) did not match the filter (left in the DLQ)", report.skipped);
+    }
+    for f in &report.failed {
+        println!("  {f}");
+    }
+}
+
+async fn status(dlq: &Queue, output: Output) -> anyhow::Result<()> {
+    let tasks = sqskit::dlq::list_move_tasks(dlq, sqskit::dlq::MAX_LISTED_MOVE_TASKS).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string(&tasks)?),
+        Output::Text if tasks.is_empty() => println!("no message move tasks for {}", dlq.name()),
+        Output::Text => {
+            println!("message move tasks of {} (newest first):", dlq.name());
+            for t in &tasks {
+                print_task(t);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_task(t: &MoveTask) {
+    let to_move = t.to_move.map_or_else(|| "?".to_string(), |n| n.to_string());
+    let rate = t.max_per_second.map_or_else(|| "SQS's pace".to_string(), |r| format!("{r}/s"));
+    let destination = t.destination_arn.as_deref().and_then(|a| a.rsplit(':').next()).unwrap_or("(source queues)");
+    println!(
+        "{:<10} moved {}/{}  rate {}  started {}  to {}",
+        t.status,
+        t.moved,
+        to_move,
+        rate,
+        t.started.as_deref().unwrap_or("?"),
+        destination
+    );
+    if let Some(h) = &t.task_handle {
+        println!("  task handle: {h}");
+    }
+    if let Some(r) = &t.failure_reason {
+        println!("  failure: {r}");
+    }
 }
