@@ -1122,7 +1122,12 @@ impl<T: Send + 'static> Processor<T> {
         // messages not due yet go on to their next hop; the handler gets the rest
         let mut due = Vec::with_capacity(messages.len());
         for m in messages {
-            let deferred = self.defer(ctx, &m).instrument(crate::trace::message_span(&m, ctx.queue_name())).await;
+            // (a span only for messages that may be deferred: the others get theirs when concluded)
+            let deferred = if m.attributes.contains_key(crate::delay::DELIVER_AT) {
+                self.defer(ctx, &m).instrument(crate::trace::message_span(&m, ctx.queue_name())).await
+            } else {
+                None
+            };
             match deferred {
                 Some(outcome) => out.push(Decision { message: m, outcome }),
                 None => due.push(m),

@@ -76,13 +76,7 @@ impl RateLimit {
 
     /// Wait for this message's turn to start.
     pub async fn start(&self) {
-        let mut last = self.last.lock().await;
-        if let Some(t) = *last {
-            tokio::time::sleep_until((t + self.period).into()).await;
-        }
-        *last = Some(Instant::now());
-        drop(last);
-        self.release(1);
+        Self::turn([self]).await;
     }
 
     /// Wait for a turn under every limit in `limits` at the same instant: each start is at
@@ -90,21 +84,23 @@ impl RateLimit {
     /// order (first come, first started). Take the limits in the same order everywhere (a
     /// queue's before the process's).
     pub async fn start_all(limits: &[Arc<RateLimit>]) {
-        let mut held = Vec::with_capacity(limits.len());
+        Self::turn(limits.iter().map(Arc::as_ref)).await;
+    }
+
+    async fn turn<'a>(limits: impl IntoIterator<Item = &'a RateLimit>) {
+        let mut held = Vec::new();
         for l in limits {
             let last = l.last.lock().await;
             if let Some(t) = *last {
                 // the limits taken before stay ready: only this waiter can start under them
                 tokio::time::sleep_until((t + l.period).into()).await;
             }
-            held.push(last);
+            held.push((l, last));
         }
         let now = Instant::now();
-        for last in &mut held {
-            **last = Some(now);
-        }
-        drop(held);
-        for l in limits {
+        for (l, mut last) in held {
+            *last = Some(now);
+            drop(last);
             l.release(1);
         }
     }
