@@ -591,9 +591,11 @@ impl Queue {
                 .await
                 .map_err(|e| sqs_error("ReceiveMessage", self.url(), e))?;
         let now = Instant::now();
-        let mut received = Vec::with_capacity(out.messages().len());
-        for m in out.messages() {
-            let (Some(id), Some(handle)) = (m.message_id(), m.receipt_handle()) else {
+        // taken apart, not copied: the body and attributes move into the ReceivedMessage
+        let messages = out.messages.unwrap_or_default();
+        let mut received = Vec::with_capacity(messages.len());
+        for m in messages {
+            let (Some(id), Some(handle)) = (m.message_id, m.receipt_handle) else {
                 tracing::warn!(
                     queue = self.name(),
                     "ReceiveMessage returned a message without id or receipt handle; skipped"
@@ -601,16 +603,16 @@ impl Queue {
                 continue;
             };
             received.push(ReceivedMessage {
-                message_id: id.to_string(),
-                receipt_handle: handle.to_string(),
-                body: m.body().unwrap_or_default().to_string(),
+                message_id: id,
+                receipt_handle: handle,
+                body: m.body.unwrap_or_default(),
                 attributes: m
-                    .message_attributes()
-                    .map(|a| a.iter().map(|(k, v)| (k.clone(), from_sdk_attribute(v))).collect())
+                    .message_attributes
+                    .map(|a| a.into_iter().map(|(k, v)| (k, from_sdk_attribute(&v))).collect())
                     .unwrap_or_default(),
                 system_attributes: m
-                    .attributes()
-                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone())).collect())
+                    .attributes
+                    .map(|a| a.into_iter().map(|(k, v)| (k.as_str().to_string(), v)).collect())
                     .unwrap_or_default(),
                 received_at: now,
                 queue_url: Some(self.url.clone()),

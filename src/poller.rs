@@ -1,10 +1,15 @@
 //! The poller: a long-running consumer that keeps SQS busy and never loses a message.
 //!
-//! It owns time: receiving only when there is room (a semaphore of `concurrency`
-//! permits, taken *before* each receive), heartbeats that extend the visibility of
-//! long-running handlers, coalescing deletes and visibility changes into batch calls
-//! (the acker), and graceful shutdown. What happens to each message is decided by
-//! the [`Processor`]; the poller only carries it out.
+//! It owns time: receiving only when there is room (permits for `concurrency` handler
+//! slots plus a small prefetch buffer, taken *before* each receive), heartbeats that extend
+//! the visibility of long-running handlers, coalescing deletes and visibility changes into
+//! batch calls (the acker: a full batch of 10 at once, a partial one when its oldest entry has
+//! waited `ack_flush_interval`), and graceful shutdown. What happens to each message is
+//! decided by the [`Processor`]; the poller only carries it out.
+//!
+//! Idle: while a queue is empty one receiver long-polls it and the others park, so an idle
+//! poller makes one `ReceiveMessage` per queue per `wait_time` however many receivers it has;
+//! the first messages that receiver gets wake them all.
 //!
 //! Shutdown (when the `shutdown` future completes): in-flight long polls are
 //! cancelled at once; messages received but not started are released (visibility 0);
@@ -21,11 +26,11 @@
 //! growing.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -303,6 +308,8 @@ pub struct PollStats {
     released: AtomicU64,
     extensions: AtomicU64,
     in_flight: AtomicU64,
+    receive_calls: AtomicU64,
+    parked: AtomicU64,
 }
 
 /// A snapshot of [`PollStats`].
@@ -324,6 +331,11 @@ pub struct PollSummary {
     pub extensions: u64,
     /// In flight at the time of the snapshot.
     pub in_flight: u64,
+    /// `ReceiveMessage` calls made (returned, with or without messages, or failed).
+    pub receive_calls: u64,
+    /// Receivers parked at the time of the snapshot: their queue was empty and another
+    /// receiver already long-polls it (see [`Poller`]).
+    pub parked: u64,
 }
 
 impl PollStats {
@@ -339,6 +351,8 @@ impl PollStats {
             released: g(&self.released),
             extensions: g(&self.extensions),
             in_flight: g(&self.in_flight),
+            receive_calls: g(&self.receive_calls),
+            parked: g(&self.parked),
         }
     }
     fn add(a: &AtomicU64, n: usize) {
@@ -373,6 +387,16 @@ struct Source {
     acker: mpsc::Sender<Ack>,
     /// Tenant labels (fair queues, `--tenant-metrics`); shared by the queues of a poller.
     tenants: Option<Arc<crate::metrics::TenantLabels>>,
+    /// A receiver long-polls this queue on behalf of all while it is empty (see [`Idle`]).
+    idle_lead: AtomicBool,
+}
+
+/// While a queue is empty, one receiver (its lead) keeps long-polling it and the poller's other
+/// receivers park here, so an idle poller makes one receive per queue per `wait_time`, not one
+/// per receiver. A lead that receives messages gives up the role and wakes them all.
+#[derive(Default)]
+struct Idle {
+    wake: Notify,
 }
 
 /// The poller.
@@ -474,7 +498,7 @@ impl<T: Send + 'static> Poller<T> {
                 let queue = ctx.queue.clone()?;
                 ackers.spawn(acker(queue.clone(), rx, config.clone(), stats.clone(), drain_acks.clone()));
                 let tenants = if ctx.fifo { None } else { tenants.clone() };
-                Some(Arc::new(Source { ctx, queue, weight, acker: tx, tenants }))
+                Some(Arc::new(Source { ctx, queue, weight, acker: tx, tenants, idle_lead: AtomicBool::new(false) }))
             })
             .collect();
         let receivers = config.concurrency.div_ceil(MAX_BATCH_ENTRIES).clamp(1, 64).max(sources.len());
@@ -482,9 +506,15 @@ impl<T: Send + 'static> Poller<T> {
         // receive permits: handler slots plus the prefetch buffer; handler slots: `exec`
         let sem = Arc::new(Semaphore::new(config.concurrency + prefetch));
         let exec = Arc::new(Semaphore::new(config.concurrency));
+        // Receivers wait for room for whole batches when the buffer holds a batch per receiver
+        // and at least two: a receive then goes out while the buffer still holds a batch or
+        // more for the handlers. With one batch of buffer, waiting for a whole one would let
+        // it run dry first.
+        let whole_batches = prefetch >= (receivers * MAX_BATCH_ENTRIES).max(2 * MAX_BATCH_ENTRIES);
         let tracker = TaskTracker::new();
         let picker = Arc::new(Mutex::new(Picker::new(sources.iter().map(|s| s.weight).collect())));
         let ghosts = Arc::new(Ghosts::default());
+        let idle = Arc::new(Idle::default());
         let mut recv_tasks = JoinSet::new();
         for _ in 0..receivers {
             recv_tasks.spawn(receiver(
@@ -498,6 +528,8 @@ impl<T: Send + 'static> Poller<T> {
                 stop.clone(),
                 tracker.clone(),
                 ghosts.clone(),
+                idle.clone(),
+                whole_batches,
             ));
         }
         let mut side = JoinSet::new();
@@ -582,45 +614,80 @@ async fn receiver<T: Send + 'static>(
     stop: CancellationToken,
     tracker: TaskTracker,
     ghosts: Arc<Ghosts>,
+    idle: Arc<Idle>,
+    whole_batches: bool,
 ) {
+    // the queue this receiver long-polls for all while it is empty
+    let mut lead: Option<usize> = None;
     let retry = Backoff { base: Duration::from_millis(200), factor: 2.0, max: Duration::from_secs(30) };
     let mut failures: u32 = 0;
     let health = config.health.clone().unwrap_or_default();
     health.receiver(true);
     let _gone = Defer(|| health.receiver(false));
     loop {
-        // Take room first: at least one permit, then as many more as are free (≤ 10).
-        let mut permits = match sem.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(tokio::sync::TryAcquireError::Closed) => return,
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                // every slot busy: waiting here is health, not a stall
-                health.waiting(true);
-                let waited = tokio::select! {
-                    p = sem.clone().acquire_owned() => p.ok(),
-                    _ = stop.cancelled() => None,
-                };
-                health.waiting(false);
-                match waited {
-                    Some(p) => p,
-                    None => return,
+        // Take room first. With a prefetch buffer of a batch per receiver (and two or more),
+        // wait for a whole batch (10) of room: handlers have the buffer to work on meanwhile,
+        // a receive of 10 costs what a receive of 1 does, and receivers queue for room one
+        // after another (the semaphore is FIFO) instead of each collecting a few. Otherwise: at
+        // least one permit, then as many more as free up within `receive_fill_wait`.
+        let mut permits = if whole_batches {
+            let now = match sem.clone().try_acquire_many_owned(MAX_BATCH_ENTRIES as u32) {
+                Ok(p) => Ok(p),
+                Err(tokio::sync::TryAcquireError::Closed) => return,
+                Err(tokio::sync::TryAcquireError::NoPermits) => Err(()),
+            };
+            match now {
+                Ok(p) => p,
+                Err(()) => {
+                    health.waiting(true);
+                    let waited = tokio::select! {
+                        p = sem.clone().acquire_many_owned(MAX_BATCH_ENTRIES as u32) => p.ok(),
+                        _ = stop.cancelled() => None,
+                    };
+                    health.waiting(false);
+                    match waited {
+                        Some(p) => p,
+                        None => return,
+                    }
                 }
             }
+        } else {
+            let mut permits = match sem.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(tokio::sync::TryAcquireError::Closed) => return,
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    // every slot busy: waiting here is health, not a stall
+                    health.waiting(true);
+                    let waited = tokio::select! {
+                        p = sem.clone().acquire_owned() => p.ok(),
+                        _ = stop.cancelled() => None,
+                    };
+                    health.waiting(false);
+                    match waited {
+                        Some(p) => p,
+                        None => return,
+                    }
+                }
+            };
+            // Fill the batch: a receive of 10 costs SQS (and us) about what a receive of 1
+            // does, so wait a moment for slots that are about to free up.
+            let fill_until = tokio::time::Instant::now() + config.receive_fill_wait;
+            while permits.num_permits() < MAX_BATCH_ENTRIES {
+                if let Ok(p) = sem.clone().try_acquire_owned() {
+                    permits.merge(p);
+                    continue;
+                }
+                match tokio::time::timeout_at(fill_until, sem.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => permits.merge(p),
+                    _ => break,
+                }
+            }
+            permits
         };
-        // Fill the batch: a receive of 10 costs SQS (and us) about what a receive of 1 does, so
-        // wait a moment for slots that are about to free up rather than ask for a few messages.
-        let fill_until = tokio::time::Instant::now() + config.receive_fill_wait;
-        while permits.num_permits() < MAX_BATCH_ENTRIES {
-            if let Ok(p) = sem.clone().try_acquire_owned() {
-                permits.merge(p);
-                continue;
-            }
-            match tokio::time::timeout_at(fill_until, sem.clone().acquire_owned()).await {
-                Ok(Ok(p)) => permits.merge(p),
-                _ => break,
-            }
-        }
-        let idx = lock(&picker).next();
+        let idx = match lead {
+            Some(i) => i,
+            None => lock(&picker).next(),
+        };
         let source = sources[idx].clone();
         // Under a rate limit, receive only what can start within about a second.
         let max = reserve(&source.ctx.rates, permits.num_permits());
@@ -644,6 +711,7 @@ async fn receiver<T: Send + 'static>(
             }
         };
         unreserve(max - received.as_ref().map_or(0, Vec::len));
+        PollStats::add(&stats.receive_calls, 1);
         let messages = match received {
             Ok(m) => {
                 health.receive_succeeded();
@@ -665,7 +733,34 @@ async fn receiver<T: Send + 'static>(
         };
         if messages.is_empty() {
             lock(&picker).empty(idx);
+            if lead.is_some() {
+                continue;
+            }
+            // Become this queue's lead, or park while another receiver long-polls it. Listen
+            // before looking, so that a lead giving up the role in between still wakes us.
+            let woken = idle.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if source.idle_lead.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                lead = Some(idx);
+                continue;
+            }
+            drop(permits);
+            stats.parked.fetch_add(1, Ordering::Relaxed);
+            let stopped = tokio::select! {
+                _ = woken => false,
+                _ = stop.cancelled() => true,
+            };
+            stats.parked.fetch_sub(1, Ordering::Relaxed);
+            if stopped {
+                return;
+            }
             continue;
+        }
+        if let Some(i) = lead.take() {
+            // messages again: everyone back to work
+            sources[i].idle_lead.store(false, Ordering::Release);
+            idle.wake.notify_waiters();
         }
         lock(&picker).busy(idx);
         PollStats::add(&stats.received, messages.len());
@@ -916,8 +1011,10 @@ enum Ack {
 
 const ACK_CALLS_IN_FLIGHT: usize = 8;
 
-/// Coalesces acks of one queue into batch calls: flush by size (10) or interval. Carries them
-/// out through [`settle`], which confirms, retries and counts them.
+/// Coalesces acks of one queue into batch calls: a full batch (10 deletes) goes at once; what
+/// is left goes when its oldest entry has waited `ack_flush_interval` (not on a fixed tick, which
+/// would cut a partial batch every interval under load). Carries them out through [`settle`],
+/// which confirms, retries and counts them.
 async fn acker(
     queue: Queue,
     mut rx: mpsc::Receiver<Ack>,
@@ -929,14 +1026,16 @@ async fn acker(
     let mut vis: Vec<(VisibilityUnit, &'static str)> = Vec::new();
     let mut calls = JoinSet::new();
     let limit = Arc::new(Semaphore::new(ACK_CALLS_IN_FLIGHT));
-    let mut tick = tokio::time::interval(config.ack_flush_interval.max(Duration::from_millis(1)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wait = config.ack_flush_interval.max(Duration::from_millis(1));
+    // when the oldest entry waiting in `deletes` / `vis` is due
+    let mut due: Option<tokio::time::Instant> = None;
     let mut closing = false;
     let take = |msg: Ack, deletes: &mut Vec<_>, vis: &mut Vec<_>| match msg {
         Ack::Delete(m, why) => deletes.push((m, why)),
         Ack::Visibility(unit, reason) => vis.push((unit, reason)),
     };
     loop {
+        let flush_at = due;
         tokio::select! {
             biased;
             msg = rx.recv(), if !closing => match msg {
@@ -950,13 +1049,20 @@ async fn acker(
                 }
                 closing = true;
             }
-            _ = tick.tick() => {
+            _ = async { tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)).await },
+                if flush_at.is_some() => {
                 flush_all(&queue, &mut deletes, &mut vis, &mut calls, &limit, &stats).await;
             }
         }
-        if deletes.len() >= MAX_BATCH_ENTRIES {
+        while deletes.len() >= MAX_BATCH_ENTRIES {
             let batch: Vec<_> = deletes.drain(..MAX_BATCH_ENTRIES).collect();
             spawn_delete(&queue, batch, &mut calls, &limit, &stats).await;
+        }
+        if deletes.is_empty() && vis.is_empty() {
+            due = None;
+        } else if due.is_none() {
+            // the first entry of a new round: it may wait `wait` for company
+            due = Some(tokio::time::Instant::now() + wait);
         }
         while calls.try_join_next().is_some() {}
         if closing {

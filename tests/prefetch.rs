@@ -1,5 +1,6 @@
-//! The poller's prefetch buffer against LocalStack: bounded to one batch per receiver, heart-
-//! beaten while it waits for a handler slot, released at shutdown without running.
+//! The poller's prefetch buffer and idle receivers against LocalStack: the buffer is bounded to
+//! one batch per receiver, heart-beaten while it waits for a handler slot, released at shutdown
+//! without running; on an empty queue one receiver long-polls and the others park.
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,4 +60,62 @@ async fn prefetched_messages_are_bounded_kept_invisible_and_released_at_shutdown
     assert_eq!((visible, in_flight), (30 - summary.succeeded, 0), "{summary:?}");
     // the heartbeat kept every waiting message invisible: none was received twice
     assert_eq!(again.load(Ordering::SeqCst), 0, "a message waiting for a slot was received again");
+}
+
+/// Four receivers on an empty queue: one long-polls it, three park (one receive per wait time,
+/// not four); messages wake them all; a shutdown ends the parked ones too.
+#[tokio::test]
+async fn an_idle_poller_long_polls_an_empty_queue_once_per_wait_not_once_per_receiver() {
+    let q = queue("idle").await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let d2 = done.clone();
+    let processor = Processor::raw(move |_m: Message<String>| {
+        let done = d2.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, HandlerError>(())
+        }
+    });
+    // 40 slots → 4 receivers; 2-s long polls
+    let config = PollerConfig::default()
+        .with_concurrency(40)
+        .with_wait_time(Duration::from_secs(2))
+        .with_shutdown_timeout(Duration::from_secs(10))
+        .with_depth_interval(Duration::ZERO);
+    let poller = Poller::new(processor, [QueueSpec::new(q.clone())], config).await.unwrap();
+    let stats = poller.stats();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(poller.run(async {
+        let _ = rx.await;
+    }));
+    // 4 first receives end empty at ~2 s; then only the lead polls: ~2 s, ~4 s, ~6 s, ~8 s
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let idle = stats.snapshot();
+    assert_eq!(idle.parked, 3, "three of four receivers park on an empty queue: {idle:?}");
+    // without parking: 4 receivers × 4 rounds = 16 calls by now
+    assert!(
+        (5..=9).contains(&idle.receive_calls),
+        "one long poll per wait time once idle, saw {} calls in 9 s: {idle:?}",
+        idle.receive_calls
+    );
+    // messages arrive: the lead's receive returns them and wakes the others
+    for chunk in (0..300).collect::<Vec<_>>().chunks(10) {
+        q.send_batch(chunk.iter().map(|i| OutgoingMessage::new(format!("i{i}")))).await.unwrap().into_result().unwrap();
+    }
+    let mut fewest_parked = u64::MAX;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while done.load(Ordering::SeqCst) < 300 && std::time::Instant::now() < deadline {
+        fewest_parked = fewest_parked.min(stats.snapshot().parked);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 300, "every message handled");
+    assert_eq!(fewest_parked, 0, "messages woke every parked receiver");
+    // empty again: back to one long poll
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(stats.snapshot().parked, 3, "{:?}", stats.snapshot());
+    let _ = tx.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(10), run).await.expect("parked receivers stop").unwrap();
+    assert_eq!(summary.succeeded, 300, "{summary:?}");
+    assert_eq!(summary.parked, 0, "{summary:?}");
 }

@@ -68,6 +68,11 @@ struct Cli {
     /// Idle run: seconds the poller runs on an empty queue (default 30; 5 with --quick).
     #[arg(long)]
     idle_secs: Option<u64>,
+    /// Only these throughput runs, by mode (`ceiling,sequential,poller,sqsconsumer,boto3`; for
+    /// profiling a change). The latency and idle runs still follow (shorten them with
+    /// `--latency-secs 1 --idle-secs 1`).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -462,6 +467,8 @@ async fn main() -> anyhow::Result<()> {
     } else {
         eprintln!("bench: no --boto3-peer: boto3 runs skipped");
     }
+    let wanted = |what: &str| cli.only.is_empty() || cli.only.iter().any(|o| o == what);
+    plan.retain(|s| wanted(&format!("{:?}", s.mode).to_lowercase()));
     let mut results = Vec::new();
     for (i, spec) in plan.iter().enumerate() {
         let q = prefill(&client, &format!("bench-{stamp}-{i}"), spec.messages, cli.size).await?;
