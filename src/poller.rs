@@ -911,7 +911,10 @@ async fn run_unit<T: Send + 'static>(
         let _slots = slots;
         if processor.is_batch() {
             // a batch handler gets the whole receive at once
-            let decisions = processor.process_whole(&source.ctx, unit.clone(), Some(&stop), Some(&lease)).await;
+            // boxed: the batch path's future is ~10 KB, and inline it would make every
+            // one-message unit's future (spawned, moved, polled in a select) that large too
+            let decisions =
+                Box::pin(processor.process_whole(&source.ctx, unit.clone(), Some(&stop), Some(&lease))).await;
             for d in &decisions {
                 hand_over(d).await;
             }

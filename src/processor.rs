@@ -755,7 +755,9 @@ impl<T: Send + 'static> Processor<T> {
         {
             let from_queue = ctx.and_then(|c| c.queue.as_ref()).and_then(Queue::claim_check);
             if let Some(check) = self.claim_check.as_ref().or(from_queue) {
-                return match check.resolve(&raw).await {
+                // boxed: the S3 call's future is large and most messages take no claim check;
+                // kept inline it would be copied with every message's future (see `attempt`)
+                return match Box::pin(check.resolve(&raw)).await {
                     Ok(Some(resolved)) => Ok(Arc::new(resolved)),
                     Ok(None) => Ok(raw),
                     Err(e) => Err(e.failure()),
@@ -831,6 +833,20 @@ impl<T: Send + 'static> Processor<T> {
         let Some(idem) = &self.idempotency else {
             return self.call_one(msg, cancel).await.map(|()| Done::Handled);
         };
+        // Boxed, like every store or S3 call on this path: the futures of SDK calls are large
+        // (kilobytes), and whatever sits inline in a message's future is copied each time the
+        // future moves (into its task, into a select); without idempotency this costs nothing.
+        Box::pin(self.attempt_idempotent(idem, lease, raw, msg, cancel)).await
+    }
+
+    async fn attempt_idempotent(
+        &self,
+        idem: &Idempotency<T>,
+        lease: Lease,
+        raw: Arc<ReceivedMessage>,
+        msg: Message<T>,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<Done, Failure> {
         let id = match idem_key(idem, &msg)? {
             Some(id) => id,
             None => return self.call_one(msg, cancel).await.map(|()| Done::Handled),
@@ -947,8 +963,12 @@ impl<T: Send + 'static> Processor<T> {
     ) -> Outcome {
         let span = crate::trace::message_span(&raw, ctx.queue_name());
         async {
-            if let Some(outcome) = self.defer(ctx, &raw).await {
-                return outcome;
+            // only a message carrying `sqskit-deliver-at` may be deferred: the hop's send
+            // future (large) is boxed on that path alone
+            if !ctx.fifo && raw.attributes.contains_key(crate::delay::DELIVER_AT) {
+                if let Some(outcome) = Box::pin(self.defer(ctx, &raw)).await {
+                    return outcome;
+                }
             }
             let result = self.attempt(Some(ctx), ctx.lease, raw.clone(), cancel).await;
             self.conclude(ctx, &raw, result).await
@@ -997,7 +1017,7 @@ impl<T: Send + 'static> Processor<T> {
         }
         let mut outcome = self.decide(ctx, raw, result.map(|_| ()));
         if let Outcome::DeadLetter { failure } = &outcome {
-            if let Err(e) = crate::settle::dead_letter(ctx, raw, failure).await {
+            if let Err(e) = Box::pin(crate::settle::dead_letter(ctx, raw, failure)).await {
                 let visibility = retry_visibility(raw, self.config.backoff.delay(raw.receive_count()));
                 tracing::error!(kind = failure.kind.as_str(), error = %e, visibility,
                         "dead-letter send failed; the message will be retried instead");

@@ -284,7 +284,9 @@ async fn child(
             let finished = async move {
                 while stats.snapshot().succeeded < target as u64 && Instant::now() < deadline {
                     seen.fetch_max(health.report().receivers, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    // 25 ms: finished at most 25 ms late (0.25 % of a 10-s run); at 5 ms this
+                    // loop alone was ~5 % of the poller run's CPU samples (perf)
+                    tokio::time::sleep(Duration::from_millis(25)).await;
                 }
             };
             let summary = poller.run(finished).await;
