@@ -2,8 +2,9 @@
 //!
 //! - **Live**: the receive loop is getting answers from SQS — a `ReceiveMessage` call succeeded
 //!   (with or without messages) within the liveness window (2 × the long-poll wait + a
-//!   margin) — or it has no reason to call: every receiver is waiting for a free handler slot,
-//!   or the poller is draining after a shutdown signal. A poller that has been unable to reach
+//!   margin) — or it has no reason to call: every receiver is waiting for a free handler slot
+//!   (or parked behind the one receiver that long-polls an empty queue for all, which is then
+//!   itself waiting for a slot), or the poller is draining after a shutdown signal. A poller that has been unable to reach
 //!   SQS for longer than the window (a network partition, credentials that no longer work, a
 //!   wedged task) is not live; an orchestrator then replaces it.
 //! - **Ready**: the queues were resolved (the poller started), the last `ReceiveMessage` call
@@ -52,7 +53,8 @@ pub struct HealthReport {
     pub since_last_receive_s: f64,
     /// The liveness window in seconds.
     pub window_s: f64,
-    /// Receivers waiting for a free handler slot.
+    /// Receivers waiting for a free handler slot, or parked while another long-polls their
+    /// empty queue.
     pub waiting_for_slots: usize,
     /// Receivers running.
     pub receivers: usize,

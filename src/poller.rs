@@ -391,9 +391,10 @@ struct Source {
     idle_lead: AtomicBool,
 }
 
-/// While a queue is empty, one receiver (its lead) keeps long-polling it and the poller's other
-/// receivers park here, so an idle poller makes one receive per queue per `wait_time`, not one
-/// per receiver. A lead that receives messages gives up the role and wakes them all.
+/// While a queue is empty, one receiver (its lead) keeps long-polling it; a receiver that finds
+/// a queue empty which already has a lead parks here once every queue has one (until then it
+/// goes on to the others), so an idle poller makes one receive per queue per `wait_time`, not
+/// one per receiver. A lead that receives messages gives up the role and wakes them all.
 #[derive(Default)]
 struct Idle {
     wake: Notify,
@@ -745,12 +746,21 @@ async fn receiver<T: Send + 'static>(
                 lead = Some(idx);
                 continue;
             }
+            if !sources.iter().all(|s| s.idle_lead.load(Ordering::Acquire)) {
+                // another queue has nobody long-polling it: go there (the picker skips this
+                // one for a second)
+                continue;
+            }
             drop(permits);
             stats.parked.fetch_add(1, Ordering::Relaxed);
+            // parked counts as waiting for liveness: the lead answers for this queue (its
+            // receives keep the poller live, or it waits for slots like the rest)
+            health.waiting(true);
             let stopped = tokio::select! {
                 _ = woken => false,
                 _ = stop.cancelled() => true,
             };
+            health.waiting(false);
             stats.parked.fetch_sub(1, Ordering::Relaxed);
             if stopped {
                 return;
@@ -928,7 +938,10 @@ async fn run_unit<T: Send + 'static>(
         }
         decisions
     };
+    // biased, work first: a handler that finishes at its first poll (most do, or soon after)
+    // never arms the heartbeat's timer (arming and disarming one takes the timer driver's lock)
     let decisions = tokio::select! {
+        biased;
         d = work => d,
         never = beat => match never {},
     };

@@ -903,9 +903,18 @@ impl<T: Send + 'static> Processor<T> {
                 None => Ok(fut.await),
             }
         };
-        let never = CancellationToken::new();
-        let cancel = cancel.unwrap_or(&never);
+        let never;
+        let cancel = match cancel {
+            Some(c) => c,
+            None => {
+                never = CancellationToken::new();
+                &never
+            }
+        };
+        // biased, the handler first: one that is done at its first poll never registers
+        // with `cancel` (a lock in the token)
         let result = tokio::select! {
+            biased;
             r = limited => match r { Ok(r) => r, Err(e) => return failed(FailureKind::TimedOut, e) },
             _ = cancel.cancelled() => {
                 return failed(

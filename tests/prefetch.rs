@@ -119,3 +119,48 @@ async fn an_idle_poller_long_polls_an_empty_queue_once_per_wait_not_once_per_rec
     assert_eq!(summary.succeeded, 300, "{summary:?}");
     assert_eq!(summary.parked, 0, "{summary:?}");
 }
+
+/// Two queues, both empty: one lead each, the other receivers park. Then queue a gets messages
+/// that are taken slowly (10/s) while b stays empty: all handled. (A receiver must not park while
+/// some queue has nobody long-polling it. Without that rule this test happened to pass, but
+/// `tests/rate.rs` `per_queue_and_process_limits_both_hold` hung every time: every receiver but
+/// b's lead ended up parked behind b while a still held messages.)
+#[tokio::test]
+async fn with_two_queues_no_receiver_parks_while_a_queue_has_messages() {
+    let a = queue("idle-a").await;
+    let b = queue("idle-b").await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let d2 = done.clone();
+    let processor = Processor::raw(move |_m: Message<String>| {
+        let done = d2.clone();
+        async move {
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let config = PollerConfig::default()
+        .with_concurrency(40)
+        .with_wait_time(Duration::from_secs(1))
+        .with_shutdown_timeout(Duration::from_secs(10))
+        .with_depth_interval(Duration::ZERO);
+    let specs = [QueueSpec::new(a.clone()).with_rate(Some(10.0)), QueueSpec::new(b.clone())];
+    let poller = Poller::new(processor, specs, config).await.unwrap();
+    let stats = poller.stats();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(poller.run(async {
+        let _ = rx.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(stats.snapshot().parked, 2, "4 receivers, 2 empty queues: 2 leads, 2 parked: {:?}", stats.snapshot());
+    for chunk in (0..60).collect::<Vec<_>>().chunks(10) {
+        a.send_batch(chunk.iter().map(|i| OutgoingMessage::new(format!("a{i}")))).await.unwrap().into_result().unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while done.load(Ordering::SeqCst) < 60 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 60, "queue a's messages handled: {:?}", stats.snapshot());
+    let _ = tx.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(10), run).await.expect("stops").unwrap();
+    assert_eq!(summary.succeeded, 60, "{summary:?}");
+}

@@ -73,6 +73,12 @@ struct Cli {
     /// `--latency-secs 1 --idle-secs 1`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Rounds of the no-op ceiling run followed at once by the no-op poller run (defaults)
+    /// (default 3; 1 with --quick). Their ratios (`noop_default_vs_ceiling`, `cpu_vs_raw_sdk`)
+    /// are the median of the rounds' ratios: LocalStack's own speed drifts between rounds
+    /// (the same ceiling run measured 750 and 1,336 msg/s in one bench), much less within one.
+    #[arg(long)]
+    rounds: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -448,15 +454,21 @@ async fn main() -> anyhow::Result<()> {
         max_secs,
     };
     let mut plan: Vec<RunSpec> = vec![
+        // the no-op ceiling and poller side by side (their ratio is a goal; see --rounds)
         spec("ceiling (raw SDK, 16 loops)", Mode::Ceiling, 0, CEILING_LOOPS, messages),
-        spec("sequential loop", Mode::Sequential, 0, 1, messages),
         spec("sqskit poller (defaults)", Mode::Poller, 0, 32, messages),
+        spec("sequential loop", Mode::Sequential, 0, 1, messages),
         spec("ceiling (raw SDK, 16 loops)", Mode::Ceiling, 50, CEILING_LOOPS, messages),
         spec("sequential loop", Mode::Sequential, 50, 1, messages),
         spec("sqskit poller (defaults)", Mode::Poller, 50, 32, messages),
         spec("sqskit poller (concurrency 100)", Mode::Poller, 50, 100, messages),
         spec("sqskit poller, 1,000 in flight (RSS)", Mode::Poller, 2000, 1000, messages.min(3000)),
     ];
+    let rounds = cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 }).max(1);
+    for _ in 1..rounds {
+        plan.push(spec("ceiling (raw SDK, 16 loops)", Mode::Ceiling, 0, CEILING_LOOPS, messages));
+        plan.push(spec("sqskit poller (defaults)", Mode::Poller, 0, 32, messages));
+    }
     if cli.node_peer.is_some() {
         plan.push(spec("sqs-consumer (Node, batchSize 10)", Mode::SqsConsumer, 0, 10, messages));
         plan.push(spec("sqs-consumer (Node, batchSize 10)", Mode::SqsConsumer, 50, 10, messages));
@@ -546,11 +558,28 @@ async fn main() -> anyhow::Result<()> {
         idle_counts.by_op.iter().map(|(k, v)| (k.clone(), *v as f64 * 3600.0 / idle_secs as f64)).collect();
     let idle_receivers = idle_measured.receivers.unwrap_or(0);
 
-    let find = |mode: Mode, ms: u64, c: Option<usize>| {
-        results.iter().find(|r| r.mode == mode && r.handler_ms == ms && c.is_none_or(|c| r.concurrency == c))
+    // A run repeated (--rounds) counts by its medians: `find` gives the run of median rate,
+    // `cpu_of` the median CPU of its kind.
+    let group = |mode: Mode, ms: u64, c: Option<usize>| -> Vec<&RunResult> {
+        results
+            .iter()
+            .filter(|r| r.mode == mode && r.handler_ms == ms && c.is_none_or(|c| r.concurrency == c))
+            .collect()
+    };
+    let median_by = |mut v: Vec<&RunResult>, key: fn(&RunResult) -> f64| -> Option<f64> {
+        v.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        v.get(v.len() / 2).map(|r| key(r))
+    };
+    let find = |mode: Mode, ms: u64, c: Option<usize>| -> Option<&RunResult> {
+        let mut v = group(mode, ms, c);
+        v.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
+        v.get(v.len() / 2).copied()
     };
     let rate_of = |r: Option<&RunResult>| r.map(|r| r.msgs_per_sec).unwrap_or(0.0);
-    let cpu_of = |r: Option<&RunResult>| r.map(|r| r.cpu_secs_per_1000).unwrap_or(0.0);
+    let cpu_of = |r: Option<&RunResult>| {
+        r.and_then(|r| median_by(group(r.mode, r.handler_ms, Some(r.concurrency)), |r| r.cpu_secs_per_1000))
+            .unwrap_or(0.0)
+    };
     let ceiling = rate_of(find(Mode::Ceiling, 0, None));
     let bound = |c: usize| (c as f64 / 0.050).min(ceiling);
     let poller0 = find(Mode::Poller, 0, Some(32));
@@ -568,10 +597,20 @@ async fn main() -> anyhow::Result<()> {
         rate_of(find(Mode::Poller, 50, Some(100))) / rate_of(find(Mode::Sequential, 50, None)),
     );
     // the goals: bound = min(C / 50 ms, the no-op raw-SDK ceiling)
-    put("noop_default_vs_ceiling", rate_of(poller0) / ceiling);
+    // paired: each round's poller against the ceiling run just before it, median of the rounds
+    let pairs: Vec<(&RunResult, &RunResult)> =
+        group(Mode::Ceiling, 0, None).into_iter().zip(group(Mode::Poller, 0, Some(32))).collect();
+    let paired = |f: fn(&RunResult, &RunResult) -> f64| {
+        let mut v: Vec<f64> = pairs.iter().map(|(c, p)| f(c, p)).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    put("noop_default_vs_ceiling", paired(|c, p| p.msgs_per_sec / c.msgs_per_sec));
     put("io50_c32_vs_bound", rate_of(poller50) / bound(32));
     put("io50_c100_vs_bound", rate_of(find(Mode::Poller, 50, Some(100))) / bound(100));
-    put("cpu_vs_raw_sdk", cpu_of(poller0) / cpu_of(find(Mode::Ceiling, 0, None)));
+    put("cpu_vs_raw_sdk", paired(|c, p| p.cpu_secs_per_1000 / c.cpu_secs_per_1000));
+    put("noop_poller_vs_ceiling_of_medians", rate_of(poller0) / ceiling);
+    put("cpu_vs_raw_sdk_of_medians", cpu_of(poller0) / cpu_of(find(Mode::Ceiling, 0, None)));
     put("cpu_vs_sequential", cpu_of(poller0) / cpu_of(find(Mode::Sequential, 0, None)));
     // the peers: sqskit's poller (defaults) / the peer, same handler; CPU is per message
     for (key, mode) in [("sqs_consumer", Mode::SqsConsumer), ("boto3", Mode::Boto3)] {
@@ -647,7 +686,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let peers: Vec<&RunResult> = results.iter().filter(|r| matches!(r.mode, Mode::SqsConsumer | Mode::Boto3)).collect();
     let mut doc = serde_json::json!({
-        "messages": messages, "size": cli.size, "max_secs": max_secs, "quick": cli.quick,
+        "messages": messages, "size": cli.size, "max_secs": max_secs, "quick": cli.quick, "rounds": rounds,
         "machine": { "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
         "runs": results, "ratios": ratios, "peers": peers,
         "requests_per_1000": poller0.map(|r| r.requests_per_1000),
