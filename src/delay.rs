@@ -67,6 +67,11 @@ pub fn deliver_at(m: &ReceivedMessage) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
+/// Whether a received message carries a due time (`sqskit-deliver-at`), due or not.
+pub(crate) fn carries_due_time(m: &ReceivedMessage) -> bool {
+    m.attributes.contains_key(DELIVER_AT)
+}
+
 /// Time left until a received message is due (`None`: due now, or no due time).
 pub fn remaining(m: &ReceivedMessage, now: SystemTime) -> Option<Duration> {
     deliver_at(m)?.duration_since(now).ok().filter(|d| !d.is_zero())

@@ -4,8 +4,8 @@
 //!   (with or without messages) within the liveness window (2 × the long-poll wait + a
 //!   margin) — or it has no reason to call: every receiver is waiting for a free handler slot
 //!   (or parked behind the one receiver that long-polls an empty queue for all, which is then
-//!   itself waiting for a slot), or the poller is draining after a shutdown signal. A poller that has been unable to reach
-//!   SQS for longer than the window (a network partition, credentials that no longer work, a
+//!   itself waiting for a slot), or the poller is draining after a shutdown signal. A poller
+//!   that has been unable to reach SQS for longer than the window (a network partition, credentials that no longer work, a
 //!   wedged task) is not live; an orchestrator then replaces it.
 //! - **Ready**: the queues were resolved (the poller started), the last `ReceiveMessage` call
 //!   succeeded, and the poller is not draining.

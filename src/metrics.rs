@@ -43,8 +43,8 @@ pub mod names {
     pub const IDEMPOTENCY: &str = "sqskit_idempotency_total";
     /// Counter, labels `queue`, `tenant`, `outcome` (`succeeded`, `retried`, `dead_lettered`,
     /// `duplicate`, `deferred`, `released`): messages per tenant of a fair queue (the
-    /// `MessageGroupId` of a standard queue), only with [`TenantLabels`](super::TenantLabels) on; tenants past the
-    /// limit are counted as `other`.
+    /// `MessageGroupId` of a standard queue), only with [`TenantLabels`](super::TenantLabels)
+    /// on; tenants past the limit are counted as `other`.
     pub const TENANT_MESSAGES: &str = "sqskit_tenant_messages_total";
     /// Counter: messages not due yet, re-sent with their next delay hop (not run).
     pub const DEFERRED: &str = "sqskit_messages_deferred_total";

@@ -7,9 +7,9 @@
 //! waited `ack_flush_interval`), and graceful shutdown. What happens to each message is
 //! decided by the [`Processor`]; the poller only carries it out.
 //!
-//! Idle: while a queue is empty one receiver long-polls it and the others park, so an idle
-//! poller makes one `ReceiveMessage` per queue per `wait_time` however many receivers it has;
-//! the first messages that receiver gets wake them all.
+//! Idle: while a queue is empty one receiver long-polls it, and once every queue has such a
+//! receiver the others park, so an idle poller makes one `ReceiveMessage` per queue per
+//! `wait_time` however many receivers it has; the first messages one of them gets wake them all.
 //!
 //! Shutdown (when the `shutdown` future completes): in-flight long polls are
 //! cancelled at once; messages received but not started are released (visibility 0);
@@ -387,17 +387,12 @@ struct Source {
     acker: mpsc::Sender<Ack>,
     /// Tenant labels (fair queues, `--tenant-metrics`); shared by the queues of a poller.
     tenants: Option<Arc<crate::metrics::TenantLabels>>,
-    /// A receiver long-polls this queue on behalf of all while it is empty (see [`Idle`]).
+    /// A receiver (its lead) long-polls this queue on behalf of all while it is empty. A
+    /// receiver that finds a queue empty which already has a lead parks (on the poller's
+    /// `wake`) once every queue has one (until then it goes on to the others), so an idle
+    /// poller makes one receive per queue per `wait_time`, not one per receiver. A lead that
+    /// receives messages gives up the role and wakes them all.
     idle_lead: AtomicBool,
-}
-
-/// While a queue is empty, one receiver (its lead) keeps long-polling it; a receiver that finds
-/// a queue empty which already has a lead parks here once every queue has one (until then it
-/// goes on to the others), so an idle poller makes one receive per queue per `wait_time`, not
-/// one per receiver. A lead that receives messages gives up the role and wakes them all.
-#[derive(Default)]
-struct Idle {
-    wake: Notify,
 }
 
 /// The poller.
@@ -515,7 +510,7 @@ impl<T: Send + 'static> Poller<T> {
         let tracker = TaskTracker::new();
         let picker = Arc::new(Mutex::new(Picker::new(sources.iter().map(|s| s.weight).collect())));
         let ghosts = Arc::new(Ghosts::default());
-        let idle = Arc::new(Idle::default());
+        let wake = Arc::new(Notify::new());
         let mut recv_tasks = JoinSet::new();
         for _ in 0..receivers {
             recv_tasks.spawn(receiver(
@@ -529,7 +524,7 @@ impl<T: Send + 'static> Poller<T> {
                 stop.clone(),
                 tracker.clone(),
                 ghosts.clone(),
-                idle.clone(),
+                wake.clone(),
                 whole_batches,
             ));
         }
@@ -615,7 +610,7 @@ async fn receiver<T: Send + 'static>(
     stop: CancellationToken,
     tracker: TaskTracker,
     ghosts: Arc<Ghosts>,
-    idle: Arc<Idle>,
+    wake: Arc<Notify>,
     whole_batches: bool,
 ) {
     // the queue this receiver long-polls for all while it is empty
@@ -632,44 +627,12 @@ async fn receiver<T: Send + 'static>(
         // after another (the semaphore is FIFO) instead of each collecting a few. Otherwise: at
         // least one permit, then as many more as free up within `receive_fill_wait`.
         let mut permits = if whole_batches {
-            let now = match sem.clone().try_acquire_many_owned(MAX_BATCH_ENTRIES as u32) {
-                Ok(p) => Ok(p),
-                Err(tokio::sync::TryAcquireError::Closed) => return,
-                Err(tokio::sync::TryAcquireError::NoPermits) => Err(()),
-            };
-            match now {
-                Ok(p) => p,
-                Err(()) => {
-                    health.waiting(true);
-                    let waited = tokio::select! {
-                        p = sem.clone().acquire_many_owned(MAX_BATCH_ENTRIES as u32) => p.ok(),
-                        _ = stop.cancelled() => None,
-                    };
-                    health.waiting(false);
-                    match waited {
-                        Some(p) => p,
-                        None => return,
-                    }
-                }
+            match take_room(&sem, MAX_BATCH_ENTRIES, &health, &stop).await {
+                Some(p) => p,
+                None => return,
             }
         } else {
-            let mut permits = match sem.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(tokio::sync::TryAcquireError::Closed) => return,
-                Err(tokio::sync::TryAcquireError::NoPermits) => {
-                    // every slot busy: waiting here is health, not a stall
-                    health.waiting(true);
-                    let waited = tokio::select! {
-                        p = sem.clone().acquire_owned() => p.ok(),
-                        _ = stop.cancelled() => None,
-                    };
-                    health.waiting(false);
-                    match waited {
-                        Some(p) => p,
-                        None => return,
-                    }
-                }
-            };
+            let Some(mut permits) = take_room(&sem, 1, &health, &stop).await else { return };
             // Fill the batch: a receive of 10 costs SQS (and us) about what a receive of 1
             // does, so wait a moment for slots that are about to free up.
             let fill_until = tokio::time::Instant::now() + config.receive_fill_wait;
@@ -739,7 +702,7 @@ async fn receiver<T: Send + 'static>(
             }
             // Become this queue's lead, or park while another receiver long-polls it. Listen
             // before looking, so that a lead giving up the role in between still wakes us.
-            let woken = idle.wake.notified();
+            let woken = wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             if source.idle_lead.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok() {
@@ -770,7 +733,7 @@ async fn receiver<T: Send + 'static>(
         if let Some(i) = lead.take() {
             // messages again: everyone back to work
             sources[i].idle_lead.store(false, Ordering::Release);
-            idle.wake.notify_waiters();
+            wake.notify_waiters();
         }
         lock(&picker).busy(idx);
         PollStats::add(&stats.received, messages.len());
@@ -815,6 +778,28 @@ async fn receiver<T: Send + 'static>(
         }
         // unused permits go back to the semaphore here
     }
+}
+
+/// `n` receive permits: at once when free, else waiting (every slot busy: that is health, not
+/// a stall, so the receiver counts as waiting meanwhile); `None` at shutdown.
+async fn take_room(
+    sem: &Arc<Semaphore>,
+    n: usize,
+    health: &Health,
+    stop: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    match sem.clone().try_acquire_many_owned(n as u32) {
+        Ok(p) => return Some(p),
+        Err(tokio::sync::TryAcquireError::Closed) => return None,
+        Err(tokio::sync::TryAcquireError::NoPermits) => {}
+    }
+    health.waiting(true);
+    let waited = tokio::select! {
+        p = sem.clone().acquire_many_owned(n as u32) => p.ok(),
+        _ = stop.cancelled() => None,
+    };
+    health.waiting(false);
+    waited
 }
 
 /// Reserve up to `want` receives under every limit (the smallest grant; the others give the
@@ -1043,15 +1028,17 @@ async fn acker(
     let mut calls = JoinSet::new();
     let limit = Arc::new(Semaphore::new(ACK_CALLS_IN_FLIGHT));
     let wait = config.ack_flush_interval.max(Duration::from_millis(1));
-    // when the oldest entry waiting in `deletes` / `vis` is due
+    // when the oldest entry waiting in `deletes` / `vis` is due: one timer, reset once per
+    // round (not a new one per ack: the select below runs for every message)
     let mut due: Option<tokio::time::Instant> = None;
+    let flush_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(flush_timer);
     let mut closing = false;
     let take = |msg: Ack, deletes: &mut Vec<_>, vis: &mut Vec<_>| match msg {
         Ack::Delete(m, why) => deletes.push((m, why)),
         Ack::Visibility(unit, reason) => vis.push((unit, reason)),
     };
     loop {
-        let flush_at = due;
         tokio::select! {
             biased;
             msg = rx.recv(), if !closing => match msg {
@@ -1065,8 +1052,7 @@ async fn acker(
                 }
                 closing = true;
             }
-            _ = async { tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)).await },
-                if flush_at.is_some() => {
+            _ = &mut flush_timer, if due.is_some() => {
                 flush_all(&queue, &mut deletes, &mut vis, &mut calls, &limit, &stats).await;
             }
         }
@@ -1078,7 +1064,9 @@ async fn acker(
             due = None;
         } else if due.is_none() {
             // the first entry of a new round: it may wait `wait` for company
-            due = Some(tokio::time::Instant::now() + wait);
+            let at = tokio::time::Instant::now() + wait;
+            flush_timer.as_mut().reset(at);
+            due = Some(at);
         }
         while calls.try_join_next().is_some() {}
         if closing {

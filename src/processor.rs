@@ -972,12 +972,8 @@ impl<T: Send + 'static> Processor<T> {
     ) -> Outcome {
         let span = crate::trace::message_span(&raw, ctx.queue_name());
         async {
-            // only a message carrying `sqskit-deliver-at` may be deferred: the hop's send
-            // future (large) is boxed on that path alone
-            if !ctx.fifo && raw.attributes.contains_key(crate::delay::DELIVER_AT) {
-                if let Some(outcome) = Box::pin(self.defer(ctx, &raw)).await {
-                    return outcome;
-                }
+            if let Some(outcome) = self.defer(ctx, &raw).await {
+                return outcome;
             }
             let result = self.attempt(Some(ctx), ctx.lease, raw.clone(), cancel).await;
             self.conclude(ctx, &raw, result).await
@@ -990,7 +986,7 @@ impl<T: Send + 'static> Processor<T> {
     /// and make this copy [`Outcome::Deferred`] (the handler does not run). When that send
     /// fails, a retry with the remaining time as visibility (this one counts a receive).
     async fn defer(&self, ctx: &QueueContext, raw: &ReceivedMessage) -> Option<Outcome> {
-        if ctx.fifo {
+        if ctx.fifo || !crate::delay::carries_due_time(raw) {
             return None;
         }
         let left = crate::delay::remaining(raw, std::time::SystemTime::now())?;
@@ -999,7 +995,9 @@ impl<T: Send + 'static> Processor<T> {
             return None;
         };
         let next = crate::delay::next_hop(raw, left, self.config.delay_hop);
-        match queue.send(next).await {
+        // boxed: the send's future is large (kilobytes) and only deferred messages take it;
+        // inline it would make every message's future that large (see `attempt`)
+        match Box::pin(queue.send(next)).await {
             Ok(sent) => {
                 tracing::debug!(next_message_id = %sent.message_id, remaining_s = left.as_secs(), "not due yet: re-sent with its next delay hop");
                 metrics::counter!(crate::metrics::names::DEFERRED).increment(1);
@@ -1152,7 +1150,7 @@ impl<T: Send + 'static> Processor<T> {
         let mut due = Vec::with_capacity(messages.len());
         for m in messages {
             // (a span only for messages that may be deferred: the others get theirs when concluded)
-            let deferred = if m.attributes.contains_key(crate::delay::DELIVER_AT) {
+            let deferred = if crate::delay::carries_due_time(&m) {
                 self.defer(ctx, &m).instrument(crate::trace::message_span(&m, ctx.queue_name())).await
             } else {
                 None
