@@ -7,16 +7,37 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqskit::poller::{Poller, PollerConfig, QueueSpec};
-use sqskit::{HandlerError, Message, OutgoingMessage, Processor};
+use sqskit::poller::{PollSummary, Poller, PollerConfig, QueueSpec};
+use sqskit::{HandlerError, Message, Processor};
 use support::*;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A handler that counts the messages it handled, after `pause`.
+fn counting(done: Arc<AtomicUsize>, pause: Duration) -> Processor<String> {
+    Processor::raw(move |_m: Message<String>| {
+        let done = done.clone();
+        async move {
+            tokio::time::sleep(pause).await;
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, HandlerError>(())
+        }
+    })
+}
+
+/// Run `poller` until the sender is used (or dropped).
+fn start(poller: Poller<String>) -> (oneshot::Sender<()>, JoinHandle<PollSummary>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let run = tokio::spawn(poller.run(async {
+        let _ = rx.await;
+    }));
+    (tx, run)
+}
 
 #[tokio::test]
 async fn prefetched_messages_are_bounded_kept_invisible_and_released_at_shutdown() {
     let q = queue("prefetch").await;
-    for chunk in (0..30).collect::<Vec<_>>().chunks(10) {
-        q.send_batch(chunk.iter().map(|i| OutgoingMessage::new(format!("p{i}")))).await.unwrap().into_result().unwrap();
-    }
+    send_numbered(&q, 30, "p").await;
     let started = Arc::new(AtomicUsize::new(0));
     let again = Arc::new(AtomicUsize::new(0));
     let (s2, a2) = (started.clone(), again.clone());
@@ -40,10 +61,7 @@ async fn prefetched_messages_are_bounded_kept_invisible_and_released_at_shutdown
         .with_shutdown_timeout(Duration::from_secs(10))
         .with_depth_interval(Duration::ZERO);
     let poller = Poller::new(processor, [QueueSpec::new(q.clone())], config).await.unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(poller.run(async {
-        let _ = rx.await;
-    }));
+    let (tx, run) = start(poller);
     // let the buffer fill and outlive the visibility timeout twice over
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (visible, in_flight, _) = depth(&q).await;
@@ -68,15 +86,7 @@ async fn prefetched_messages_are_bounded_kept_invisible_and_released_at_shutdown
 async fn an_idle_poller_long_polls_an_empty_queue_once_per_wait_not_once_per_receiver() {
     let q = queue("idle").await;
     let done = Arc::new(AtomicUsize::new(0));
-    let d2 = done.clone();
-    let processor = Processor::raw(move |_m: Message<String>| {
-        let done = d2.clone();
-        async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            done.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, HandlerError>(())
-        }
-    });
+    let processor = counting(done.clone(), Duration::from_millis(20));
     // 40 slots → 4 receivers; 2-s long polls
     let config = PollerConfig::default()
         .with_concurrency(40)
@@ -85,10 +95,7 @@ async fn an_idle_poller_long_polls_an_empty_queue_once_per_wait_not_once_per_rec
         .with_depth_interval(Duration::ZERO);
     let poller = Poller::new(processor, [QueueSpec::new(q.clone())], config).await.unwrap();
     let stats = poller.stats();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(poller.run(async {
-        let _ = rx.await;
-    }));
+    let (tx, run) = start(poller);
     // 4 first receives end empty at ~2 s; then only the lead polls: ~2 s, ~4 s, ~6 s, ~8 s
     tokio::time::sleep(Duration::from_secs(9)).await;
     let idle = stats.snapshot();
@@ -100,9 +107,7 @@ async fn an_idle_poller_long_polls_an_empty_queue_once_per_wait_not_once_per_rec
         idle.receive_calls
     );
     // messages arrive: the lead's receive returns them and wakes the others
-    for chunk in (0..300).collect::<Vec<_>>().chunks(10) {
-        q.send_batch(chunk.iter().map(|i| OutgoingMessage::new(format!("i{i}")))).await.unwrap().into_result().unwrap();
-    }
+    send_numbered(&q, 300, "i").await;
     let mut fewest_parked = u64::MAX;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while done.load(Ordering::SeqCst) < 300 && std::time::Instant::now() < deadline {
@@ -130,14 +135,7 @@ async fn with_two_queues_no_receiver_parks_while_a_queue_has_messages() {
     let a = queue("idle-a").await;
     let b = queue("idle-b").await;
     let done = Arc::new(AtomicUsize::new(0));
-    let d2 = done.clone();
-    let processor = Processor::raw(move |_m: Message<String>| {
-        let done = d2.clone();
-        async move {
-            done.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, HandlerError>(())
-        }
-    });
+    let processor = counting(done.clone(), Duration::ZERO);
     let config = PollerConfig::default()
         .with_concurrency(40)
         .with_wait_time(Duration::from_secs(1))
@@ -146,15 +144,10 @@ async fn with_two_queues_no_receiver_parks_while_a_queue_has_messages() {
     let specs = [QueueSpec::new(a.clone()).with_rate(Some(10.0)), QueueSpec::new(b.clone())];
     let poller = Poller::new(processor, specs, config).await.unwrap();
     let stats = poller.stats();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(poller.run(async {
-        let _ = rx.await;
-    }));
+    let (tx, run) = start(poller);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(stats.snapshot().parked, 2, "4 receivers, 2 empty queues: 2 leads, 2 parked: {:?}", stats.snapshot());
-    for chunk in (0..60).collect::<Vec<_>>().chunks(10) {
-        a.send_batch(chunk.iter().map(|i| OutgoingMessage::new(format!("a{i}")))).await.unwrap().into_result().unwrap();
-    }
+    send_numbered(&a, 60, "a").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     while done.load(Ordering::SeqCst) < 60 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqskit::poller::{Poller, PollerConfig, QueueSpec};
-use sqskit::{HandlerError, Message, OutgoingMessage, Processor, Queue};
+use sqskit::{HandlerError, Message, Processor};
 use support::*;
 
 /// (handler start, how long the message waited after its receive, body)
@@ -22,16 +22,6 @@ fn recorder(starts: Starts) -> Processor<String> {
             Ok::<_, HandlerError>(())
         }
     })
-}
-
-async fn fill(q: &Queue, n: usize, prefix: &str) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(10) {
-        q.send_batch(chunk.iter().map(|i| OutgoingMessage::new(format!("{prefix}{i}"))))
-            .await
-            .unwrap()
-            .into_result()
-            .unwrap();
-    }
 }
 
 /// Most starts in any window [t, t + 1 s) that begins at a start.
@@ -51,7 +41,7 @@ fn config() -> PollerConfig {
 #[tokio::test]
 async fn three_hundred_messages_at_fifty_per_second_never_exceed_fifty_starts_in_a_second() {
     let q = queue("rate-50").await;
-    fill(&q, 300, "m").await;
+    send_numbered(&q, 300, "m").await;
     let starts: Starts = Arc::default();
     // concurrency far above the rate: only the limit holds the starts back
     let poller = Poller::new(
@@ -81,8 +71,8 @@ async fn three_hundred_messages_at_fifty_per_second_never_exceed_fifty_starts_in
 async fn per_queue_and_process_limits_both_hold() {
     let a = queue("rate-a").await;
     let b = queue("rate-b").await;
-    fill(&a, 40, "a").await;
-    fill(&b, 80, "b").await;
+    send_numbered(&a, 40, "a").await;
+    send_numbered(&b, 80, "b").await;
     let starts: Starts = Arc::default();
     let specs = [QueueSpec::new(a.clone()).with_rate(Some(10.0)), QueueSpec::new(b.clone())];
     let poller = Poller::new(recorder(starts.clone()), specs, config().with_concurrency(32).with_rate(Some(40.0)))

@@ -227,3 +227,12 @@ pub async fn shared_dlq_with_redriven_message(prefix: &str, body: &str) -> (Queu
     }
     panic!("SQS did not move the message to the DLQ");
 }
+
+/// Send `n` messages with bodies `{prefix}0`, `{prefix}1`, … (`send_batch` makes the calls of 10).
+pub async fn send_numbered(q: &Queue, n: usize, prefix: &str) {
+    q.send_batch((0..n).map(|i| sqskit::OutgoingMessage::new(format!("{prefix}{i}"))))
+        .await
+        .expect("send")
+        .into_result()
+        .expect("every entry sent");
+}
