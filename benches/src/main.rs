@@ -609,7 +609,6 @@ async fn main() -> anyhow::Result<()> {
     put("io50_c32_vs_bound", rate_of(poller50) / bound(32));
     put("io50_c100_vs_bound", rate_of(find(Mode::Poller, 50, Some(100))) / bound(100));
     put("cpu_vs_raw_sdk", paired(|c, p| p.cpu_secs_per_1000 / c.cpu_secs_per_1000));
-    put("noop_poller_vs_ceiling_of_medians", rate_of(poller0) / ceiling);
     put("cpu_vs_raw_sdk_of_medians", cpu_of(poller0) / cpu_of(find(Mode::Ceiling, 0, None)));
     put("cpu_vs_sequential", cpu_of(poller0) / cpu_of(find(Mode::Sequential, 0, None)));
     // the peers: sqskit's poller (defaults) / the peer, same handler; CPU is per message
