@@ -538,6 +538,11 @@ def check_env_vars(t: Template, r: Report, root: Path, fn_crates: dict[str, Path
     plus the function's own crate (CodeUri), or the crate the Dockerfile builds for ECS tasks."""
     names = env_var_names(t)
     r.check(bool(names), "template sets environment variables")
+    # sqskit's own settings are SQSKIT_* (old names such as ARCHIVE_BUCKET are still read for one
+    # release, with a warning: the template must not rely on them)
+    foreign = sorted(v for v in names if v not in ENV_EXEMPT and not v.startswith("SQSKIT_"))
+    r.check(not foreign, "every variable the template sets is an SQSKIT_* setting (or exempt)",
+            f"not SQSKIT_*: {', '.join(foreign)}")
     lib = root / "src"
     code_of: dict[str, str] = {}
     for var in sorted(names):

@@ -36,11 +36,7 @@ where
     crate::error::classify(operation, queue, err)
 }
 
-/// Load the AWS configuration from the standard chain (env, profile, IMDS/ECS
-/// credentials; `AWS_ENDPOINT_URL` for LocalStack).
-pub async fn load_aws_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).load().await
-}
+pub use crate::env::load_aws_config;
 
 /// A handle on one SQS queue: an `aws_sdk_sqs::Client` plus the queue URL. Cheap to clone.
 ///

@@ -1,50 +1,17 @@
 //! Configuration from the environment (12-factor), for the Lambdas; errors name the variable.
 //!
+//! It owns the settings that span components: the processor's ([`processor_from_env`]) and
+//! idempotency's ([`IdempotencySettings`]), built from the typed getters of [`crate::env`] (the
+//! one place variables are read; its getters and [`ConfigError`] are re-exported here). It does
+//! not read variables itself, and settings owned by one component live with it
+//! ([`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env), the Lambda adapter's).
 //! The `sqskit` CLI reads the same `SQSKIT_*` variables through its flags.
 
 use std::time::Duration;
 
+pub use crate::env::{env_bool, env_count, env_secs, ConfigError};
 use crate::processor::ProcessorConfig;
 use crate::retry::Backoff;
-
-/// An environment variable is set to something unusable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid configuration: {name}={value:?}: {reason}")]
-pub struct ConfigError {
-    /// The variable.
-    pub name: &'static str,
-    /// Its value.
-    pub value: String,
-    /// Why it is rejected.
-    pub reason: String,
-}
-
-/// A whole number of seconds from `name`, or `default` when unset or empty.
-///
-/// # Errors
-/// [`ConfigError`] naming the variable when it is not a whole number.
-pub fn env_secs(name: &'static str, default: u64) -> Result<u64, ConfigError> {
-    parse_secs(name, std::env::var(name).ok().as_deref(), default)
-}
-
-/// A whole number (a count) from `name`, or `default` when unset or empty.
-///
-/// # Errors
-/// [`ConfigError`] naming the variable when it is not a whole number.
-pub fn env_count(name: &'static str, default: u64) -> Result<u64, ConfigError> {
-    parse_whole(name, std::env::var(name).ok().as_deref(), default, "expected a whole number")
-}
-
-fn parse_secs(name: &'static str, value: Option<&str>, default: u64) -> Result<u64, ConfigError> {
-    parse_whole(name, value, default, "expected a whole number of seconds")
-}
-
-fn parse_whole(name: &'static str, value: Option<&str>, default: u64, expected: &str) -> Result<u64, ConfigError> {
-    match value.map(str::trim).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| ConfigError { name, value: v.to_string(), reason: expected.into() }),
-    }
-}
 
 /// Processor settings from `SQSKIT_BACKOFF_BASE` (default 15), `SQSKIT_BACKOFF_MAX` (default
 /// 900), `SQSKIT_HANDLER_TIMEOUT` (seconds; unset = none) and `SQSKIT_LOG_BODIES` (`true`:
@@ -115,7 +82,7 @@ impl IdempotencySettings {
     /// # Errors
     /// [`ConfigError`] naming the variable at fault.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let text = |name: &str| std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let text = crate::env::text;
         let ttl = match env_secs("SQSKIT_IDEMPOTENCY_TTL", 0)? {
             0 => None,
             t => Some(Duration::from_secs(t)),
@@ -194,43 +161,9 @@ fn redis_store(url: &str) -> Result<std::sync::Arc<dyn crate::idempotency::Idemp
     })
 }
 
-/// A boolean from `name`: `true`/`1`/`yes` or `false`/`0`/`no` (any case); unset or empty is false.
-///
-/// # Errors
-/// [`ConfigError`] naming the variable for any other value.
-pub fn env_bool(name: &'static str) -> Result<bool, ConfigError> {
-    parse_bool(name, std::env::var(name).ok().as_deref())
-}
-
-fn parse_bool(name: &'static str, value: Option<&str>) -> Result<bool, ConfigError> {
-    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
-        None | Some("") | Some("false") | Some("0") | Some("no") => Ok(false),
-        Some("true") | Some("1") | Some("yes") => Ok(true),
-        Some(other) => Err(ConfigError { name, value: other.to_string(), reason: "expected true or false".into() }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seconds_parse_or_name_the_variable() {
-        assert_eq!(parse_secs("X", None, 5), Ok(5));
-        assert_eq!(parse_secs("X", Some(" "), 5), Ok(5));
-        assert_eq!(parse_secs("X", Some("12"), 5), Ok(12));
-        let e = parse_secs("SQSKIT_BACKOFF_BASE", Some("2s"), 5).unwrap_err();
-        assert!(e.to_string().contains("SQSKIT_BACKOFF_BASE"), "{e}");
-    }
-
-    #[test]
-    fn booleans_parse_or_name_the_variable() {
-        assert_eq!(parse_bool("X", None), Ok(false));
-        assert_eq!(parse_bool("X", Some("TRUE")), Ok(true));
-        assert_eq!(parse_bool("X", Some("0")), Ok(false));
-        let e = parse_bool("SQSKIT_LOG_BODIES", Some("sometimes")).unwrap_err();
-        assert!(e.to_string().contains("SQSKIT_LOG_BODIES"), "{e}");
-    }
 
     #[tokio::test]
     async fn idempotency_settings_name_the_setting_at_fault() {

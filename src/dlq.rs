@@ -150,36 +150,38 @@ impl MonitorConfig {
         self
     }
 
-    /// From `ARCHIVE_BUCKET` (required), `ARCHIVE_PREFIX`, `ALERT_TOPIC_ARN`, `ALERT_INCLUDE_BODY`,
-    /// `ARCHIVE_RESOLVE_PAYLOADS` (`true`: [`MonitorConfig::with_resolve_payloads`]).
+    /// From `SQSKIT_ARCHIVE_BUCKET` (required), `SQSKIT_ARCHIVE_PREFIX`, `SQSKIT_ALERT_TOPIC_ARN`,
+    /// `SQSKIT_ALERT_INCLUDE_BODY` and `SQSKIT_ARCHIVE_RESOLVE_PAYLOADS` (`true`:
+    /// [`MonitorConfig::with_resolve_payloads`]). Their old names without `SQSKIT_`
+    /// (`ARCHIVE_BUCKET`, ...) are still read for one release, with a warning.
     ///
     /// # Errors
     /// [`DlqError::Config`] naming the variable that is missing or invalid.
     pub fn from_env() -> Result<Self, DlqError> {
-        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
-        let bucket =
-            var("ARCHIVE_BUCKET").ok_or(DlqError::Config { name: "ARCHIVE_BUCKET", reason: "is not set".into() })?;
-        let include_body = match var("ALERT_INCLUDE_BODY").as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None | Some("false") | Some("0") | Some("no") => false,
-            Some("true") | Some("1") | Some("yes") => true,
-            Some(other) => {
-                return Err(DlqError::Config {
-                    name: "ALERT_INCLUDE_BODY",
-                    reason: format!("{other:?} is not true or false"),
-                })
-            }
+        use crate::env::{renamed_bool, renamed_text};
+        let config = |e: crate::env::ConfigError| DlqError::Config {
+            name: e.name,
+            reason: format!("{:?}: {}", e.value, e.reason),
         };
+        let bucket = renamed_text(ARCHIVE_BUCKET, "ARCHIVE_BUCKET").ok_or(DlqError::Config {
+            name: ARCHIVE_BUCKET,
+            reason: "is not set (nor its old name ARCHIVE_BUCKET)".into(),
+        })?;
         Ok(Self {
             bucket,
-            prefix: var("ARCHIVE_PREFIX").unwrap_or_else(|| "dead-letters".into()),
-            topic_arn: var("ALERT_TOPIC_ARN"),
-            include_body,
+            prefix: renamed_text("SQSKIT_ARCHIVE_PREFIX", "ARCHIVE_PREFIX").unwrap_or_else(|| "dead-letters".into()),
+            topic_arn: renamed_text("SQSKIT_ALERT_TOPIC_ARN", "ALERT_TOPIC_ARN"),
+            include_body: renamed_bool("SQSKIT_ALERT_INCLUDE_BODY", "ALERT_INCLUDE_BODY").map_err(config)?,
             max_ids: 20,
-            resolve_payloads: crate::config::env_bool("ARCHIVE_RESOLVE_PAYLOADS")
-                .map_err(|e| DlqError::Config { name: "ARCHIVE_RESOLVE_PAYLOADS", reason: e.reason })?,
+            resolve_payloads: renamed_bool("SQSKIT_ARCHIVE_RESOLVE_PAYLOADS", "ARCHIVE_RESOLVE_PAYLOADS")
+                .map_err(config)?,
         })
     }
 }
+
+/// The variable naming the archive bucket of the DLQ monitor (required by
+/// [`MonitorConfig::from_env`]).
+const ARCHIVE_BUCKET: &str = "SQSKIT_ARCHIVE_BUCKET";
 
 /// An S3 client from `config`, with path-style addressing whenever an endpoint override is
 /// in use (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`, or the config's), as LocalStack needs.

@@ -95,7 +95,7 @@ pub async fn run<T: Send + 'static>(processor: Processor<T>) -> Result<(), BoxEr
 /// What the Lambda runtime reports.
 pub async fn run_adapter<T: Send + 'static>(adapter: LambdaAdapter<T>) -> Result<(), BoxError> {
     let adapter = Arc::new(adapter);
-    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "sqskit".into());
+    let function = crate::env::raw("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|| "sqskit".into());
     let runtime =
         lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
             let (adapter, function) = (adapter.clone(), function.clone());
@@ -231,9 +231,9 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     /// invocation's deadline.
     ///
     /// # Errors
-    /// [`crate::config::ConfigError`] naming a variable that is set to something unusable.
-    pub async fn from_env(processor: Processor<T>) -> Result<Self, crate::config::ConfigError> {
-        let config = crate::client::load_aws_config().await;
+    /// [`crate::env::ConfigError`] naming a variable that is set to something unusable.
+    pub async fn from_env(processor: Processor<T>) -> Result<Self, crate::env::ConfigError> {
+        let config = crate::env::load_aws_config().await;
         let client = aws_sdk_sqs::Client::new(&config);
         #[cfg(feature = "payload")]
         let processor = match crate::payload::ClaimCheck::from_env(&config)? {
@@ -245,15 +245,15 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             _ => processor,
         };
         let mut adapter = Self::new(processor, client.clone());
-        if let Ok(url) = std::env::var("SQSKIT_QUEUE_URL") {
+        if let Some(url) = crate::env::raw("SQSKIT_QUEUE_URL") {
             let dlq =
-                std::env::var("SQSKIT_DLQ_URL").ok().filter(|u| !u.is_empty()).map(|u| Queue::new(client.clone(), u));
-            let max = crate::config::env_count("SQSKIT_MAX_RECEIVE_COUNT", 0)?;
+                crate::env::raw("SQSKIT_DLQ_URL").filter(|u| !u.is_empty()).map(|u| Queue::new(client.clone(), u));
+            let max = crate::env::env_count("SQSKIT_MAX_RECEIVE_COUNT", 0)?;
             let max = u32::try_from(max).ok().filter(|m| *m > 0);
             adapter.fixed = Some(QueueContext::new(Queue::new(client, url), dlq).with_max_receive_count(max));
         }
-        if std::env::var("SQSKIT_DEADLINE_MARGIN").is_ok_and(|v| !v.trim().is_empty()) {
-            let secs = crate::config::env_secs("SQSKIT_DEADLINE_MARGIN", 0)?;
+        if crate::env::text("SQSKIT_DEADLINE_MARGIN").is_some() {
+            let secs = crate::env::env_secs("SQSKIT_DEADLINE_MARGIN", 0)?;
             adapter.deadline_margin = Some(Duration::from_secs(secs));
         }
         Ok(adapter)

@@ -14,6 +14,7 @@
 //!
 //! - [`client`]: the [`Queue`] handle: send / send_batch (chunked to SQS limits), receive,
 //!   delete_batch, change_visibility_batch, attributes.
+//! - [`env`]: the one place environment variables are read (typed getters, errors that name the variable).
 //! - [`config`]: settings from the environment (for the Lambdas).
 //! - [`limits`]: SQS limits and the batching arithmetic.
 //! - [`message`]: messages sent, received, and handed to handlers.
@@ -52,6 +53,7 @@ pub mod config;
 pub mod delay;
 #[cfg(feature = "dlq")]
 pub mod dlq;
+pub mod env;
 pub mod error;
 #[cfg(feature = "handlers")]
 pub mod handlers;

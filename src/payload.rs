@@ -190,8 +190,8 @@ pub struct ClaimCheck {
 /// in use (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_S3`, or the config's), as LocalStack needs.
 pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let overridden = config.endpoint_url().is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL").is_some()
-        || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+        || crate::env::is_set("AWS_ENDPOINT_URL")
+        || crate::env::is_set("AWS_ENDPOINT_URL_S3");
     let s3 = aws_sdk_s3::config::Builder::from(config).force_path_style(overridden).build();
     aws_sdk_s3::Client::from_conf(s3)
 }
@@ -206,33 +206,33 @@ impl ClaimCheck {
     /// (bytes, ≤ 1,048,576), `SQSKIT_PAYLOAD_ALWAYS` and `SQSKIT_PAYLOAD_CLEANUP` (`true`/`false`).
     ///
     /// # Errors
-    /// [`ConfigError`](crate::config::ConfigError) naming the variable at fault.
+    /// [`ConfigError`](crate::env::ConfigError) naming the variable at fault.
     ///
     /// # Example
     /// ```no_run
-    /// # async fn demo() -> Result<(), sqskit::config::ConfigError> {
+    /// # async fn demo() -> Result<(), sqskit::env::ConfigError> {
     /// let sdk = sqskit::load_aws_config().await;
     /// let check = sqskit::payload::ClaimCheck::from_env(&sdk)?; // None without SQSKIT_PAYLOAD_BUCKET
     /// # Ok(()) }
     /// ```
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Option<Self>, crate::config::ConfigError> {
-        let Some(bucket) = std::env::var("SQSKIT_PAYLOAD_BUCKET").ok().filter(|b| !b.trim().is_empty()) else {
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Option<Self>, crate::env::ConfigError> {
+        let Some(bucket) = crate::env::text("SQSKIT_PAYLOAD_BUCKET") else {
             return Ok(None);
         };
         let limit = crate::limits::MAX_PAYLOAD_BYTES as u64;
-        let threshold = crate::config::env_count("SQSKIT_PAYLOAD_THRESHOLD", limit)?;
+        let threshold = crate::env::env_count("SQSKIT_PAYLOAD_THRESHOLD", limit)?;
         if threshold > limit {
-            return Err(crate::config::ConfigError {
+            return Err(crate::env::ConfigError {
                 name: "SQSKIT_PAYLOAD_THRESHOLD",
                 value: threshold.to_string(),
                 reason: format!("at most {limit} bytes (the SQS limit)"),
             });
         }
         Ok(Some(
-            Self::new(s3_client(sdk), bucket.trim())
+            Self::new(s3_client(sdk), bucket)
                 .with_threshold(threshold as usize)
-                .with_always(crate::config::env_bool("SQSKIT_PAYLOAD_ALWAYS")?)
-                .with_cleanup(crate::config::env_bool("SQSKIT_PAYLOAD_CLEANUP")?),
+                .with_always(crate::env::env_bool("SQSKIT_PAYLOAD_ALWAYS")?)
+                .with_cleanup(crate::env::env_bool("SQSKIT_PAYLOAD_CLEANUP")?),
         ))
     }
 

@@ -79,7 +79,7 @@ impl DynamoDbStore {
     /// and the usual AWS variables), with a 5 s attempt timeout so a hung endpoint fails a
     /// claim (the message is retried) instead of stalling it.
     pub async fn from_env(table: impl Into<String>) -> Self {
-        let shared = crate::client::load_aws_config().await;
+        let shared = crate::env::load_aws_config().await;
         let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
             .operation_attempt_timeout(Duration::from_secs(5))
             .operation_timeout(Duration::from_secs(12))

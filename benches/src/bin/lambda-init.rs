@@ -5,7 +5,7 @@
 //!
 //! Each start gets a fresh listener on 127.0.0.1:0 and a clean environment: the four
 //! `AWS_LAMBDA_*` variables the runtime needs, dummy AWS credentials, `AWS_REGION`, and
-//! `ARCHIVE_BUCKET` (the DLQ monitor's one required setting), plus any `--env`. The child is killed as soon as it
+//! `SQSKIT_ARCHIVE_BUCKET` (the DLQ monitor's one required setting), plus any `--env`. The child is killed as soon as it
 //! asks for its first event, so what is measured is exactly the function's init phase: process
 //! start, dynamic linking, `main` up to the runtime loop (logging, SDK config, clients, TLS roots).
 //! The page cache is warm (`--warmup` unmeasured starts first), unlike a real cold start, which
@@ -40,7 +40,7 @@ fn one_start(path: &str, name: &str, timeout: Duration, extra_env: &[(String, St
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")
-        .env("ARCHIVE_BUCKET", "sqskit-bench-archive")
+        .env("SQSKIT_ARCHIVE_BUCKET", "sqskit-bench-archive")
         .env("RUST_LOG", "info")
         .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())

@@ -1,7 +1,9 @@
 //! The DLQ monitor Lambda: archives dead letters to S3 and sends one SNS alert per invocation.
 //! All logic is in `sqskit::dlq`; this only wires it to the Lambda runtime.
 //!
-//! Environment: `ARCHIVE_BUCKET` (required), `ARCHIVE_PREFIX`, `ALERT_TOPIC_ARN`, `ALERT_INCLUDE_BODY`.
+//! Environment: `SQSKIT_ARCHIVE_BUCKET` (required), `SQSKIT_ARCHIVE_PREFIX`, `SQSKIT_ALERT_TOPIC_ARN`,
+//! `SQSKIT_ALERT_INCLUDE_BODY`, `SQSKIT_ARCHIVE_RESOLVE_PAYLOADS` (the old names without `SQSKIT_` still
+//! work for one release, with a warning).
 
 use std::sync::Arc;
 
