@@ -44,6 +44,7 @@ pub(crate) fn raw(name: &str) -> Option<String> {
 }
 
 /// Whether `name` is set at all (even to an empty or non-Unicode value).
+#[cfg_attr(not(feature = "payload"), allow(dead_code))]
 pub(crate) fn is_set(name: &str) -> bool {
     std::env::var_os(name).is_some()
 }
@@ -74,6 +75,7 @@ pub fn env_bool(name: &'static str) -> Result<bool, ConfigError> {
 
 /// The variable to read for a setting that was renamed: `new` when set (not empty), else `old`
 /// when set, with a warning naming the new variable (old names are read for one release).
+#[cfg_attr(not(feature = "dlq"), allow(dead_code))]
 fn renamed(new: &'static str, old: &'static str) -> Option<(&'static str, String)> {
     if let Some(v) = text(new) {
         return Some((new, v));
@@ -84,11 +86,13 @@ fn renamed(new: &'static str, old: &'static str) -> Option<(&'static str, String
 }
 
 /// [`text`] of a renamed setting (see [`renamed`]).
+#[cfg_attr(not(feature = "dlq"), allow(dead_code))]
 pub(crate) fn renamed_text(new: &'static str, old: &'static str) -> Option<String> {
     renamed(new, old).map(|(_, v)| v)
 }
 
 /// [`env_bool`] of a renamed setting (see [`renamed`]); the error names the variable read.
+#[cfg_attr(not(feature = "dlq"), allow(dead_code))]
 pub(crate) fn renamed_bool(new: &'static str, old: &'static str) -> Result<bool, ConfigError> {
     match renamed(new, old) {
         None => Ok(false),
