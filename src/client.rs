@@ -583,7 +583,7 @@ impl Queue {
             .message_attribute_names("All")
             .send();
         let out =
-            crate::trace::operation("receive", self.name(), call, |r| r.as_ref().map_or(0, |o| o.messages().len()))
+            crate::span::operation("receive", self.name(), call, |r| r.as_ref().map_or(0, |o| o.messages().len()))
                 .await
                 .map_err(|e| sqs_error("ReceiveMessage", self.url(), e))?;
         let now = Instant::now();

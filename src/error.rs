@@ -25,6 +25,59 @@ impl std::fmt::Display for EntryFailure {
     }
 }
 
+/// Claim-check errors ([`payload`](crate::payload), feature `payload`), classified by what
+/// happens to the message. Defined here, at the bottom of the layers, because [`Error`] carries
+/// them ([`Error::Payload`]); re-exported as `sqskit::payload::PayloadError`.
+#[cfg(feature = "payload")]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The message carries the size attribute but its body is not a pointer (permanent).
+    #[error("claim check: malformed pointer: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The object (or its bucket) does not exist: it never will (permanent, `payload-missing`).
+    #[error("claim check: s3://{bucket}/{key} does not exist ({code})")]
+    Missing {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// S3's error code (`NoSuchKey`, `NoSuchBucket`, `NotFound`).
+        code: String,
+    },
+    /// The object is not UTF-8 text, so it cannot be an SQS body (permanent).
+    #[error("claim check: s3://{bucket}/{key} is not UTF-8 text")]
+    NotText {
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+    },
+    /// An S3 call failed otherwise (transport, throttling, access denied): retry later.
+    #[error("claim check: {operation} s3://{bucket}/{key} failed: {message}")]
+    S3 {
+        /// `GetObject`, `PutObject` or `DeleteObject`.
+        operation: &'static str,
+        /// Bucket.
+        bucket: String,
+        /// Key.
+        key: String,
+        /// The S3 error.
+        message: String,
+    },
+}
+
+#[cfg(feature = "payload")]
+impl PayloadError {
+    /// Whether the message can never be resolved (dead-letter it).
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Self::S3 { .. })
+    }
+}
+
 /// Errors from the sqskit client.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -111,12 +164,12 @@ pub enum Error {
     /// A large body could not be offloaded to S3 (claim check); nothing was sent.
     #[cfg(feature = "payload")]
     #[error(transparent)]
-    Payload(Box<crate::payload::PayloadError>),
+    Payload(Box<PayloadError>),
 }
 
 #[cfg(feature = "payload")]
-impl From<crate::payload::PayloadError> for Error {
-    fn from(e: crate::payload::PayloadError) -> Self {
+impl From<PayloadError> for Error {
+    fn from(e: PayloadError) -> Self {
         Error::Payload(Box::new(e))
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! It owns the idempotency key of a message, the record layout and the store interface;
 //! the [`processor`](crate::processor) calls it around the handler, so the poller, the Lambda
-//! adapter and the `--exec` / `--http` handlers all get it. It does not know SQS.
+//! adapter and the `--exec` / `--http` handlers all get it; the claim and completion rules it
+//! follows for each message are in `idempotency/claim.rs`. It does not know SQS.
 //!
 //! For each message the processor derives a key (`{prefix}#{md5}`: by default of the whole
 //! body, or of a value picked by a closure, a JSON Pointer or a message attribute) and, before
@@ -54,6 +55,8 @@ use serde_json::Value;
 
 use crate::message::{Message, ReceivedMessage};
 
+mod claim;
+pub(crate) use claim::{claim, finish, idem_key, Claimed, Identity};
 #[cfg(feature = "idempotency-dynamodb")]
 mod dynamodb;
 #[cfg(feature = "idempotency-dynamodb")]

@@ -18,7 +18,9 @@
 //! - [`config`]: settings from the environment (for the Lambdas).
 //! - [`limits`]: SQS limits and the batching arithmetic.
 //! - [`message`]: messages sent, received, and handed to handlers.
-//! - [`processor`]: handlers, outcomes, the FIFO rules, settling on SQS.
+//! - [`outcome`]: failure kinds, verdicts, outcomes and decisions (plain values).
+//! - [`context`]: the queue context (source queue, DLQ, FIFO, redrive policy, lease, start limits).
+//! - [`processor`]: handlers, the engine that decides every message, the FIFO rules.
 //! - [`idempotency`]: run each logical message once (memory, DynamoDB, Redis stores).
 //! - [`retry`]: exponential backoff with jitter.
 //! - [`settle`]: the one path that turns outcomes into SQS actions (delete, visibility, DLQ).
@@ -50,6 +52,7 @@
 
 pub mod client;
 pub mod config;
+pub mod context;
 pub mod delay;
 #[cfg(feature = "dlq")]
 pub mod dlq;
@@ -67,6 +70,7 @@ pub mod message;
 pub mod metrics;
 #[cfg(feature = "otel")]
 pub mod otel;
+pub mod outcome;
 #[cfg(feature = "payload")]
 pub mod payload;
 #[cfg(feature = "poller")]
@@ -75,17 +79,17 @@ pub mod processor;
 pub mod rate;
 pub mod retry;
 pub mod settle;
+mod span;
 pub mod trace;
 
 pub use client::{load_aws_config, BatchReport, Queue, QueueAttributes, RedrivePolicy, SendBatchReport, SentMessage};
+pub use context::QueueContext;
 pub use error::{EntryFailure, Error};
 pub use message::{AttributeValue, Message, OutgoingMessage, ReceivedMessage};
+pub use outcome::{Decision, Failure, FailureKind, Outcome, Verdict};
 #[cfg(feature = "poller")]
 pub use poller::shutdown_signal;
-pub use processor::{
-    BatchHandler, Decision, Failure, FailureKind, Handler, HandlerError, Outcome, Processor, ProcessorConfig,
-    QueueContext, ResultExt,
-};
+pub use processor::{BatchHandler, Handler, HandlerError, Processor, ProcessorConfig, ResultExt};
 
 /// The README's Rust snippets, compiled as doc tests so they stay true.
 #[cfg(doctest)]

@@ -228,24 +228,6 @@ impl<T> Message<T> {
     pub fn queue_name(&self) -> Option<&str> {
         self.raw.queue_name()
     }
-    /// The trace context of processing this message: the producer's trace id (from its
-    /// `traceparent` attribute, else its `AWSTraceHeader`) with this processing span's own span
-    /// id; `None` when the message carries no valid context. The same value the processor logs
-    /// as `trace_id` / `span_id` and propagates on sends from the handler (see [`crate::trace`]).
-    ///
-    /// # Example
-    /// ```
-    /// use sqskit::{HandlerError, Message};
-    /// async fn handle(msg: Message<String>) -> Result<(), HandlerError> {
-    ///     if let Some(t) = msg.trace() {
-    ///         tracing::info!(traceparent = %t.traceparent(), "continuing the producer's trace");
-    ///     }
-    ///     Ok(())
-    /// }
-    /// ```
-    pub fn trace(&self) -> Option<crate::trace::TraceContext> {
-        crate::trace::TraceContext::processing(&self.raw)
-    }
     /// The raw message (body as received, receipt handle, system attributes).
     pub fn raw(&self) -> &ReceivedMessage {
         &self.raw

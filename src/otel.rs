@@ -202,7 +202,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let outer = tracing::info_span!("invocation");
             let _g = outer.enter();
-            let span = crate::trace::message_span(&msg, "orders");
+            let span = crate::span::message_span(&msg, "orders");
             span.in_scope(|| tracing::info_span!("inner").in_scope(|| ()));
             let other = tracing::info_span!("unrelated");
             drop(other);

@@ -25,8 +25,9 @@
 
 use std::collections::HashMap;
 
+pub use crate::error::PayloadError;
 use crate::message::{AttributeValue, OutgoingMessage, ReceivedMessage};
-use crate::processor::{Failure, FailureKind};
+use crate::outcome::{Failure, FailureKind};
 
 /// The message attribute that marks a claim-checked message (value: the body's size in bytes).
 pub const SIZE_ATTRIBUTE: &str = "ExtendedPayloadSize";
@@ -94,54 +95,7 @@ pub fn pointer_of(raw: &ReceivedMessage) -> Option<Result<Pointer, PayloadError>
     is_claim_checked(&raw.attributes).then(|| Pointer::parse(&raw.body))
 }
 
-/// Claim-check errors, classified by what happens to the message.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PayloadError {
-    /// The message carries the size attribute but its body is not a pointer (permanent).
-    #[error("claim check: malformed pointer: {reason}")]
-    Malformed {
-        /// What is wrong.
-        reason: String,
-    },
-    /// The object (or its bucket) does not exist: it never will (permanent, `payload-missing`).
-    #[error("claim check: s3://{bucket}/{key} does not exist ({code})")]
-    Missing {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// S3's error code (`NoSuchKey`, `NoSuchBucket`, `NotFound`).
-        code: String,
-    },
-    /// The object is not UTF-8 text, so it cannot be an SQS body (permanent).
-    #[error("claim check: s3://{bucket}/{key} is not UTF-8 text")]
-    NotText {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-    },
-    /// An S3 call failed otherwise (transport, throttling, access denied): retry later.
-    #[error("claim check: {operation} s3://{bucket}/{key} failed: {message}")]
-    S3 {
-        /// `GetObject`, `PutObject` or `DeleteObject`.
-        operation: &'static str,
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-        /// The S3 error.
-        message: String,
-    },
-}
-
 impl PayloadError {
-    /// Whether the message can never be resolved (dead-letter it).
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, Self::S3 { .. })
-    }
-
     /// The processor's failure for this error.
     pub(crate) fn failure(&self) -> Failure {
         let kind = match self {

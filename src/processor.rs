@@ -33,10 +33,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::client::Queue;
-use crate::error::Error;
-use crate::idempotency::{Claim, CountKind, Idempotency, Lease, LocalHold, Record, Status};
+pub use crate::context::QueueContext;
+use crate::idempotency::{
+    claim, finish, idem_key, Claimed, CountKind, Idempotency, Identity, Lease, LocalHold, Record,
+};
 use crate::limits::clamp_visibility;
 use crate::message::{Message, ReceivedMessage};
+pub use crate::outcome::{Decision, Failure, FailureKind, Outcome, Verdict};
 use crate::retry::Backoff;
 pub use crate::settle::{dead_letter_attributes, dead_letter_message, Actions, SettleReport};
 
@@ -196,144 +199,6 @@ impl<T, E: std::error::Error + Send + Sync + 'static> ResultExt<T> for Result<T,
     }
 }
 
-/// Why a message failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FailureKind {
-    /// The handler returned [`HandlerError::Retryable`].
-    Retryable,
-    /// The handler returned [`HandlerError::Permanent`].
-    Permanent,
-    /// The body could not be decoded into the handler's type.
-    Undecodable,
-    /// The handler panicked.
-    Panicked,
-    /// The handler overran its timeout, or its lease could not be extended any further.
-    TimedOut,
-    /// A retryable failure on the last receive the queue's redrive policy allows: dead-lettered
-    /// by sqskit with the last error, instead of being moved by SQS without one.
-    RetriesExhausted,
-    /// Idempotency: another consumer holds the message's key; retried when its claim lapses.
-    InProgress,
-    /// Idempotency: the key was used before with a different payload (dead-lettered).
-    KeyReuse,
-    /// Idempotency: the store failed, so the handler was not run (retryable).
-    IdempotencyStore,
-    /// Claim check: the S3 object (or bucket) a pointer names does not exist (dead-lettered
-    /// with the pointer). Other fetch failures are [`FailureKind::Retryable`].
-    PayloadMissing,
-}
-
-impl FailureKind {
-    /// Every kind, in declaration order (e.g. to validate a kind name a user typed).
-    pub const ALL: [FailureKind; 10] = [
-        Self::Retryable,
-        Self::Permanent,
-        Self::Undecodable,
-        Self::Panicked,
-        Self::TimedOut,
-        Self::RetriesExhausted,
-        Self::InProgress,
-        Self::KeyReuse,
-        Self::IdempotencyStore,
-        Self::PayloadMissing,
-    ];
-
-    /// Stable lowercase name (metrics labels, DLQ attributes).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Retryable => "retryable",
-            Self::Permanent => "permanent",
-            Self::Undecodable => "undecodable",
-            Self::Panicked => "panic",
-            Self::TimedOut => "timeout",
-            Self::RetriesExhausted => "retries-exhausted",
-            Self::InProgress => "duplicate-in-progress",
-            Self::KeyReuse => "idempotency-key-reuse",
-            Self::IdempotencyStore => "idempotency-store",
-            Self::PayloadMissing => "payload-missing",
-        }
-    }
-    /// Whether messages failing this way belong in the dead-letter queue right away.
-    pub fn is_permanent(self) -> bool {
-        matches!(self, Self::Permanent | Self::Undecodable | Self::KeyReuse | Self::PayloadMissing)
-    }
-}
-
-/// A failed attempt: its kind and a short error text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The kind.
-    pub kind: FailureKind,
-    /// The error text (short; no body).
-    pub error: String,
-    /// Explicit retry-after from the handler.
-    pub retry_after: Option<Duration>,
-}
-
-/// What happens to one message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// Processed: delete it.
-    Succeeded,
-    /// Failed, try again: make it visible again after `visibility` seconds.
-    Retry {
-        /// Visibility timeout to set, in seconds.
-        visibility: u32,
-        /// Why.
-        failure: Failure,
-    },
-    /// Failed for good and sent to the DLQ (the send is confirmed): delete it.
-    DeadLetter {
-        /// Why.
-        failure: Failure,
-    },
-    /// FIFO: not attempted because an earlier message of its group (`behind`) failed; it gets
-    /// the same visibility, set in the same call right after the failed one.
-    Held {
-        /// Visibility timeout to set, in seconds.
-        visibility: u32,
-        /// Message id of the failed message it waits behind.
-        behind: String,
-    },
-    /// Not attempted because the consumer is shutting down: make it visible again at once.
-    Released,
-    /// Idempotency: its key was already completed, so the handler did not run: delete it.
-    Duplicate,
-    /// Not due yet (its `sqskit-deliver-at` is in the future): the next delay hop was sent,
-    /// the handler did not run; delete this copy (see [`crate::delay`]).
-    Deferred,
-}
-
-impl Outcome {
-    /// True for [`Outcome::Succeeded`] and [`Outcome::Duplicate`] (both are deleted).
-    pub fn is_success(&self) -> bool {
-        matches!(self, Outcome::Succeeded | Outcome::Duplicate)
-    }
-    /// Short name for logs and metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Retry { failure, .. } => failure.kind.as_str(),
-            Outcome::DeadLetter { failure } => failure.kind.as_str(),
-            Outcome::Held { .. } => "held",
-            Outcome::Released => "released",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Deferred => "deferred",
-        }
-    }
-}
-
-/// A message and its fate.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    /// The message.
-    pub message: Arc<ReceivedMessage>,
-    /// What to do with it.
-    pub outcome: Outcome,
-}
-
 /// Something that handles messages with a body of type `T`.
 ///
 /// Implemented for every `Fn(Message<T>) -> impl Future<Output = Result<(), HandlerError>>`,
@@ -398,110 +263,6 @@ impl<T> Clone for Handlers<T> {
             Self::One(h) => Self::One(h.clone()),
             Self::Batch(h) => Self::Batch(h.clone()),
         }
-    }
-}
-
-/// Where messages come from and where dead ones go: the source queue (when known), its DLQ,
-/// whether it is FIFO, and how many receives its redrive policy allows.
-#[derive(Debug, Clone, Default)]
-pub struct QueueContext {
-    /// The source queue (needed to delete and change visibility).
-    pub queue: Option<Queue>,
-    /// The dead-letter queue (from the redrive policy or configured).
-    pub dlq: Option<Queue>,
-    /// Whether the source queue is FIFO. Decided from the queue (`.fifo` name, `FifoQueue`
-    /// attribute, event source ARN), never from a message's `MessageGroupId`.
-    pub fifo: bool,
-    /// `maxReceiveCount` of the redrive policy, when known: a retryable failure on that
-    /// receive is dead-lettered by sqskit (kind `retries-exhausted`) with its error.
-    pub max_receive_count: Option<u32>,
-    /// How long a received message stays ours (idempotency claims lapse with it).
-    pub lease: Lease,
-    /// Start limits each message waits for before it is handled (this queue's, the
-    /// process's; see [`crate::rate`]).
-    pub rates: Vec<Arc<crate::rate::RateLimit>>,
-}
-
-impl QueueContext {
-    /// Context for `queue`, with its DLQ and `maxReceiveCount` from the redrive policy and
-    /// FIFO-ness from the `FifoQueue` attribute.
-    ///
-    /// # Errors
-    /// When `GetQueueAttributes` fails (e.g. the queue does not exist), or the DLQ named by
-    /// the redrive policy cannot be looked up for a reason other than not existing.
-    pub async fn discover(queue: Queue) -> Result<Self, Error> {
-        let attrs = queue.attributes().await?;
-        let fifo = attrs.fifo || queue.is_fifo();
-        let (dlq, max_receive_count) = match attrs.redrive {
-            Some(r) => (r.dead_letter_url.map(|u| Queue::new(queue.client().clone(), u)), Some(r.max_receive_count)),
-            None => (None, None),
-        };
-        let lease =
-            attrs.visibility_timeout.map(|v| Lease::Visibility(Duration::from_secs(v.into()))).unwrap_or_default();
-        Ok(Self { queue: Some(queue), dlq: None, fifo, max_receive_count, lease, rates: Vec::new() }.with_dlq(dlq))
-    }
-
-    /// Context with an explicit DLQ (or none). FIFO-ness comes from the queue's name.
-    pub fn new(queue: Queue, dlq: Option<Queue>) -> Self {
-        let fifo = queue.is_fifo();
-        Self {
-            queue: Some(queue),
-            dlq: None,
-            fifo,
-            max_receive_count: None,
-            lease: Lease::default(),
-            rates: Vec::new(),
-        }
-        .with_dlq(dlq)
-    }
-
-    /// Use `dlq` as the dead-letter queue. A DLQ whose type (FIFO or standard) differs from
-    /// the source's is refused with an error log: SQS itself does not allow it, and sending a
-    /// FIFO message to a standard DLQ would lose its group order.
-    pub fn with_dlq(mut self, dlq: Option<Queue>) -> Self {
-        self.dlq = match dlq {
-            Some(d) if d.is_fifo() != self.fifo => {
-                tracing::error!(
-                    queue = self.queue_name(),
-                    dlq = d.name(),
-                    source_fifo = self.fifo,
-                    "the dead-letter queue's type (FIFO or standard) differs from the source queue's; not using it"
-                );
-                None
-            }
-            other => other,
-        };
-        self
-    }
-
-    /// Set the lease (the poller's visibility timeout, a Lambda invocation's deadline).
-    pub fn with_lease(mut self, lease: Lease) -> Self {
-        self.lease = lease;
-        self
-    }
-
-    /// Add a start limit: each message of this context waits for it before it is handled
-    /// (several limits: each in turn, e.g. the queue's and the process's).
-    pub fn with_rate(mut self, rate: Arc<crate::rate::RateLimit>) -> Self {
-        self.rates.push(rate);
-        self
-    }
-
-    /// Wait for every start limit.
-    pub(crate) async fn start_gate(&self) {
-        if !self.rates.is_empty() {
-            crate::rate::RateLimit::start_all(&self.rates).await;
-        }
-    }
-
-    /// Set `maxReceiveCount` (when the redrive policy is not read, e.g. a configured Lambda).
-    pub fn with_max_receive_count(mut self, max: Option<u32>) -> Self {
-        self.max_receive_count = max.filter(|m| *m > 0);
-        self
-    }
-
-    pub(crate) fn queue_name(&self) -> &str {
-        self.queue.as_ref().map_or("-", Queue::name)
     }
 }
 
@@ -927,34 +688,34 @@ impl<T: Send + 'static> Processor<T> {
         result.or_else(|panic| failed(FailureKind::Panicked, panic_text(&panic)))
     }
 
-    /// Turn a handler result into an outcome, before any I/O: [`Outcome::DeadLetter`] here
-    /// means "to be dead-lettered" ([`Processor::process_one`] sends it and falls back to a
-    /// retry when the send fails). Pure apart from the jitter.
+    /// Turn a handler result into a [`Verdict`], before any I/O: a [`Verdict::DeadLetter`] is
+    /// not sent yet ([`Processor::process_one`] sends it, and only a confirmed send becomes
+    /// [`Outcome::DeadLetter`]; a failed one a retry). Pure apart from the jitter.
     ///
     /// A retryable failure on the last receive the redrive policy allows
     /// (`receive count ≥ maxReceiveCount`) is dead-lettered as
     /// [`FailureKind::RetriesExhausted`] with the last error, so the DLQ sees why.
-    pub fn decide(&self, ctx: &QueueContext, raw: &ReceivedMessage, result: Result<(), Failure>) -> Outcome {
+    pub fn decide(&self, ctx: &QueueContext, raw: &ReceivedMessage, result: Result<(), Failure>) -> Verdict {
         let failure = match result {
-            Ok(()) => return Outcome::Succeeded,
+            Ok(()) => return Verdict::Succeeded,
             Err(f) => f,
         };
         let has_dlq = ctx.dlq.is_some();
         if failure.kind.is_permanent() {
             if has_dlq {
-                return Outcome::DeadLetter { failure };
+                return Verdict::DeadLetter { failure };
             }
             tracing::warn!(message_id = %raw.message_id, kind = failure.kind.as_str(),
                 "permanent failure but no dead-letter queue is known; retrying with backoff instead");
         } else if has_dlq && ctx.max_receive_count.is_some_and(|max| raw.receive_count() >= max) {
             let error = format!("{}: {}", failure.kind.as_str(), failure.error);
-            return Outcome::DeadLetter {
+            return Verdict::DeadLetter {
                 failure: Failure { kind: FailureKind::RetriesExhausted, error, retry_after: None },
             };
         }
         let wanted = failure.retry_after.unwrap_or_else(|| self.config.backoff.delay(raw.receive_count()));
         let visibility = retry_visibility(raw, wanted);
-        Outcome::Retry { visibility, failure }
+        Verdict::Retry { visibility, failure }
     }
 
     /// Run and decide one message, inside a tracing span with its id, queue and receive count.
@@ -970,7 +731,7 @@ impl<T: Send + 'static> Processor<T> {
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
     ) -> Outcome {
-        let span = crate::trace::message_span(&raw, ctx.queue_name());
+        let span = crate::span::message_span(&raw, ctx.queue_name());
         async {
             if let Some(outcome) = self.defer(ctx, &raw).await {
                 return outcome;
@@ -1022,16 +783,21 @@ impl<T: Send + 'static> Processor<T> {
             tracing::debug!("duplicate: its idempotency key was already completed; not run");
             return Outcome::Duplicate;
         }
-        let mut outcome = self.decide(ctx, raw, result.map(|_| ()));
-        if let Outcome::DeadLetter { failure } = &outcome {
-            if let Err(e) = Box::pin(crate::settle::dead_letter(ctx, raw, failure)).await {
-                let visibility = retry_visibility(raw, self.config.backoff.delay(raw.receive_count()));
-                tracing::error!(kind = failure.kind.as_str(), error = %e, visibility,
+        let outcome = match self.decide(ctx, raw, result.map(|_| ())) {
+            Verdict::Succeeded => Outcome::Succeeded,
+            Verdict::Retry { visibility, failure } => Outcome::Retry { visibility, failure },
+            // only a send the DLQ confirmed is a dead letter
+            Verdict::DeadLetter { failure } => match Box::pin(crate::settle::dead_letter(ctx, raw, &failure)).await {
+                Ok(()) => Outcome::DeadLetter { failure },
+                Err(e) => {
+                    let visibility = retry_visibility(raw, self.config.backoff.delay(raw.receive_count()));
+                    tracing::error!(kind = failure.kind.as_str(), error = %e, visibility,
                         "dead-letter send failed; the message will be retried instead");
-                let error = format!("{}; dead-letter send failed: {e}", failure.error);
-                outcome = Outcome::Retry { visibility, failure: Failure { error, ..failure.clone() } };
-            }
-        }
+                    let error = format!("{}; dead-letter send failed: {e}", failure.error);
+                    Outcome::Retry { visibility, failure: Failure { error, ..failure } }
+                }
+            },
+        };
         if let Outcome::Retry { failure, .. } | Outcome::DeadLetter { failure } = &outcome {
             if failure.kind != FailureKind::InProgress {
                 metrics::counter!(crate::metrics::names::FAILED, "kind" => failure.kind.as_str()).increment(1);
@@ -1151,7 +917,7 @@ impl<T: Send + 'static> Processor<T> {
         for m in messages {
             // (a span only for messages that may be deferred: the others get theirs when concluded)
             let deferred = if crate::delay::carries_due_time(&m) {
-                self.defer(ctx, &m).instrument(crate::trace::message_span(&m, ctx.queue_name())).await
+                self.defer(ctx, &m).instrument(crate::span::message_span(&m, ctx.queue_name())).await
             } else {
                 None
             };
@@ -1171,7 +937,7 @@ impl<T: Send + 'static> Processor<T> {
             let outcome = match group.as_ref().and_then(|g| blocked.get(g)) {
                 Some((behind, visibility)) => Outcome::Held { visibility: *visibility, behind: behind.clone() },
                 None => {
-                    let span = crate::trace::message_span(&m, ctx.queue_name());
+                    let span = crate::span::message_span(&m, ctx.queue_name());
                     let outcome = self.conclude(ctx, &m, result).instrument(span).await;
                     if let (Some(g), Outcome::Retry { visibility, .. }) = (group, &outcome) {
                         blocked.insert(g, (m.message_id.clone(), *visibility));
@@ -1389,113 +1155,6 @@ enum Done {
     Handled,
     /// Idempotency: the key was completed before; the handler did not run.
     Duplicate,
-}
-
-/// What an idempotency claim allows.
-enum Claimed {
-    /// The key is ours: run the handler, then [`finish`].
-    Run(Record),
-    /// No claim, by choice (fail-open after a store error).
-    Unguarded,
-    /// The key was completed before.
-    Duplicate,
-}
-
-/// A message's idempotency key and the hash of its payload (the record's `validation`).
-struct Identity {
-    key: String,
-    payload_hash: String,
-}
-
-/// The message's identity; `None` runs it unguarded (Powertools' default when no key is found).
-fn idem_key<T>(idem: &Idempotency<T>, msg: &Message<T>) -> Result<Option<Identity>, Failure> {
-    match idem.identify(msg) {
-        (Some(key), payload_hash) => Ok(Some(Identity { key, payload_hash })),
-        (None, _) if idem.require_key => Err(Failure {
-            kind: FailureKind::Permanent,
-            error: format!("no idempotency key: {:?} yields nothing for this message", idem.key),
-            retry_after: None,
-        }),
-        (None, _) => {
-            tracing::warn!(key_source = ?idem.key, "no idempotency key for this message; running it without a claim");
-            Ok(None)
-        }
-    }
-}
-
-/// Claim `id`'s key for `raw` in the store: `INPROGRESS` until the lease ends.
-async fn claim<T>(
-    idem: &Idempotency<T>,
-    lease: Lease,
-    raw: &ReceivedMessage,
-    id: Identity,
-) -> Result<Claimed, Failure> {
-    let now = std::time::SystemTime::now();
-    let record = Record {
-        key: id.key,
-        status: Status::InProgress,
-        expiration: now + idem.ttl,
-        in_progress_expiration: Some(crate::idempotency::lease_end(lease, raw)),
-        validation: Some(id.payload_hash),
-        data: None,
-    };
-    let failed = |kind, error: String, retry_after| Err(Failure { kind, error, retry_after });
-    match idem.store.claim(&record, now).await {
-        Ok(Claim::Claimed) => {
-            idem.count(CountKind::Claimed);
-            idem.local.running(&raw.message_id, Some(&record.key));
-            Ok(Claimed::Run(record))
-        }
-        Ok(Claim::Existing(old)) if old.validation.is_some() && old.validation != record.validation => {
-            idem.count(CountKind::Reuse);
-            let error = format!("idempotency key {} was used before with a different payload", record.key);
-            failed(FailureKind::KeyReuse, error, None)
-        }
-        Ok(Claim::Existing(old)) if old.status == Status::Completed => {
-            idem.count(CountKind::Duplicate);
-            Ok(Claimed::Duplicate)
-        }
-        Ok(Claim::Existing(old)) => {
-            idem.count(CountKind::InProgress);
-            let until = old.in_progress_expiration.unwrap_or(old.expiration);
-            let left = until.duration_since(now).unwrap_or_default();
-            let secs = (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1);
-            let error = format!("idempotency key {} is held by another consumer for {secs} s more", record.key);
-            failed(FailureKind::InProgress, error, Some(Duration::from_secs(secs)))
-        }
-        Err(e) if idem.fail_open => {
-            idem.count(CountKind::StoreError);
-            tracing::warn!(error = %e, "idempotency store failed; running the handler without a claim (fail-open)");
-            Ok(Claimed::Unguarded)
-        }
-        Err(e) => {
-            idem.count(CountKind::StoreError);
-            failed(FailureKind::IdempotencyStore, e.to_string(), None)
-        }
-    }
-}
-
-/// After the handler: `COMPLETED` on success, the record deleted on failure (so a retry can
-/// claim it). A failed write is logged and counted; the claim then lapses with the lease.
-async fn finish<T>(idem: &Idempotency<T>, raw: &ReceivedMessage, record: Record, ok: bool) {
-    idem.local.running(&raw.message_id, None);
-    let result = if ok {
-        let done = Record {
-            status: Status::Completed,
-            expiration: std::time::SystemTime::now() + idem.ttl,
-            in_progress_expiration: None,
-            data: Some("null".into()),
-            ..record
-        };
-        idem.store.complete(&done).await
-    } else {
-        idem.store.delete(&record.key).await
-    };
-    if let Err(e) = result {
-        idem.count(CountKind::StoreError);
-        tracing::warn!(error = %e, completed = ok,
-            "could not record the idempotency result; the key stays in progress until its claim lapses");
-    }
 }
 
 /// Split messages into their FIFO groups (by `MessageGroupId`), groups in order of first

@@ -108,7 +108,7 @@ async fn permanent_failure_is_decided_for_the_dlq_when_there_is_one() {
     let m = Arc::new(msg("a", "perm", None, 1));
     let result = p.run(m.clone()).await;
     match p.decide(&with_dlq(), &m, result) {
-        Outcome::DeadLetter { failure } => assert_eq!(failure.kind, FailureKind::Permanent),
+        Verdict::DeadLetter { failure } => assert_eq!(failure.kind, FailureKind::Permanent),
         other => panic!("expected dead letter, got {other:?}"),
     }
 }
@@ -118,9 +118,9 @@ fn retryable_failure_on_the_last_allowed_receive_is_dead_lettered_with_its_error
     let p = scripted(Default::default());
     let ctx = with_dlq().with_max_receive_count(Some(3));
     let f = || Failure { kind: FailureKind::Retryable, error: "downstream 503".into(), retry_after: None };
-    assert!(matches!(p.decide(&ctx, &msg("a", "x", None, 2), Err(f())), Outcome::Retry { .. }));
+    assert!(matches!(p.decide(&ctx, &msg("a", "x", None, 2), Err(f())), Verdict::Retry { .. }));
     match p.decide(&ctx, &msg("a", "x", None, 3), Err(f())) {
-        Outcome::DeadLetter { failure } => {
+        Verdict::DeadLetter { failure } => {
             assert_eq!(failure.kind, FailureKind::RetriesExhausted);
             assert_eq!(failure.kind.as_str(), "retries-exhausted");
             assert_eq!(failure.error, "retryable: downstream 503");
@@ -129,7 +129,7 @@ fn retryable_failure_on_the_last_allowed_receive_is_dead_lettered_with_its_error
     }
     // without a DLQ, SQS's redrive policy is left to move it
     let no = no_dlq().with_max_receive_count(Some(3));
-    assert!(matches!(p.decide(&no, &msg("a", "x", None, 3), Err(f())), Outcome::Retry { .. }));
+    assert!(matches!(p.decide(&no, &msg("a", "x", None, 3), Err(f())), Verdict::Retry { .. }));
 }
 
 #[test]
@@ -338,7 +338,7 @@ fn retry_visibility_never_passes_twelve_hours_from_receipt() {
     let mut m = msg("a", "x", None, 1);
     m.received_at = Instant::now() - Duration::from_secs(43_100);
     let f = Failure { kind: FailureKind::Retryable, error: "e".into(), retry_after: Some(Duration::from_secs(3600)) };
-    assert!(matches!(p.decide(&with_dlq(), &m, Err(f)), Outcome::Retry { visibility: 100, .. }));
+    assert!(matches!(p.decide(&with_dlq(), &m, Err(f)), Verdict::Retry { visibility: 100, .. }));
 }
 
 #[test]

@@ -26,11 +26,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::{BatchReport, Queue};
+use crate::context::QueueContext;
 use crate::error::Error;
 use crate::limits::{MAX_BATCH_ENTRIES, MAX_MESSAGE_ATTRIBUTES, MAX_PAYLOAD_BYTES};
 use crate::message::{AttributeValue, OutgoingMessage, ReceivedMessage};
 use crate::metrics::names;
-use crate::processor::{Decision, Failure, Outcome, QueueContext};
+use crate::outcome::{Decision, Failure, Outcome};
 
 /// Names of the message attributes the processor adds when it dead-letters a message.
 pub mod dead_letter_attributes {
@@ -228,7 +229,7 @@ pub async fn delete(queue: &Queue, items: &[(Arc<ReceivedMessage>, Deletion)]) -
             let handles: Vec<&str> = idx.iter().map(|&i| chunk[i].0.receipt_handle.as_str()).collect();
             async move { queue.delete_batch(&handles).await }
         });
-        let r = crate::trace::operation("settle", queue.name(), call, |_| chunk.len()).await;
+        let r = crate::span::operation("settle", queue.name(), call, |_| chunk.len()).await;
         #[cfg(feature = "payload")]
         if let Some(check) = queue.claim_check().filter(|c| c.cleanup()) {
             // only now that SQS confirmed the delete; a dead letter's DLQ copy and a deferred
@@ -282,7 +283,7 @@ pub async fn change_visibility(
         let r = if reason == "heartbeat" {
             call.await
         } else {
-            crate::trace::operation("settle", queue.name(), call, |_| chunk.len()).await
+            crate::span::operation("settle", queue.name(), call, |_| chunk.len()).await
         };
         applied.done += r.ok.len();
         for (i, code, message) in r.failed {

@@ -40,7 +40,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 
-use crate::message::{OutgoingMessage, ReceivedMessage};
+use crate::message::{Message, OutgoingMessage, ReceivedMessage};
 
 /// The message attribute carrying a W3C trace parent.
 pub const TRACEPARENT: &str = "traceparent";
@@ -249,7 +249,7 @@ impl TraceContext {
         Some(Self::processing_of(&Self::from_message(msg)?, msg))
     }
 
-    fn processing_of(producer: &Self, msg: &ReceivedMessage) -> Self {
+    pub(crate) fn processing_of(producer: &Self, msg: &ReceivedMessage) -> Self {
         static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
         let mut h = KEY.get_or_init(Default::default).build_hasher();
         h.write(msg.message_id.as_bytes());
@@ -392,58 +392,26 @@ pub fn received_trace_header(msg: &ReceivedMessage) -> Option<String> {
     msg.system_attributes.get(AWS_TRACE_HEADER).filter(|h| TraceContext::from_xray(h).is_ok()).cloned()
 }
 
-/// The processor's `tracing` span for one message: `message_id`, `queue`, `receive_count`, and
-/// when the message carries a trace context, `trace_id` / `span_id` (this processing span, see
-/// [`TraceContext::processing`]) and `link.trace_id` / `link.span_id` (the producer's span).
-pub(crate) fn message_span(raw: &ReceivedMessage, queue: &str) -> tracing::Span {
-    use tracing::field::Empty;
-    let span = tracing::info_span!("message", message_id = %raw.message_id, queue, receive_count = raw.receive_count(),
-        trace_id = Empty, span_id = Empty, link.trace_id = Empty, link.span_id = Empty,
-        otel.name = Empty, otel.kind = Empty);
-    let producer = TraceContext::from_message(raw);
-    let mine = producer.as_ref().map(|p| TraceContext::processing_of(p, raw));
-    if let (Some(producer), Some(mine)) = (&producer, &mine) {
-        span.record("trace_id", mine.trace_id().as_str());
-        span.record("span_id", mine.span_id().as_str());
-        span.record("link.trace_id", producer.trace_id().as_str());
-        span.record("link.span_id", producer.span_id().as_str());
+// defined here rather than in `message`, which stays below this module
+impl<T> Message<T> {
+    /// The trace context of processing this message: the producer's trace id (from its
+    /// `traceparent` attribute, else its `AWSTraceHeader`) with this processing span's own span
+    /// id; `None` when the message carries no valid context. The same value the processor logs
+    /// as `trace_id` / `span_id` and propagates on sends from the handler (see [this module](crate::trace)).
+    ///
+    /// # Example
+    /// ```
+    /// use sqskit::{HandlerError, Message};
+    /// async fn handle(msg: Message<String>) -> Result<(), HandlerError> {
+    ///     if let Some(t) = msg.trace() {
+    ///         tracing::info!(traceparent = %t.traceparent(), "continuing the producer's trace");
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn trace(&self) -> Option<TraceContext> {
+        TraceContext::processing(self.raw())
     }
-    #[cfg(feature = "otel")]
-    crate::otel::process(&span, raw, queue, producer.as_ref().zip(mine.as_ref()));
-    span
-}
-
-/// Run `fut` (one SQS call of `operation`, `receive` or `settle`) inside a span that the `otel`
-/// feature exports as a messaging client span, with `count(&output)` as its message count;
-/// without the feature, just `fut`.
-#[cfg(feature = "otel")]
-pub(crate) async fn operation<F: Future>(
-    operation: &'static str,
-    queue: &str,
-    fut: F,
-    count: impl FnOnce(&F::Output) -> usize,
-) -> F::Output {
-    use tracing::field::Empty;
-    use tracing::Instrument;
-    let span = match operation {
-        "receive" => tracing::info_span!("receive", queue, otel.name = Empty, otel.kind = Empty),
-        _ => tracing::info_span!("settle", queue, otel.name = Empty, otel.kind = Empty),
-    };
-    crate::otel::operation(&span, operation, queue);
-    let out = fut.instrument(span.clone()).await;
-    crate::otel::count(&span, count(&out));
-    out
-}
-
-/// Without the `otel` feature: just `fut`.
-#[cfg(not(feature = "otel"))]
-pub(crate) async fn operation<F: Future>(
-    _operation: &'static str,
-    _queue: &str,
-    fut: F,
-    _count: impl FnOnce(&F::Output) -> usize,
-) -> F::Output {
-    fut.await
 }
 
 fn nonzero_u64() -> u64 {
