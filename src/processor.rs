@@ -1,5 +1,13 @@
 //! The batch processor: the one place where a handler's result becomes an action on SQS.
 //!
+//! This file is the engine; its parts are `handler.rs` ([`HandlerError`],
+//! [`ResultExt`], [`Handler`], [`BatchHandler`]), `batch.rs` (whole-batch handlers) and
+//! `sequence.rs` (the FIFO rules); the idempotency claim and completion rules are in
+//! [`idempotency`](crate::idempotency). The outcome types are [`outcome`](crate::outcome)'s and
+//! [`QueueContext`] is [`context`](crate::context)'s; both are re-exported here, as are
+//! [`dead_letter_attributes`] and [`dead_letter_message`] from [`settle`](crate::settle), where
+//! they are defined.
+//!
 //! It runs handlers (decoding the body, catching panics, enforcing an optional
 //! timeout), turns each result into an [`Outcome`] and applies the FIFO rules. A
 //! message that must be dead-lettered is sent to the DLQ right away, so that an
@@ -21,9 +29,7 @@
 //! | idempotency key held by another consumer | [`Outcome::Retry`] ([`FailureKind::InProgress`]) | visibility = the claim's remaining time |
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,239 +38,22 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod batch;
+mod handler;
+mod sequence;
+
+use handler::{failure_of, Handlers};
+pub use handler::{BatchHandler, BoxFuture, Handler, HandlerError, ResultExt, Source};
+pub(crate) use sequence::{fifo_groups, Sequence};
+
 use crate::client::Queue;
 pub use crate::context::QueueContext;
-use crate::idempotency::{
-    claim, finish, idem_key, Claimed, CountKind, Idempotency, Identity, Lease, LocalHold, Record,
-};
+use crate::idempotency::{claim, finish, idem_key, Claimed, CountKind, Idempotency, Lease};
 use crate::limits::clamp_visibility;
 use crate::message::{Message, ReceivedMessage};
 pub use crate::outcome::{Decision, Failure, FailureKind, Outcome, Verdict};
 use crate::retry::Backoff;
 pub use crate::settle::{dead_letter_attributes, dead_letter_message, Actions, SettleReport};
-
-/// A boxed, sendable future returned by handlers.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// A handler error's cause, kept for logs and callers (`std::error::Error::source` chain).
-pub type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
-
-/// What a handler returns when it cannot process a message.
-///
-/// Any `std::error::Error + Send + Sync + 'static` converts into a retryable `HandlerError`
-/// (keeping it as the source), so `?` works in handlers; mark an error permanent with
-/// [`HandlerError::permanent`] or [`ResultExt::permanent`].
-///
-/// # Example
-/// ```
-/// use sqskit::{HandlerError, Message, ResultExt};
-///
-/// async fn handle(msg: Message<String>) -> Result<(), HandlerError> {
-///     let n: u64 = msg.body.trim().parse().permanent()?; // a bad number never gets better: DLQ
-///     std::fs::metadata(format!("/tmp/{n}"))?;           // an I/O error: retry with backoff
-///     Ok(())
-/// }
-/// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum HandlerError {
-    /// Try again later (with backoff, or after `retry_after` when given).
-    #[non_exhaustive]
-    Retryable {
-        /// What went wrong (logged; never includes the body unless you put it there).
-        message: String,
-        /// Explicit delay before the message comes back.
-        retry_after: Option<Duration>,
-        /// The error it came from, if any.
-        source: Option<Source>,
-    },
-    /// Will never succeed: dead-letter it now instead of burning receives.
-    #[non_exhaustive]
-    Permanent {
-        /// What went wrong.
-        message: String,
-        /// The error it came from, if any.
-        source: Option<Source>,
-    },
-}
-
-/// `err` and its `source()` chain as one line: `outer: inner: innermost`.
-fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut next = err.source();
-    while let Some(e) = next {
-        let part = e.to_string();
-        if !text.ends_with(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        next = e.source();
-    }
-    text
-}
-
-impl HandlerError {
-    /// A retryable failure.
-    pub fn retryable(err: impl std::fmt::Display) -> Self {
-        Self::Retryable { message: err.to_string(), retry_after: None, source: None }
-    }
-    /// A retryable failure that should come back after `after`.
-    pub fn retry_after(err: impl std::fmt::Display, after: Duration) -> Self {
-        Self::Retryable { message: err.to_string(), retry_after: Some(after), source: None }
-    }
-    /// A permanent failure.
-    pub fn permanent(err: impl std::fmt::Display) -> Self {
-        Self::Permanent { message: err.to_string(), source: None }
-    }
-    /// A permanent failure caused by `err` (kept as the source).
-    pub fn permanent_from(err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self::Permanent { message: chain_text(&err), source: Some(Arc::new(err)) }
-    }
-    /// The error text.
-    pub fn message(&self) -> &str {
-        match self {
-            Self::Retryable { message, .. } | Self::Permanent { message, .. } => message,
-        }
-    }
-    /// The error this one came from, if any.
-    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
-        match self {
-            Self::Retryable { source, .. } | Self::Permanent { source, .. } => source.as_deref(),
-        }
-    }
-    /// Whether this failure is permanent.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Permanent { .. })
-    }
-    /// The explicit retry-after, if any.
-    pub fn retry_after_hint(&self) -> Option<Duration> {
-        match self {
-            Self::Retryable { retry_after, .. } => *retry_after,
-            Self::Permanent { .. } => None,
-        }
-    }
-}
-
-/// Any error converts into a retryable failure that keeps it as its source, so `?` works.
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
-    fn from(err: E) -> Self {
-        Self::Retryable { message: chain_text(&err), retry_after: None, source: Some(Arc::new(err)) }
-    }
-}
-
-/// Equal when kind, text and retry-after are equal (sources are not compared).
-impl PartialEq for HandlerError {
-    fn eq(&self, other: &Self) -> bool {
-        self.is_permanent() == other.is_permanent()
-            && self.message() == other.message()
-            && self.retry_after_hint() == other.retry_after_hint()
-    }
-}
-
-impl Eq for HandlerError {}
-
-impl std::fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Retryable { message, .. } => write!(f, "retryable: {message}"),
-            Self::Permanent { message, .. } => write!(f, "permanent: {message}"),
-        }
-    }
-}
-
-/// Short ways to classify an error in a handler.
-pub trait ResultExt<T> {
-    /// Turn the error into a permanent failure (dead-lettered at once), keeping it as the source.
-    ///
-    /// # Errors
-    /// [`HandlerError::Permanent`] when `self` is an error.
-    fn permanent(self) -> Result<T, HandlerError>;
-    /// Turn the error into a retryable failure that comes back after `after`.
-    ///
-    /// # Errors
-    /// [`HandlerError::Retryable`] when `self` is an error.
-    fn retry_after(self, after: Duration) -> Result<T, HandlerError>;
-}
-
-impl<T, E: std::error::Error + Send + Sync + 'static> ResultExt<T> for Result<T, E> {
-    fn permanent(self) -> Result<T, HandlerError> {
-        self.map_err(HandlerError::permanent_from)
-    }
-    fn retry_after(self, after: Duration) -> Result<T, HandlerError> {
-        self.map_err(|e| HandlerError::Retryable {
-            message: chain_text(&e),
-            retry_after: Some(after),
-            source: Some(Arc::new(e)),
-        })
-    }
-}
-
-/// Something that handles messages with a body of type `T`.
-///
-/// Implemented for every `Fn(Message<T>) -> impl Future<Output = Result<(), HandlerError>>`,
-/// so a plain `async fn` or closure works.
-pub trait Handler<T>: Send + Sync + 'static {
-    /// Handle one message.
-    fn call(&self, msg: Message<T>) -> BoxFuture<Result<(), HandlerError>>;
-}
-
-impl<T, F, Fut> Handler<T> for F
-where
-    F: Fn(Message<T>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
-{
-    fn call(&self, msg: Message<T>) -> BoxFuture<Result<(), HandlerError>> {
-        Box::pin(self(msg))
-    }
-}
-
-/// Something that handles a whole batch at once (e.g. one bulk database write) and returns one
-/// result per message, in the order given.
-///
-/// Implemented for every `Fn(Vec<Message<T>>) -> impl Future<Output = Vec<Result<(), HandlerError>>>`.
-/// The outcomes, DLQ rules and Lambda partial responses are the same as for one-message
-/// handlers. On FIFO queues the whole batch is handed over in order; after a message of a group
-/// failed, the later messages of that group are held behind it (not deleted, even if the
-/// handler reported them done), so they run again after it: keep batch handlers idempotent.
-/// A result list of the wrong length fails the whole batch (retryable).
-///
-/// # Example
-/// ```
-/// use sqskit::{HandlerError, Message, Processor};
-/// let p = Processor::json_batch(|batch: Vec<Message<serde_json::Value>>| async move {
-///     // one bulk write for the whole batch, then one result per message
-///     batch.iter().map(|_| Ok::<_, HandlerError>(())).collect::<Vec<_>>()
-/// });
-/// assert!(p.is_batch());
-/// ```
-pub trait BatchHandler<T>: Send + Sync + 'static {
-    /// Handle a batch; return exactly one result per message, in order.
-    fn call(&self, batch: Vec<Message<T>>) -> BoxFuture<Vec<Result<(), HandlerError>>>;
-}
-
-impl<T, F, Fut> BatchHandler<T> for F
-where
-    F: Fn(Vec<Message<T>>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Vec<Result<(), HandlerError>>> + Send + 'static,
-{
-    fn call(&self, batch: Vec<Message<T>>) -> BoxFuture<Vec<Result<(), HandlerError>>> {
-        Box::pin(self(batch))
-    }
-}
-
-enum Handlers<T> {
-    One(Arc<dyn Handler<T>>),
-    Batch(Arc<dyn BatchHandler<T>>),
-}
-
-impl<T> Clone for Handlers<T> {
-    fn clone(&self) -> Self {
-        match self {
-            Self::One(h) => Self::One(h.clone()),
-            Self::Batch(h) => Self::Batch(h.clone()),
-        }
-    }
-}
 
 /// Processor settings: `ProcessorConfig::default()` and the `with_*` setters.
 ///
@@ -825,30 +614,6 @@ impl<T: Send + 'static> Processor<T> {
         outcome
     }
 
-    /// Process messages of one FIFO group (or any strict sequence) in order, one at a time.
-    /// After the first message that will be retried, the rest are not attempted and are
-    /// [`Outcome::Held`] with its visibility. Dead-lettered messages do not stop the sequence
-    /// (their DLQ send is confirmed before the next message starts; a failed send is a retry).
-    pub async fn process_sequence(&self, ctx: &QueueContext, messages: Vec<Arc<ReceivedMessage>>) -> Vec<Decision> {
-        self.process_sequence_until(ctx, messages, None).await
-    }
-
-    /// As [`Processor::process_sequence`], but once `stop` is cancelled no further message is
-    /// started: the rest are [`Outcome::Released`] (or held, when an earlier one failed).
-    pub async fn process_sequence_until(
-        &self,
-        ctx: &QueueContext,
-        messages: Vec<Arc<ReceivedMessage>>,
-        stop: Option<&CancellationToken>,
-    ) -> Vec<Decision> {
-        let mut seq = Sequence::new(self, ctx, messages, stop, None);
-        let mut out = Vec::with_capacity(seq.len());
-        while let Some(d) = seq.next().await {
-            out.push(d);
-        }
-        out
-    }
-
     /// Process a received batch and return one decision per message, in input order.
     ///
     /// Standard queue: messages run concurrently (up to `concurrency`), whatever their
@@ -897,203 +662,6 @@ impl<T: Send + 'static> Processor<T> {
         }
     }
 
-    /// A [`BatchHandler`] over `messages` (in order): one call for every decodable message,
-    /// then the same rules as one-message handlers, with FIFO groups held after a failure.
-    /// `stop` already cancelled: nothing is started (all released). `lease` cancelled while the
-    /// handler runs: the handler is dropped and every message times out (retryable).
-    pub(crate) async fn process_whole(
-        &self,
-        ctx: &QueueContext,
-        messages: Vec<Arc<ReceivedMessage>>,
-        stop: Option<&CancellationToken>,
-        lease: Option<&CancellationToken>,
-    ) -> Vec<Decision> {
-        if stop.is_some_and(CancellationToken::is_cancelled) || lease.is_some_and(CancellationToken::is_cancelled) {
-            return messages.into_iter().map(|message| Decision { message, outcome: Outcome::Released }).collect();
-        }
-        let mut out = Vec::with_capacity(messages.len());
-        // messages not due yet go on to their next hop; the handler gets the rest
-        let mut due = Vec::with_capacity(messages.len());
-        for m in messages {
-            // (a span only for messages that may be deferred: the others get theirs when concluded)
-            let deferred = if crate::delay::carries_due_time(&m) {
-                self.defer(ctx, &m).instrument(crate::span::message_span(&m, ctx.queue_name())).await
-            } else {
-                None
-            };
-            match deferred {
-                Some(outcome) => out.push(Decision { message: m, outcome }),
-                None => due.push(m),
-            }
-        }
-        let messages = due;
-        if messages.is_empty() {
-            return out;
-        }
-        let results = self.run_whole(ctx, &messages, lease).await;
-        let mut blocked: HashMap<String, (String, u32)> = HashMap::new();
-        for (m, result) in messages.into_iter().zip(results) {
-            let group = if ctx.fifo { m.group_id().map(str::to_string) } else { None };
-            let outcome = match group.as_ref().and_then(|g| blocked.get(g)) {
-                Some((behind, visibility)) => Outcome::Held { visibility: *visibility, behind: behind.clone() },
-                None => {
-                    let span = crate::span::message_span(&m, ctx.queue_name());
-                    let outcome = self.conclude(ctx, &m, result).instrument(span).await;
-                    if let (Some(g), Outcome::Retry { visibility, .. }) = (group, &outcome) {
-                        blocked.insert(g, (m.message_id.clone(), *visibility));
-                    }
-                    outcome
-                }
-            };
-            out.push(Decision { message: m, outcome });
-        }
-        out
-    }
-
-    /// One call of the batch handler; one result per message (decoding failures included).
-    /// With idempotency, every key is claimed before the call (local holds taken in key order,
-    /// so two batches cannot wait on each other); a key met twice in one batch is looked at
-    /// again after the call (a duplicate when the first one completed).
-    async fn run_whole(
-        &self,
-        ctx: &QueueContext,
-        messages: &[Arc<ReceivedMessage>],
-        cancel: Option<&CancellationToken>,
-    ) -> Vec<Result<Done, Failure>> {
-        let lease_kind = ctx.lease;
-        let Handlers::Batch(handler) = &self.handler else {
-            let error = "not a batch handler".to_string();
-            return vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); messages.len()];
-        };
-        // a batch call starts every message in it: each takes its turn under the limits first
-        for _ in messages {
-            ctx.start_gate().await;
-        }
-        let mut results: Vec<Result<Done, Failure>> = vec![Ok(Done::Handled); messages.len()];
-        let mut batch: Vec<Option<Message<T>>> = Vec::with_capacity(messages.len());
-        // claim checks resolved first (concurrently); the handler and the claims see real bodies
-        let resolved: Vec<Result<Arc<ReceivedMessage>, Failure>> =
-            futures::stream::iter(messages.iter().cloned().map(|m| self.resolve(Some(ctx), m)))
-                .buffered(self.config.concurrency.max(1))
-                .collect()
-                .await;
-        let mut real: Vec<Arc<ReceivedMessage>> = Vec::with_capacity(messages.len());
-        for (i, r) in resolved.into_iter().enumerate() {
-            match r {
-                Ok(m) => real.push(m),
-                Err(f) => {
-                    results[i] = Err(f);
-                    real.push(messages[i].clone());
-                }
-            }
-        }
-        let messages = &real[..];
-        for (i, raw) in messages.iter().enumerate() {
-            if results[i].is_err() {
-                batch.push(None);
-                continue;
-            }
-            match (self.decode)(&raw.body, self.config.log_bodies) {
-                Ok(body) => batch.push(Some(Message::new(body, raw.clone()))),
-                Err(error) => {
-                    results[i] = Err(Failure { kind: FailureKind::Undecodable, error, retry_after: None });
-                    batch.push(None);
-                }
-            }
-        }
-
-        // idempotency: claim first occurrences, defer repeats within the batch
-        let mut claimed: Vec<(usize, Record)> = Vec::new();
-        let mut deferred: Vec<(usize, Identity)> = Vec::new();
-        let mut holds: Vec<LocalHold> = Vec::new();
-        if let Some(idem) = &self.idempotency {
-            let mut first: HashMap<String, (usize, String)> = HashMap::new();
-            for i in 0..batch.len() {
-                let Some(msg) = &batch[i] else { continue };
-                match idem_key(idem, msg) {
-                    Err(f) => {
-                        results[i] = Err(f);
-                        batch[i] = None;
-                    }
-                    Ok(None) => {}
-                    Ok(Some(id)) if first.contains_key(&id.key) => {
-                        deferred.push((i, id));
-                        batch[i] = None;
-                    }
-                    Ok(Some(Identity { key, payload_hash })) => {
-                        first.insert(key, (i, payload_hash));
-                    }
-                }
-            }
-            let mut keys: Vec<(String, (usize, String))> = first.into_iter().collect();
-            keys.sort();
-            for (k, _) in &keys {
-                holds.push(idem.local.hold(k).await);
-            }
-            let claims = keys.into_iter().map(|(key, (i, payload_hash))| async move {
-                (i, claim(idem, lease_kind, &messages[i], Identity { key, payload_hash }).await)
-            });
-            for (i, c) in futures::future::join_all(claims).await {
-                match c {
-                    Ok(Claimed::Run(record)) => claimed.push((i, record)),
-                    Ok(Claimed::Unguarded) => {}
-                    Ok(Claimed::Duplicate) => {
-                        results[i] = Ok(Done::Duplicate);
-                        batch[i] = None;
-                    }
-                    Err(f) => {
-                        results[i] = Err(f);
-                        batch[i] = None;
-                    }
-                }
-            }
-        }
-
-        let (positions, batch): (Vec<usize>, Vec<Message<T>>) =
-            batch.into_iter().enumerate().filter_map(|(i, m)| m.map(|m| (i, m))).unzip();
-        let n = batch.len();
-        if n > 0 {
-            let outcome: Vec<Result<(), Failure>> =
-                match self.guarded("batch handler", handler.call(batch), cancel).await {
-                    Ok(list) if list.len() == n => list.into_iter().map(|r| r.map_err(failure_of)).collect(),
-                    Ok(list) => {
-                        let error = format!("the batch handler returned {} results for {n} messages", list.len());
-                        vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); n]
-                    }
-                    Err(failure) => vec![Err(failure); n],
-                };
-            for (pos, r) in positions.into_iter().zip(outcome) {
-                results[pos] = r.map(|()| Done::Handled);
-            }
-        }
-
-        let Some(idem) = &self.idempotency else { return results };
-        let finishing = claimed.into_iter().map(|(i, record)| {
-            let ok = results[i].is_ok();
-            finish(idem, &messages[i], record, ok)
-        });
-        futures::future::join_all(finishing).await;
-        drop(holds);
-        for (i, id) in deferred {
-            let _hold = idem.local.hold(&id.key).await;
-            results[i] = match claim(idem, lease_kind, &messages[i], id).await {
-                Ok(Claimed::Duplicate) => Ok(Done::Duplicate),
-                Ok(Claimed::Run(record)) => {
-                    // the first message with this key failed and released it: retry this one too
-                    finish(idem, &messages[i], record, false).await;
-                    let error = "an earlier message of this batch with the same idempotency key failed".to_string();
-                    Err(Failure { kind: FailureKind::Retryable, error, retry_after: None })
-                }
-                Ok(Claimed::Unguarded) => {
-                    let error = "the idempotency store failed; not running a repeated key unguarded".to_string();
-                    Err(Failure { kind: FailureKind::IdempotencyStore, error, retry_after: None })
-                }
-                Err(f) => Err(f),
-            };
-        }
-        results
-    }
-
     /// Carry out decisions on SQS through [`settle::settle`](crate::settle::settle): delete
     /// successes and dead-lettered messages, set visibility for retries with each FIFO
     /// failure followed by the messages held behind it in the same call.
@@ -1102,90 +670,18 @@ impl<T: Send + 'static> Processor<T> {
     }
 }
 
-/// A strict sequence in progress (one FIFO group, or a Lambda FIFO batch): yields one decision
-/// at a time, so a runtime can settle each message as soon as its outcome is known.
-pub(crate) struct Sequence<'a, T> {
-    processor: &'a Processor<T>,
-    ctx: &'a QueueContext,
-    rest: std::collections::VecDeque<Arc<ReceivedMessage>>,
-    blocked: Option<(String, u32)>,
-    stop: Option<&'a CancellationToken>,
-    lease: Option<&'a CancellationToken>,
-}
-
-impl<'a, T: Send + 'static> Sequence<'a, T> {
-    /// `stop`: start nothing more (the rest are released). `lease`: cancel the running
-    /// handler (a retryable timeout; the rest are held behind it) and start nothing more.
-    pub(crate) fn new(
-        processor: &'a Processor<T>,
-        ctx: &'a QueueContext,
-        messages: Vec<Arc<ReceivedMessage>>,
-        stop: Option<&'a CancellationToken>,
-        lease: Option<&'a CancellationToken>,
-    ) -> Self {
-        Self { processor, ctx, rest: messages.into(), blocked: None, stop, lease }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.rest.len()
-    }
-
-    pub(crate) async fn next(&mut self) -> Option<Decision> {
-        let m = self.rest.pop_front()?;
-        let stopped = |t: Option<&CancellationToken>| t.is_some_and(CancellationToken::is_cancelled);
-        let outcome = match &self.blocked {
-            Some((behind, visibility)) => Outcome::Held { visibility: *visibility, behind: behind.clone() },
-            None if stopped(self.stop) || stopped(self.lease) => Outcome::Released,
-            None => {
-                let outcome = self.processor.process_one_until(self.ctx, m.clone(), self.lease).await;
-                if let Outcome::Retry { visibility, .. } = &outcome {
-                    self.blocked = Some((m.message_id.clone(), *visibility));
-                }
-                outcome
-            }
-        };
-        Some(Decision { message: m, outcome })
-    }
-}
-
 /// What an attempt came to when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Done {
+pub(crate) enum Done {
     /// The handler ran and succeeded.
     Handled,
     /// Idempotency: the key was completed before; the handler did not run.
     Duplicate,
 }
 
-/// Split messages into their FIFO groups (by `MessageGroupId`), groups in order of first
-/// appearance, each group in input order.
-pub(crate) fn fifo_groups<M: std::borrow::Borrow<ReceivedMessage>>(messages: Vec<M>) -> Vec<Vec<M>> {
-    let mut order: Vec<String> = Vec::new();
-    let mut groups: HashMap<String, Vec<M>> = HashMap::new();
-    for m in messages {
-        let g = m.borrow().group_id().unwrap_or("").to_string();
-        if !groups.contains_key(&g) {
-            order.push(g.clone());
-        }
-        groups.entry(g).or_default().push(m);
-    }
-    order.into_iter().filter_map(|g| groups.remove(&g)).collect()
-}
-
 /// The visibility (seconds) that brings `m` back after `wanted`, within 12 h of its receipt.
 pub(crate) fn retry_visibility(m: &ReceivedMessage, wanted: Duration) -> u32 {
     clamp_visibility(wanted.as_secs(), m.received_at.elapsed().as_secs())
-}
-
-fn failure_of(e: HandlerError) -> Failure {
-    match e {
-        HandlerError::Retryable { message, retry_after, .. } => {
-            Failure { kind: FailureKind::Retryable, error: message, retry_after }
-        }
-        HandlerError::Permanent { message, .. } => {
-            Failure { kind: FailureKind::Permanent, error: message, retry_after: None }
-        }
-    }
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -1198,5 +694,4 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 #[cfg(test)]
-#[path = "processor_tests.rs"]
 mod tests;

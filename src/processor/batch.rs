@@ -1,0 +1,222 @@
+//! Whole-batch handlers: one [`BatchHandler`](super::BatchHandler) call for a received batch.
+//!
+//! It owns the batch path of the processor: messages not due yet are deferred first, claim
+//! checks are resolved and bodies decoded per message (a failure there is that message's alone),
+//! idempotency keys are claimed for the whole batch before the call (a key met twice in one
+//! batch is looked at again after it), the handler is called once, and its results are
+//! concluded message by message with FIFO groups held after a failure. The rules for each
+//! result (verdict, dead-lettering, logs, metrics) are the engine's, shared with one-message
+//! handlers.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::handler::{failure_of, Handlers};
+use super::{Done, Processor};
+use crate::context::QueueContext;
+use crate::idempotency::{claim, finish, idem_key, Claimed, Identity, LocalHold, Record};
+use crate::message::{Message, ReceivedMessage};
+use crate::outcome::{Decision, Failure, FailureKind, Outcome};
+
+impl<T: Send + 'static> Processor<T> {
+    /// A [`BatchHandler`] over `messages` (in order): one call for every decodable message,
+    /// then the same rules as one-message handlers, with FIFO groups held after a failure.
+    /// `stop` already cancelled: nothing is started (all released). `lease` cancelled while the
+    /// handler runs: the handler is dropped and every message times out (retryable).
+    pub(crate) async fn process_whole(
+        &self,
+        ctx: &QueueContext,
+        messages: Vec<Arc<ReceivedMessage>>,
+        stop: Option<&CancellationToken>,
+        lease: Option<&CancellationToken>,
+    ) -> Vec<Decision> {
+        if stop.is_some_and(CancellationToken::is_cancelled) || lease.is_some_and(CancellationToken::is_cancelled) {
+            return messages.into_iter().map(|message| Decision { message, outcome: Outcome::Released }).collect();
+        }
+        let mut out = Vec::with_capacity(messages.len());
+        // messages not due yet go on to their next hop; the handler gets the rest
+        let mut due = Vec::with_capacity(messages.len());
+        for m in messages {
+            // (a span only for messages that may be deferred: the others get theirs when concluded)
+            let deferred = if crate::delay::carries_due_time(&m) {
+                self.defer(ctx, &m).instrument(crate::span::message_span(&m, ctx.queue_name())).await
+            } else {
+                None
+            };
+            match deferred {
+                Some(outcome) => out.push(Decision { message: m, outcome }),
+                None => due.push(m),
+            }
+        }
+        let messages = due;
+        if messages.is_empty() {
+            return out;
+        }
+        let results = self.run_whole(ctx, &messages, lease).await;
+        let mut blocked: HashMap<String, (String, u32)> = HashMap::new();
+        for (m, result) in messages.into_iter().zip(results) {
+            let group = if ctx.fifo { m.group_id().map(str::to_string) } else { None };
+            let outcome = match group.as_ref().and_then(|g| blocked.get(g)) {
+                Some((behind, visibility)) => Outcome::Held { visibility: *visibility, behind: behind.clone() },
+                None => {
+                    let span = crate::span::message_span(&m, ctx.queue_name());
+                    let outcome = self.conclude(ctx, &m, result).instrument(span).await;
+                    if let (Some(g), Outcome::Retry { visibility, .. }) = (group, &outcome) {
+                        blocked.insert(g, (m.message_id.clone(), *visibility));
+                    }
+                    outcome
+                }
+            };
+            out.push(Decision { message: m, outcome });
+        }
+        out
+    }
+
+    /// One call of the batch handler; one result per message (decoding failures included).
+    /// With idempotency, every key is claimed before the call (local holds taken in key order,
+    /// so two batches cannot wait on each other); a key met twice in one batch is looked at
+    /// again after the call (a duplicate when the first one completed).
+    async fn run_whole(
+        &self,
+        ctx: &QueueContext,
+        messages: &[Arc<ReceivedMessage>],
+        cancel: Option<&CancellationToken>,
+    ) -> Vec<Result<Done, Failure>> {
+        let lease_kind = ctx.lease;
+        let Handlers::Batch(handler) = &self.handler else {
+            let error = "not a batch handler".to_string();
+            return vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); messages.len()];
+        };
+        // a batch call starts every message in it: each takes its turn under the limits first
+        for _ in messages {
+            ctx.start_gate().await;
+        }
+        let mut results: Vec<Result<Done, Failure>> = vec![Ok(Done::Handled); messages.len()];
+        let mut batch: Vec<Option<Message<T>>> = Vec::with_capacity(messages.len());
+        // claim checks resolved first (concurrently); the handler and the claims see real bodies
+        let resolved: Vec<Result<Arc<ReceivedMessage>, Failure>> =
+            futures::stream::iter(messages.iter().cloned().map(|m| self.resolve(Some(ctx), m)))
+                .buffered(self.config.concurrency.max(1))
+                .collect()
+                .await;
+        let mut real: Vec<Arc<ReceivedMessage>> = Vec::with_capacity(messages.len());
+        for (i, r) in resolved.into_iter().enumerate() {
+            match r {
+                Ok(m) => real.push(m),
+                Err(f) => {
+                    results[i] = Err(f);
+                    real.push(messages[i].clone());
+                }
+            }
+        }
+        let messages = &real[..];
+        for (i, raw) in messages.iter().enumerate() {
+            if results[i].is_err() {
+                batch.push(None);
+                continue;
+            }
+            match (self.decode)(&raw.body, self.config.log_bodies) {
+                Ok(body) => batch.push(Some(Message::new(body, raw.clone()))),
+                Err(error) => {
+                    results[i] = Err(Failure { kind: FailureKind::Undecodable, error, retry_after: None });
+                    batch.push(None);
+                }
+            }
+        }
+
+        // idempotency: claim first occurrences, defer repeats within the batch
+        let mut claimed: Vec<(usize, Record)> = Vec::new();
+        let mut deferred: Vec<(usize, Identity)> = Vec::new();
+        let mut holds: Vec<LocalHold> = Vec::new();
+        if let Some(idem) = &self.idempotency {
+            let mut first: HashMap<String, (usize, String)> = HashMap::new();
+            for i in 0..batch.len() {
+                let Some(msg) = &batch[i] else { continue };
+                match idem_key(idem, msg) {
+                    Err(f) => {
+                        results[i] = Err(f);
+                        batch[i] = None;
+                    }
+                    Ok(None) => {}
+                    Ok(Some(id)) if first.contains_key(&id.key) => {
+                        deferred.push((i, id));
+                        batch[i] = None;
+                    }
+                    Ok(Some(Identity { key, payload_hash })) => {
+                        first.insert(key, (i, payload_hash));
+                    }
+                }
+            }
+            let mut keys: Vec<(String, (usize, String))> = first.into_iter().collect();
+            keys.sort();
+            for (k, _) in &keys {
+                holds.push(idem.local.hold(k).await);
+            }
+            let claims = keys.into_iter().map(|(key, (i, payload_hash))| async move {
+                (i, claim(idem, lease_kind, &messages[i], Identity { key, payload_hash }).await)
+            });
+            for (i, c) in futures::future::join_all(claims).await {
+                match c {
+                    Ok(Claimed::Run(record)) => claimed.push((i, record)),
+                    Ok(Claimed::Unguarded) => {}
+                    Ok(Claimed::Duplicate) => {
+                        results[i] = Ok(Done::Duplicate);
+                        batch[i] = None;
+                    }
+                    Err(f) => {
+                        results[i] = Err(f);
+                        batch[i] = None;
+                    }
+                }
+            }
+        }
+
+        let (positions, batch): (Vec<usize>, Vec<Message<T>>) =
+            batch.into_iter().enumerate().filter_map(|(i, m)| m.map(|m| (i, m))).unzip();
+        let n = batch.len();
+        if n > 0 {
+            let outcome: Vec<Result<(), Failure>> =
+                match self.guarded("batch handler", handler.call(batch), cancel).await {
+                    Ok(list) if list.len() == n => list.into_iter().map(|r| r.map_err(failure_of)).collect(),
+                    Ok(list) => {
+                        let error = format!("the batch handler returned {} results for {n} messages", list.len());
+                        vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); n]
+                    }
+                    Err(failure) => vec![Err(failure); n],
+                };
+            for (pos, r) in positions.into_iter().zip(outcome) {
+                results[pos] = r.map(|()| Done::Handled);
+            }
+        }
+
+        let Some(idem) = &self.idempotency else { return results };
+        let finishing = claimed.into_iter().map(|(i, record)| {
+            let ok = results[i].is_ok();
+            finish(idem, &messages[i], record, ok)
+        });
+        futures::future::join_all(finishing).await;
+        drop(holds);
+        for (i, id) in deferred {
+            let _hold = idem.local.hold(&id.key).await;
+            results[i] = match claim(idem, lease_kind, &messages[i], id).await {
+                Ok(Claimed::Duplicate) => Ok(Done::Duplicate),
+                Ok(Claimed::Run(record)) => {
+                    // the first message with this key failed and released it: retry this one too
+                    finish(idem, &messages[i], record, false).await;
+                    let error = "an earlier message of this batch with the same idempotency key failed".to_string();
+                    Err(Failure { kind: FailureKind::Retryable, error, retry_after: None })
+                }
+                Ok(Claimed::Unguarded) => {
+                    let error = "the idempotency store failed; not running a repeated key unguarded".to_string();
+                    Err(Failure { kind: FailureKind::IdempotencyStore, error, retry_after: None })
+                }
+                Err(f) => Err(f),
+            };
+        }
+        results
+    }
+}
