@@ -172,12 +172,18 @@ impl Queue {
         }
     }
 
-    /// Shorten the hops of [`Queue::send_at`] (1 s to 900 s; tests and demos): see
-    /// [`delay`](crate::delay). Consumers re-send with their own hop
-    /// ([`ProcessorConfig::with_delay_hop`](crate::ProcessorConfig::with_delay_hop)).
+    /// Shorten the delay hops of messages sent to this queue (1 s to 900 s; tests and demos):
+    /// see [`delay`](crate::delay). This is the delay hop's one home: [`Queue::send_at`] sends
+    /// the first hop with it and a [`Processor`](crate::Processor) consuming this queue re-sends
+    /// messages that are not due yet with it.
     pub fn with_delay_hop(mut self, hop: Duration) -> Self {
         self.delay_hop = hop.clamp(Duration::from_secs(1), crate::delay::MAX_HOP);
         self
+    }
+
+    /// The longest delay hop of messages sent to this queue ([`Queue::with_delay_hop`]; 900 s).
+    pub fn delay_hop(&self) -> Duration {
+        self.delay_hop
     }
 
     /// Send `msg` to be delivered at `when`, even past SQS's 15-minute limit: within one hop a
@@ -223,7 +229,8 @@ impl Queue {
     }
 
     /// Send large bodies through S3 and resolve them on receive (claim check, in the Amazon
-    /// SQS Extended Client's format; see [`payload`](crate::payload)): `send` and `send_batch`
+    /// SQS Extended Client's format; see [`payload`](crate::payload)). This is the claim
+    /// check's one home: `send` and `send_batch`
     /// offload what `check` says, a [`Processor`](crate::Processor) working on this queue
     /// resolves pointers before decoding, and [`settle`](crate::settle) deletes objects after
     /// their message's delete when cleanup is on. Messages that already carry a pointer (DLQ

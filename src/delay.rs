@@ -11,9 +11,9 @@
 //! FIFO queues have no per-message delay: [`Queue::send_at`](crate::Queue::send_at) refuses
 //! them, and a FIFO consumer ignores the attribute.
 //!
-//! The hop is 900 s; tests and impatient demos may shorten it
-//! ([`Queue::with_delay_hop`](crate::Queue::with_delay_hop),
-//! [`ProcessorConfig::with_delay_hop`](crate::ProcessorConfig::with_delay_hop)).
+//! The hop is 900 s; tests and impatient demos may shorten it on the queue
+//! ([`Queue::with_delay_hop`](crate::Queue::with_delay_hop), its one home: the first hop is
+//! sent with it, and a processor consuming the queue re-sends with it).
 //!
 //! # Example
 //! ```

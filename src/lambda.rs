@@ -200,6 +200,9 @@ pub struct LambdaAdapter<T> {
     contexts: tokio::sync::Mutex<HashMap<String, QueueContext>>,
     backoff_visibility: bool,
     deadline_margin: Option<Duration>,
+    /// The claim check of the queues it serves (their contexts' queues get it).
+    #[cfg(feature = "payload")]
+    claim_check: Option<crate::payload::ClaimCheck>,
 }
 
 impl<T: Send + 'static> LambdaAdapter<T> {
@@ -213,6 +216,8 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             contexts: Default::default(),
             backoff_visibility: true,
             deadline_margin: None,
+            #[cfg(feature = "payload")]
+            claim_check: None,
         }
     }
 
@@ -222,8 +227,8 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     /// that queue; events from any other queue are discovered); `SQSKIT_DEADLINE_MARGIN`
     /// (seconds) overrides the deadline safety margin. With the `payload` feature,
     /// `SQSKIT_PAYLOAD_BUCKET` (and `SQSKIT_PAYLOAD_*`, see
-    /// [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env)) makes the processor resolve
-    /// claim-checked messages, unless it has a claim check already. Cleanup does not apply in
+    /// [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env)) is the claim check of the
+    /// queues it serves ([`LambdaAdapter::with_claim_check`]). Cleanup does not apply in
     /// Lambda: the event source mapping deletes the messages after the function returned.
     /// Unless the processor has idempotency already,
     /// [`IdempotencySettings::from_env`](crate::config::IdempotencySettings::from_env) adds it
@@ -235,16 +240,15 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     pub async fn from_env(processor: Processor<T>) -> Result<Self, crate::env::ConfigError> {
         let config = crate::env::load_aws_config().await;
         let client = aws_sdk_sqs::Client::new(&config);
-        #[cfg(feature = "payload")]
-        let processor = match crate::payload::ClaimCheck::from_env(&config)? {
-            Some(check) if processor.claim_check().is_none() => processor.with_claim_check(check),
-            _ => processor,
-        };
         let processor = match crate::config::IdempotencySettings::from_env()?.build().await? {
             Some(idem) if processor.idempotency().is_none() => processor.with_idempotency(idem),
             _ => processor,
         };
         let mut adapter = Self::new(processor, client.clone());
+        #[cfg(feature = "payload")]
+        if let Some(check) = crate::payload::ClaimCheck::from_env(&config)? {
+            adapter = adapter.with_claim_check(check);
+        }
         if let Some(url) = crate::env::raw("SQSKIT_QUEUE_URL") {
             let dlq =
                 crate::env::raw("SQSKIT_DLQ_URL").filter(|u| !u.is_empty()).map(|u| Queue::new(client.clone(), u));
@@ -273,13 +277,35 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         self
     }
 
+    /// Resolve claim-checked messages (Amazon SQS Extended Client pointers) with `check`: it
+    /// becomes the claim check of the queues this adapter serves (the queue is the claim
+    /// check's home, see [`Queue::with_claim_check`]), unless a queue has one already.
+    #[cfg(feature = "payload")]
+    pub fn with_claim_check(mut self, check: crate::payload::ClaimCheck) -> Self {
+        self.claim_check = Some(check);
+        self
+    }
+
     /// Whether to set backoff visibility on retryable failures of standard queues (default true).
     pub fn with_backoff_visibility(mut self, on: bool) -> Self {
         self.backoff_visibility = on;
         self
     }
 
+    /// The context for events from `source_arn`, its queue with the adapter's claim check.
     async fn context(&self, source_arn: Option<&str>) -> QueueContext {
+        #[cfg_attr(not(feature = "payload"), allow(unused_mut))]
+        let mut ctx = self.queue_context(source_arn).await;
+        #[cfg(feature = "payload")]
+        if let (Some(check), Some(queue)) = (&self.claim_check, &ctx.queue) {
+            if queue.claim_check().is_none() {
+                ctx.queue = Some(queue.clone().with_claim_check(check.clone()));
+            }
+        }
+        ctx
+    }
+
+    async fn queue_context(&self, source_arn: Option<&str>) -> QueueContext {
         if let Some(ctx) = &self.fixed {
             // the configured queue serves its own events (and events without a source ARN)
             let own = match (source_arn, &ctx.queue) {

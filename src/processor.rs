@@ -78,12 +78,15 @@ pub struct ProcessorConfig {
     /// Put the full decoding error (which may quote the body) in logs and DLQ attributes.
     /// Off by default: only the error's category, line and column are recorded.
     pub log_bodies: bool,
-    /// Longest delay hop when re-sending a message that is not due yet (900 s; see
-    /// [`crate::delay`]).
+    /// Deprecated: the delay hop's one home is the queue ([`Queue::with_delay_hop`]), whose
+    /// hop the processor re-sends with. Kept for compatibility: a hop shorter than the queue's
+    /// set here still caps the processor's re-sends (default 900 s: no effect).
+    #[deprecated(since = "0.1.0", note = "set the delay hop on the queue: `Queue::with_delay_hop`")]
     pub delay_hop: Duration,
 }
 
 impl Default for ProcessorConfig {
+    #[allow(deprecated)] // delay_hop
     fn default() -> Self {
         Self {
             backoff: Backoff::default(),
@@ -111,8 +114,11 @@ impl ProcessorConfig {
         self.concurrency = concurrency;
         self
     }
-    /// Shorten the delay hops of messages re-sent because they are not due yet (1 s to 900 s;
-    /// tests and demos).
+    /// Deprecated: set the delay hop on the queue ([`Queue::with_delay_hop`]), its one home.
+    /// Kept for compatibility: caps the processor's re-sends at `hop` (1 s to 900 s) when it
+    /// is shorter than the queue's.
+    #[deprecated(since = "0.1.0", note = "set the delay hop on the queue: `Queue::with_delay_hop`")]
+    #[allow(deprecated)] // delay_hop
     pub fn with_delay_hop(mut self, hop: Duration) -> Self {
         self.delay_hop = hop.clamp(Duration::from_secs(1), crate::delay::MAX_HOP);
         self
@@ -265,36 +271,31 @@ impl<T: Send + 'static> Processor<T> {
         self
     }
 
-    /// Resolve claim-checked messages (Amazon SQS Extended Client pointers) through `check`
-    /// before decoding: the handler sees the real body, without the size attribute. A missing
-    /// object is [`FailureKind::PayloadMissing`] (dead-lettered with the pointer), another
-    /// fetch failure a retryable one. Without it, the claim check of the context's queue
-    /// ([`Queue::with_claim_check`]) is used, if any.
+    /// Deprecated: the claim check's one home is the queue ([`Queue::with_claim_check`]): it
+    /// offloads on send, the processor resolves pointers with the claim check of the
+    /// context's queue, and [`settle`](crate::settle) cleans up after deletes. Kept for
+    /// compatibility: a claim check set here is used instead of the queue's for resolving
+    /// (only), also where no queue is known ([`Processor::call_handler`]).
     ///
-    /// # Example
-    /// ```no_run
-    /// # async fn demo() {
-    /// use sqskit::{payload::ClaimCheck, HandlerError, Processor};
-    /// let sdk = sqskit::load_aws_config().await;
-    /// let p = Processor::raw(|_m| async { Ok::<_, HandlerError>(()) })
-    ///     .with_claim_check(ClaimCheck::new(sqskit::payload::s3_client(&sdk), "payloads"));
-    /// assert!(p.claim_check().is_some());
-    /// # }
-    /// ```
+    /// A missing object is [`FailureKind::PayloadMissing`] (dead-lettered with the pointer),
+    /// another fetch failure a retryable one.
     #[cfg(feature = "payload")]
+    #[deprecated(since = "0.1.0", note = "set the claim check on the queue: `Queue::with_claim_check`")]
     pub fn with_claim_check(mut self, check: crate::payload::ClaimCheck) -> Self {
         self.claim_check = Some(check);
         self
     }
 
-    /// The claim check set with [`Processor::with_claim_check`].
+    /// Deprecated with [`Processor::with_claim_check`]: the claim check set there.
     #[cfg(feature = "payload")]
+    #[deprecated(since = "0.1.0", note = "the claim check is the queue's: `Queue::claim_check`")]
     pub fn claim_check(&self) -> Option<&crate::payload::ClaimCheck> {
         self.claim_check.as_ref()
     }
 
-    /// The message the handler sees: a claim-checked one with its body fetched from S3
-    /// (feature `payload`), else `raw` itself. The caller keeps `raw` (the pointer) for its
+    /// The message the handler sees: a claim-checked one with its body fetched from S3 through
+    /// the claim check of the context's queue (feature `payload`; the deprecated processor's
+    /// own one first), else `raw` itself. The caller keeps `raw` (the pointer) for its
     /// decision, so dead-lettering forwards the pointer.
     async fn resolve(
         &self,
@@ -343,17 +344,18 @@ impl<T: Send + 'static> Processor<T> {
         }
     }
 
-    /// Run the handler on one message and return what went wrong, if anything.
+    /// Call the handler on one message and return what went wrong, if anything; nothing
+    /// else: no verdict, no dead-lettering, no SQS call (see [`Processor::process_one`] for
+    /// those). Resolves a claim check, decodes the body and claims the idempotency key first.
     /// Never panics: decode errors, panics and timeouts become failures. A duplicate
     /// (idempotency) is `Ok` without running the handler.
-    pub async fn run(&self, raw: Arc<ReceivedMessage>) -> Result<(), Failure> {
-        self.run_until(raw, None).await
+    pub async fn call_handler(&self, raw: Arc<ReceivedMessage>) -> Result<(), Failure> {
+        self.call_handler_until(raw, None).await
     }
 
-    /// As [`Processor::run`]; when `cancel` fires while the handler runs, the handler is
-    /// dropped and the result is a [`FailureKind::TimedOut`] failure (the poller uses this
-    /// when a message's lease cannot be extended any further).
-    pub async fn run_until(
+    /// As [`Processor::call_handler`]; when `cancel` fires while the handler runs, the handler
+    /// is dropped and the result is a [`FailureKind::TimedOut`] failure.
+    pub async fn call_handler_until(
         &self,
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
@@ -544,7 +546,9 @@ impl<T: Send + 'static> Processor<T> {
             tracing::warn!("not due yet, but the source queue is unknown: handled now");
             return None;
         };
-        let next = crate::delay::next_hop(raw, left, self.config.delay_hop);
+        #[allow(deprecated)] // the processor's own delay hop: a deprecated cap
+        let hop = queue.delay_hop().min(self.config.delay_hop);
+        let next = crate::delay::next_hop(raw, left, hop);
         // boxed: the send's future is large (kilobytes) and only deferred messages take it;
         // inline it would make every message's future that large (see `attempt`)
         match Box::pin(queue.send(next)).await {
@@ -554,7 +558,7 @@ impl<T: Send + 'static> Processor<T> {
                 Some(Outcome::Deferred)
             }
             Err(e) => {
-                let visibility = retry_visibility(raw, left.min(self.config.delay_hop));
+                let visibility = retry_visibility(raw, left.min(hop));
                 tracing::warn!(error = %e, visibility, "not due yet, and its next hop could not be sent: retrying it then");
                 let failure = Failure {
                     kind: FailureKind::Retryable,

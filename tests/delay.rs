@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use sqskit::poller::{Poller, PollerConfig, QueueSpec};
 use sqskit::trace::TRACEPARENT;
-use sqskit::{AttributeValue, HandlerError, Message, OutgoingMessage, Processor, ProcessorConfig};
+use sqskit::{AttributeValue, HandlerError, Message, OutgoingMessage, Processor};
 use support::*;
 
 const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -33,8 +33,7 @@ async fn a_message_due_in_seven_seconds_hops_and_runs_once_after_its_time() {
             seen.lock().unwrap().push((SystemTime::now(), m.raw().clone()));
             Ok::<_, HandlerError>(())
         }
-    })
-    .with_config(ProcessorConfig::default().with_delay_hop(Duration::from_secs(2)));
+    });
     let config = PollerConfig::default()
         .with_until_empty(true)
         .with_wait_time(Duration::from_secs(1))

@@ -172,7 +172,8 @@ async fn powertools_and_sqskit_share_one_table_in_both_directions() {
     // the payload hashes agree too: another payload under the same key is refused by both
     let changed = json!({"order_id": "rs-1", "amount": 3});
     assert_eq!(powertools(&table, &changed), json!({"ran": false, "error": "validation"}));
-    let f = p.run(received("m3", &json!({"order_id": "py-1", "amount": 9, "note": "naïve"}).to_string())).await;
+    let f =
+        p.call_handler(received("m3", &json!({"order_id": "py-1", "amount": 9, "note": "naïve"}).to_string())).await;
     assert_eq!(f.map_err(|f| f.kind), Err(FailureKind::KeyReuse));
 
     // sqskit's item has Powertools' layout and types
@@ -254,7 +255,7 @@ async fn an_unreachable_dynamodb_fails_the_claim_as_a_retry() {
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&conf), "nowhere");
     let runs = Arc::new(AtomicUsize::new(0));
     let p = orders(Arc::new(store), runs.clone());
-    let f = p.run(received("m1", r#"{"order_id":"x"}"#)).await.unwrap_err();
+    let f = p.call_handler(received("m1", r#"{"order_id":"x"}"#)).await.unwrap_err();
     assert_eq!(f.kind, FailureKind::IdempotencyStore);
     assert!(f.error.contains("dynamodb"), "{}", f.error);
     assert_eq!(runs.load(Ordering::SeqCst), 0);

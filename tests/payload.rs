@@ -46,6 +46,7 @@ async fn object_exists(s3: &aws_sdk_s3::Client, p: &Pointer) -> bool {
 
 /// A raw processor with `check` that records every body (and the attribute names) it sees.
 type Seen = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+#[allow(deprecated)] // the processor's own claim check (the queue is its home now)
 fn recording(check: ClaimCheck, fail: Option<HandlerError>) -> (Processor<String>, Seen) {
     let seen: Seen = Arc::default();
     let s = seen.clone();
@@ -373,4 +374,34 @@ async fn the_dlq_archive_keeps_the_pointer_unless_asked_to_resolve_it() {
             assert!(doc["messageAttributes"].get(SIZE_ATTRIBUTE).is_some());
         }
     }
+}
+
+#[tokio::test]
+async fn a_processor_resolves_pointers_with_the_claim_check_of_its_queue_its_one_home() {
+    let s3 = s3().await;
+    let bucket = bucket(&s3).await;
+    let queue = queue("cc-home").await.with_claim_check(ClaimCheck::new(s3.clone(), &bucket).with_always(true));
+    queue.send(OutgoingMessage::new("resolved through the queue")).await.expect("send");
+    let m = receive_exactly(&queue, 1).await.remove(0);
+    assert!(sqskit::payload::pointer_of(&m).is_some(), "a pointer on the wire");
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    // no claim check on the processor: the context's queue has it
+    let processor = Processor::raw(move |m: Message<String>| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push((m.body, Vec::new()));
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let ctx = QueueContext::new(queue.clone(), None);
+    let decisions = processor.process_batch(&ctx, vec![m]).await;
+    assert_eq!(decisions[0].outcome, Outcome::Succeeded);
+    assert_eq!(seen.lock().unwrap()[0].0, "resolved through the queue");
+    // and without it, the handler gets the pointer as it is
+    let plain = QueueContext::new(Queue::new(queue.client().clone(), queue.url()), None);
+    queue.send(OutgoingMessage::new("left as a pointer")).await.expect("send");
+    let m = receive_exactly(&queue, 1).await.remove(0);
+    processor.process_batch(&plain, vec![m.clone()]).await;
+    assert_eq!(seen.lock().unwrap()[1].0, m.body);
 }

@@ -164,8 +164,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         )
         .with_timeout(args.handler_timeout.map(Duration::from_secs))
         .with_concurrency(args.concurrency)
-        .with_log_bodies(args.log_bodies)
-        .with_delay_hop(Duration::from_secs(args.delay_hop));
+        .with_log_bodies(args.log_bodies);
     let poller_config = PollerConfig::default()
         .with_concurrency(args.concurrency)
         .with_visibility_timeout(Duration::from_secs(args.visibility_timeout))
@@ -186,7 +185,9 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .queue_urls
         .iter()
         .map(|s| {
-            let queue = Queue::new(client.clone(), s.url.clone());
+            // the delay hop's and the claim check's home: the queue (the processor re-sends
+            // hops and resolves pointers with those of the queue it consumes)
+            let queue = Queue::new(client.clone(), s.url.clone()).with_delay_hop(Duration::from_secs(args.delay_hop));
             let queue = match &claim_check {
                 Some(check) => queue.with_claim_check(check.clone()),
                 None => queue,

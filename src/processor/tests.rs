@@ -106,7 +106,7 @@ async fn explicit_retry_after_is_honoured() {
 async fn permanent_failure_is_decided_for_the_dlq_when_there_is_one() {
     let p = scripted(Default::default());
     let m = Arc::new(msg("a", "perm", None, 1));
-    let result = p.run(m.clone()).await;
+    let result = p.call_handler(m.clone()).await;
     match p.decide(&with_dlq(), &m, result) {
         Verdict::DeadLetter { failure } => assert_eq!(failure.kind, FailureKind::Permanent),
         other => panic!("expected dead letter, got {other:?}"),
@@ -188,12 +188,12 @@ async fn decoding_errors_do_not_quote_the_body_unless_asked() {
     }
     let body = r#"{"age": "Jane Doe, 12 Secret Street"}"#;
     let p = Processor::json(|_m: Message<Person>| async { Ok(()) });
-    let err = p.run(Arc::new(msg("a", body, None, 1))).await.unwrap_err();
+    let err = p.call_handler(Arc::new(msg("a", body, None, 1))).await.unwrap_err();
     assert_eq!(err.kind, FailureKind::Undecodable);
     assert!(!err.error.contains("Secret"), "{}", err.error);
     assert!(err.error.contains("data error at line 1 column"), "{}", err.error);
     let p = p.with_config(ProcessorConfig { log_bodies: true, ..Default::default() });
-    let err = p.run(Arc::new(msg("a", body, None, 1))).await.unwrap_err();
+    let err = p.call_handler(Arc::new(msg("a", body, None, 1))).await.unwrap_err();
     assert!(err.error.contains("Secret"), "opted in: the full serde text: {}", err.error);
 }
 
@@ -398,7 +398,7 @@ async fn question_mark_makes_any_error_retryable_and_keeps_its_source_chain() {
     assert_eq!(e.message(), "saving the order: disk full");
     assert!(e.source().is_some_and(|s| s.to_string() == "saving the order"));
     let p = Processor::raw(handler);
-    let f = p.run(Arc::new(msg("a", "x", None, 1))).await.unwrap_err();
+    let f = p.call_handler(Arc::new(msg("a", "x", None, 1))).await.unwrap_err();
     assert_eq!((f.kind, f.error.as_str()), (FailureKind::Retryable, "saving the order: disk full"));
 }
 
@@ -408,10 +408,10 @@ async fn result_ext_marks_an_error_permanent() {
         let _n: u32 = m.body.parse().permanent()?;
         Ok(())
     });
-    let f = p.run(Arc::new(msg("a", "not a number", None, 1))).await.unwrap_err();
+    let f = p.call_handler(Arc::new(msg("a", "not a number", None, 1))).await.unwrap_err();
     assert_eq!(f.kind, FailureKind::Permanent);
     assert!(f.error.contains("invalid digit"), "{}", f.error);
-    assert!(p.run(Arc::new(msg("b", "42", None, 1))).await.is_ok());
+    assert!(p.call_handler(Arc::new(msg("b", "42", None, 1))).await.is_ok());
 }
 
 /// A batch processor scripted by body, recording the batches it was given.
@@ -610,7 +610,7 @@ mod idempotency {
             p.process_one(&no_dlq(), Arc::new(msg("m1", r#"{"order_id":"E5","amount":1}"#, None, 1))).await,
             Outcome::Succeeded
         );
-        let f = p.run(Arc::new(msg("m2", r#"{"order_id":"E5","amount":999}"#, None, 1))).await.unwrap_err();
+        let f = p.call_handler(Arc::new(msg("m2", r#"{"order_id":"E5","amount":999}"#, None, 1))).await.unwrap_err();
         assert_eq!(f.kind, FailureKind::KeyReuse);
         assert!(f.kind.is_permanent());
         assert_eq!(f.kind.as_str(), "idempotency-key-reuse");
@@ -674,7 +674,7 @@ mod idempotency {
         let strict = Processor::raw(|_m| async { Ok::<_, HandlerError>(()) }).with_idempotency(
             Idempotency::new(store).with_key_source(KeySource::Attribute("order".into())).with_require_key(true),
         );
-        let f = strict.run(Arc::new(msg("m3", "{}", None, 1))).await.unwrap_err();
+        let f = strict.call_handler(Arc::new(msg("m3", "{}", None, 1))).await.unwrap_err();
         assert_eq!(f.kind, FailureKind::Permanent);
         assert!(f.error.contains("no idempotency key"), "{}", f.error);
     }
