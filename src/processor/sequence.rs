@@ -103,3 +103,25 @@ pub(crate) fn fifo_groups<M: std::borrow::Borrow<ReceivedMessage>>(messages: Vec
     }
     order.into_iter().filter_map(|g| groups.remove(&g)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn fifo_groups_keep_receive_order() {
+        let m = |id: &str, g: &str| ReceivedMessage {
+            message_id: id.into(),
+            receipt_handle: id.into(),
+            body: String::new(),
+            attributes: Default::default(),
+            system_attributes: [("MessageGroupId".to_string(), g.to_string())].into_iter().collect(),
+            received_at: Instant::now(),
+            queue_url: None,
+        };
+        let groups = fifo_groups(vec![m("a1", "A"), m("b1", "B"), m("a2", "A")]);
+        let ids: Vec<Vec<&str>> = groups.iter().map(|g| g.iter().map(|m| m.message_id.as_str()).collect()).collect();
+        assert_eq!(ids, vec![vec!["a1", "a2"], vec!["b1"]]);
+    }
+}
