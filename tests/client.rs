@@ -1,5 +1,5 @@
 //! The client core against LocalStack.
-mod support;
+use sqskit_test_support as support;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Delivery past SQS's 15-minute delay, in hops, through the real poller against LocalStack
 //! (2-second hops stand in for 15-minute ones).
-mod support;
+use sqskit_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

@@ -1,9 +1,8 @@
 //! Idempotency against the real stores: DynamoDB on moto (with Powertools for AWS Lambda,
 //! Python, writing and reading the same table), Redis (a real `redis-server`), and SQS on
 //! LocalStack for the message side.
-#[path = "support/stores.rs"]
-mod stores;
-mod support;
+use sqskit_test_support as support;
+use sqskit_test_support::stores;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

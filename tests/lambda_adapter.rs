@@ -1,5 +1,5 @@
 //! The Lambda adapter: real-shaped `SqsEvent` JSON in, exact `SqsBatchResponse` JSON out.
-mod support;
+use sqskit_test_support as support;
 
 use std::time::Duration;
 

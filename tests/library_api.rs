@@ -1,6 +1,6 @@
 //! The library as a dependency: batch handlers in Lambda and in an embedded poller, and
 //! handlers using `?`, against LocalStack.
-mod support;
+use sqskit_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

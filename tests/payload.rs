@@ -1,8 +1,7 @@
 //! Large payloads (claim check) against LocalStack S3 + SQS and the Python Amazon SQS Extended
 //! Client (`SQSKIT_TEST_PYTHON`, created by `scripts/moto install`).
-#[path = "support/stores.rs"]
-mod stores;
-mod support;
+use sqskit_test_support as support;
+use sqskit_test_support::stores;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

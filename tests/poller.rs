@@ -6,7 +6,7 @@
 //!
 //! Rate limits through the real poller: handler start times, not the run's wall clock, are what
 //! is checked.
-mod support;
+use sqskit_test_support as support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

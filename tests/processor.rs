@@ -1,5 +1,5 @@
 //! The batch processor against LocalStack: run a batch, settle it, observe the queues.
-mod support;
+use sqskit_test_support as support;
 
 use std::time::{Duration, Instant};
 

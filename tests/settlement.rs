@@ -1,7 +1,7 @@
 //! Every message accounted for: the settlement rules against LocalStack — what happens when
 //! a DLQ send fails mid-FIFO-group, on the last allowed receive, when a delete is refused,
 //! on fair queues, in FIFO producer batches, and to personal data in decoding errors.
-mod support;
+use sqskit_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

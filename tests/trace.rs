@@ -1,6 +1,6 @@
 //! Trace context through queues, against LocalStack: `traceparent` / `AWSTraceHeader` in, the
 //! handler's view (`Message::trace`), propagation on sends from a handler, the DLQ and redrive.
-mod support;
+use sqskit_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,6 +1,5 @@
 //! The operator CLI as real processes against LocalStack.
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::collections::HashSet;
 use std::time::Duration;

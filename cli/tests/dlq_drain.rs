@@ -1,25 +1,15 @@
 //! `sqskit dlq drain` as a real process against LocalStack: what it does when a delete is
 //! refused, and where it files messages moved by SQS's redrive policy.
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sqskit::{OutgoingMessage, Queue};
+use sqskit_test_support::archive::{capture, Capture};
 use support::deny::DenyProxy;
 use support::proc::sqskit;
 use support::*;
-#[path = "../../tests/support/archive.rs"]
-mod archive;
-use archive::{capture, Capture};
-
-impl Capture {
-    async fn keys(&self) -> Vec<String> {
-        let listed = self.s3.list_objects_v2().bucket(&self.bucket).send().await.unwrap();
-        listed.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
-    }
-}
 
 fn drain_cmd(dlq: &Queue, cap: &Capture) -> std::process::Command {
     let mut c = sqskit(None);

@@ -1,7 +1,6 @@
 //! The ready-made `--http` and `--exec` handlers at their edges (redirects, TLS, child
 //! processes that misbehave), through the real `sqskit poll` against LocalStack.
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,6 @@
 //! `sqskit poll --idempotency-table` as real processes: SQS on LocalStack, DynamoDB on moto.
-#[path = "../../tests/support/stores.rs"]
-mod stores;
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
+use sqskit_test_support::stores;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -2,8 +2,7 @@
 //! exporter posts to a local receiver is decoded field by field (no OpenTelemetry code on the
 //! reading side), and checked against the messaging conventions and against the trace context
 //! the `--exec` handler was given.
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! Large payloads (claim check) through the real `sqskit send` and `sqskit poll --exec`
 //! against LocalStack S3 + SQS.
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;

@@ -1,6 +1,5 @@
 //! `sqskit poll` as a real process against LocalStack.
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -1,8 +1,7 @@
 //! `sqskit poll` as a real process against LocalStack: leases and settlement — FIFO deletes
 //! as each message is done, handlers cancelled at the lease limit, fair-queue tenants run
 //! independently, and FIFO messages never dead-lettered into a standard DLQ.
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

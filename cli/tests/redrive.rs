@@ -1,7 +1,6 @@
 //! `sqskit redrive` as real processes against LocalStack: message move tasks (start, status,
 //! cancel) and the client-side redrive's --filter and --dry-run.
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -1,8 +1,7 @@
 //! Trace context through the real `sqskit poll`: `--exec` gets `TRACEPARENT` / `TRACESTATE`,
 //! `--http` gets `traceparent` / `tracestate` headers, and the JSON log names the trace and the
 //! producer's span (a link) without the body.
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::time::Duration;
 

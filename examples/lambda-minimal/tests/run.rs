@@ -1,8 +1,7 @@
 //! The README's three-line Lambda (`sqskit::lambda::run`), run as a real binary through the
 //! local Lambda Runtime API against LocalStack: settings from the environment, partial batch
 //! responses, permanent failures dead-lettered by the function, the EMF line.
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::time::Duration;
 

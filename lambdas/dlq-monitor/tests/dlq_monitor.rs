@@ -1,17 +1,14 @@
 //! The real `dlq-monitor` binary, run through the local Lambda Runtime API (tests/support/lambda_rt.rs), against LocalStack.
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sqskit::processor::{dead_letter_attributes as dl, dead_letter_message, Failure, FailureKind};
 use sqskit::{OutgoingMessage, Queue, ReceivedMessage};
+use sqskit_test_support::archive::capture;
 use support::lambda_rt::{emf_lines, event, failures, response, Answer, LambdaHarness};
 use support::*;
-#[path = "../../../tests/support/archive.rs"]
-mod archive;
-use archive::capture;
 
 /// A source queue and DLQ holding four dead letters, the Lambda event for them, and the harness
 /// started with `env`.

@@ -1,8 +1,7 @@
 //! Dead letters moved by SQS's redrive policy are filed under their source queue, taken from
 //! the `DeadLetterQueueSourceArn` system attribute: a real redrive through LocalStack, archived
 //! by the real `dlq-monitor` binary.
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use support::lambda_rt::{event, response, LambdaHarness};
 use support::*;

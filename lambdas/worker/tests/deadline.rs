@@ -1,8 +1,7 @@
 //! The real `worker` binary and the invocation deadline: a FIFO batch whose deliveries take
 //! longer than the invocation has stops starting messages before the deadline and lists the
 //! rest as failures, instead of timing out and having Lambda re-run the whole batch.
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::time::Duration;
 

@@ -1,7 +1,6 @@
 //! The real `worker` binary delivering to endpoints at the edges: redirects and https with a
 //! CA from `SSL_CERT_FILE`, through the local Lambda Runtime API against LocalStack.
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use serde_json::{json, Value};
 use sqskit::OutgoingMessage;

@@ -1,9 +1,7 @@
 //! The real `worker` binary with `SQSKIT_IDEMPOTENCY_TABLE` (DynamoDB on moto), through the
 //! local Lambda Runtime API: a webhook is delivered once, however many copies arrive.
-#[path = "../../../tests/support/stores.rs"]
-mod stores;
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
+use sqskit_test_support::stores;
 
 use std::time::{Duration, SystemTime};
 

@@ -1,7 +1,6 @@
 //! The real `worker` binary with `SQSKIT_PAYLOAD_BUCKET`: a claim-checked delivery (Extended
 //! Client pointer) is fetched from LocalStack S3 and delivered whole.
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use serde_json::{json, Value};
 use sqskit::payload::{ClaimCheck, SIZE_ATTRIBUTE};

@@ -1,6 +1,5 @@
 //! The real `worker` binary, run through the local Lambda Runtime API (tests/support/lambda_rt.rs), against LocalStack.
-#[path = "../../../tests/support/mod.rs"]
-mod support;
+use sqskit_test_support as support;
 
 use std::time::Duration;
 

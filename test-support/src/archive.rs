@@ -1,10 +1,9 @@
 //! An S3 bucket and an SNS topic whose alerts land in an SQS queue, for the DLQ archive and
-//! alert tests (the dlq-monitor Lambda and `sqskit dlq drain`). Needs `aws-sdk-s3` and
-//! `aws-sdk-sns` as dev-dependencies, so it is included by path where used, not from `mod.rs`.
+//! alert tests (the dlq-monitor Lambda and `sqskit dlq drain`).
 
 use sqskit::Queue;
 
-use super::support::{queue, sdk_config, unique};
+use crate::{queue, sdk_config, unique};
 
 pub struct Capture {
     pub bucket: String,
@@ -25,4 +24,12 @@ pub async fn capture() -> Capture {
     let alerts_arn = alerts.attributes().await.unwrap().arn.unwrap();
     sns.subscribe().topic_arn(&topic_arn).protocol("sqs").endpoint(alerts_arn).send().await.unwrap();
     Capture { bucket, topic_arn, alerts, s3 }
+}
+
+impl Capture {
+    /// The keys of every object in the archive bucket.
+    pub async fn keys(&self) -> Vec<String> {
+        let listed = self.s3.list_objects_v2().bucket(&self.bucket).send().await.unwrap();
+        listed.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+    }
 }

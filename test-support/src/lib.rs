@@ -1,5 +1,9 @@
-//! Helpers for tests against LocalStack (started by `scripts/localstack start`).
-#![allow(dead_code)]
+//! Helpers shared by the tests of every crate of the workspace (the library's `tests/`, the CLI's,
+//! the Lambdas', the example's): queues on LocalStack (started by `scripts/localstack start`),
+//! the real binaries as child processes, a local Lambda Runtime API, HTTP/TLS servers and
+//! proxies, the idempotency stores (moto's DynamoDB, a redis-server), and an S3 bucket with an
+//! SNS topic for the DLQ archive and alert tests. Not published; a dev-dependency only.
+#![allow(missing_docs)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -148,11 +152,13 @@ pub async fn depth(queue: &Queue) -> (u64, u64, u64) {
     (a.visible, a.in_flight, a.delayed)
 }
 
+pub mod archive;
 pub mod deny;
 pub mod http;
 pub mod lambda_rt;
 pub mod proc;
 pub mod proxy;
+pub mod stores;
 pub mod tls;
 
 /// A record shaped exactly as Lambda's SQS event source sends it, from a received message.

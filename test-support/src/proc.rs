@@ -14,10 +14,7 @@ pub struct Running {
 
 /// A `sqskit` command pointing at LocalStack (or `endpoint`).
 pub fn sqskit(endpoint: Option<&str>) -> Command {
-    let Some(bin) = option_env!("CARGO_BIN_EXE_sqskit") else {
-        panic!("only the sqskit package's tests run the sqskit binary")
-    };
-    let mut cmd = Command::new(bin);
+    let mut cmd = Command::new(cargo_bin("sqskit"));
     for (k, v) in super::aws_env() {
         cmd.env(k, v);
     }
@@ -26,6 +23,22 @@ pub fn sqskit(endpoint: Option<&str>) -> Command {
     }
     cmd.env("RUST_LOG", "info");
     cmd
+}
+
+/// The path of binary `name` of the workspace, as cargo builds it for the integration tests of
+/// its package (`target/<profile>/<name>`, next to the test's own `deps/` directory). Tests of
+/// that package only: cargo builds a package's binaries for its own integration tests, and
+/// `env!("CARGO_BIN_EXE_<name>")` is the same path at compile time of the test crate itself.
+pub fn cargo_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe.parent().and_then(Path::parent).expect("the test runs from target/<profile>/deps");
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} does not exist: only the tests of the package that has the `{name}` binary run it",
+        bin.display()
+    );
+    bin
 }
 
 pub fn spawn(mut cmd: Command) -> Running {

@@ -22,7 +22,7 @@ pub fn dynamodb_env() -> Vec<(&'static str, String)> {
 
 /// A DynamoDB client for moto; fails loudly when moto is not up.
 pub async fn dynamodb() -> aws_sdk_dynamodb::Client {
-    let client = aws_sdk_dynamodb::Client::new(&crate::support::sdk_config_for(&dynamodb_url()).await);
+    let client = aws_sdk_dynamodb::Client::new(&crate::sdk_config_for(&dynamodb_url()).await);
     if let Err(e) = client.list_tables().limit(1).send().await {
         panic!(
             "moto (DynamoDB) is not reachable at {} ({}); start it with `scripts/moto start` or run `scripts/test`",
