@@ -12,32 +12,42 @@
 //!   lambda adapter (SqsEvent) ── feeds ────────┘    permanent   → send to DLQ + delete
 //! ```
 //!
-//! - [`client`]: the [`Queue`] handle: send / send_batch (chunked to SQS limits), receive,
-//!   delete_batch, change_visibility_batch, attributes.
-//! - [`env`]: the one place environment variables are read (typed getters, errors that name the variable).
-//! - [`config`]: settings from the environment (for the Lambdas).
-//! - [`limits`]: SQS limits and the batching arithmetic.
+//! Modules, in layers from the bottom (a module imports only from layers below it; no import
+//! cycle, checked by `scripts/check-layers`):
+//!
+//! - [`error`]: the library's error types, classified by what a caller does next.
+//! - [`env`](mod@env): the one place environment variables are read (typed getters, errors that name the
+//!   variable).
 //! - [`message`]: messages sent, received, and handed to handlers.
+//! - [`health`]: liveness and readiness (feature `poller`).
+//! - [`limits`]: SQS limits and the batching arithmetic.
+//! - [`metrics`]: Prometheus exporter and CloudWatch EMF lines.
 //! - [`outcome`]: failure kinds, verdicts, outcomes and decisions (plain values).
-//! - [`context`]: the queue context (source queue, DLQ, FIFO, redrive policy, lease, start limits).
-//! - [`processor`]: handlers, the engine that decides every message, the FIFO rules.
-//! - [`idempotency`]: run each logical message once (memory, DynamoDB, Redis stores).
+//! - [`rate`]: start limits (messages per second).
+//! - [`idempotency`]: run each logical message once (memory, DynamoDB, Redis stores; the claim
+//!   and completion rules).
+//! - [`payload`]: large payloads through S3 (claim check, Amazon SQS Extended Client format).
 //! - [`retry`]: exponential backoff with jitter.
+//! - [`trace`]: trace context through queues (`traceparent`, `AWSTraceHeader`).
+//! - [`delay`]: delivery past 15 minutes in hops.
+//! - [`otel`]: OpenTelemetry messaging spans.
+//! - [`client`]: the [`Queue`] handle: send / send_batch (chunked to SQS limits), receive,
+//!   delete_batch, change_visibility_batch, attributes; the home of the claim check and the
+//!   delay hop.
+//! - [`context`]: the queue context (source queue, DLQ, FIFO, redrive policy, lease, start limits).
 //! - [`settle`]: the one path that turns outcomes into SQS actions (delete, visibility, DLQ).
+//! - [`processor`]: handlers and the engine that decides every message, the FIFO rules.
+//! - [`dlq`]: archive dead letters to S3 with one aggregated SNS alert, redrive, move tasks.
+//! - [`config`]: processor and idempotency settings from the environment (for the Lambdas).
 //! - [`poller`]: the long-running consumer (concurrency, heartbeat, ack batching, shutdown).
 //! - [`handlers`]: ready-made exec / HTTP handlers for the poller.
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
-//! - [`dlq`]: archive dead letters to S3 and send one aggregated SNS alert.
-//! - [`payload`]: large payloads through S3 (claim check, Amazon SQS Extended Client format).
-//! - [`trace`]: trace context through queues (`traceparent`, `AWSTraceHeader`).
-//! - [`metrics`]: Prometheus exporter and CloudWatch EMF lines.
-//! - [`error`]: the client's error type.
 //!
 //! ## Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`] |
+//! | (core) | always | [`client`], [`message`], [`limits`], [`outcome`], [`context`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`env`](mod@env), [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`] |
 //! | `poller` | yes | [`poller`], [`health`] (liveness / readiness) and [`shutdown_signal`] |
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |

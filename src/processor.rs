@@ -44,9 +44,10 @@ mod sequence;
 
 use handler::{failure_of, Handlers};
 pub use handler::{BatchHandler, BoxFuture, Handler, HandlerError, ResultExt, Source};
-pub(crate) use sequence::{fifo_groups, Sequence};
+pub(crate) use sequence::fifo_groups;
+#[cfg(feature = "poller")]
+pub(crate) use sequence::Sequence;
 
-use crate::client::Queue;
 pub use crate::context::QueueContext;
 use crate::idempotency::{claim, finish, idem_key, Claimed, CountKind, Idempotency, Lease};
 use crate::limits::clamp_visibility;
@@ -78,7 +79,7 @@ pub struct ProcessorConfig {
     /// Put the full decoding error (which may quote the body) in logs and DLQ attributes.
     /// Off by default: only the error's category, line and column are recorded.
     pub log_bodies: bool,
-    /// Deprecated: the delay hop's one home is the queue ([`Queue::with_delay_hop`]), whose
+    /// Deprecated: the delay hop's one home is the queue ([`Queue::with_delay_hop`](crate::Queue::with_delay_hop)), whose
     /// hop the processor re-sends with. Kept for compatibility: a hop shorter than the queue's
     /// set here still caps the processor's re-sends (default 900 s: no effect).
     #[deprecated(since = "0.1.0", note = "set the delay hop on the queue: `Queue::with_delay_hop`")]
@@ -114,7 +115,7 @@ impl ProcessorConfig {
         self.concurrency = concurrency;
         self
     }
-    /// Deprecated: set the delay hop on the queue ([`Queue::with_delay_hop`]), its one home.
+    /// Deprecated: set the delay hop on the queue ([`Queue::with_delay_hop`](crate::Queue::with_delay_hop)), its one home.
     /// Kept for compatibility: caps the processor's re-sends at `hop` (1 s to 900 s) when it
     /// is shorter than the queue's.
     #[deprecated(since = "0.1.0", note = "set the delay hop on the queue: `Queue::with_delay_hop`")]
@@ -271,7 +272,7 @@ impl<T: Send + 'static> Processor<T> {
         self
     }
 
-    /// Deprecated: the claim check's one home is the queue ([`Queue::with_claim_check`]): it
+    /// Deprecated: the claim check's one home is the queue ([`Queue::with_claim_check`](crate::Queue::with_claim_check)): it
     /// offloads on send, the processor resolves pointers with the claim check of the
     /// context's queue, and [`settle`](crate::settle) cleans up after deletes. Kept for
     /// compatibility: a claim check set here is used instead of the queue's for resolving
@@ -304,7 +305,7 @@ impl<T: Send + 'static> Processor<T> {
     ) -> Result<Arc<ReceivedMessage>, Failure> {
         #[cfg(feature = "payload")]
         {
-            let from_queue = ctx.and_then(|c| c.queue.as_ref()).and_then(Queue::claim_check);
+            let from_queue = ctx.and_then(|c| c.queue.as_ref()).and_then(crate::Queue::claim_check);
             if let Some(check) = self.claim_check.as_ref().or(from_queue) {
                 // boxed: the S3 call's future is large and most messages take no claim check;
                 // kept inline it would be copied with every message's future (see `attempt`)

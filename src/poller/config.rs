@@ -125,7 +125,7 @@ pub struct PollerConfig {
     /// [`crate::rate`]); each queue may have its own limit too ([`QueueSpec::with_rate`]).
     pub rate: Option<f64>,
     /// Health state to update (e.g. one a metrics server already serves); else the poller
-    /// makes its own ([`Poller::health`]).
+    /// makes its own ([`Poller::health`](super::Poller::health)).
     pub health: Option<Arc<Health>>,
 }
 

@@ -50,7 +50,7 @@ pub struct PollSummary {
     /// `ReceiveMessage` calls made (returned, with or without messages, or failed).
     pub receive_calls: u64,
     /// Receivers parked at the time of the snapshot: their queue was empty and another
-    /// receiver already long-polls it (see [`Poller`]).
+    /// receiver already long-polls it (see [`Poller`](super::Poller)).
     pub parked: u64,
 }
 

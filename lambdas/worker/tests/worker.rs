@@ -1,4 +1,4 @@
-//! The real `worker` binary, run through the local Lambda Runtime API (tests/support/lambda_rt.rs), against LocalStack.
+//! The real `worker` binary, run through the local Lambda Runtime API (test-support/src/lambda_rt.rs), against LocalStack.
 use sqskit_test_support as support;
 
 use std::time::Duration;
