@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::client::Queue;
 use crate::message::AttributeValue;
 use crate::settle::Deletion;
 
