@@ -79,8 +79,9 @@ pub struct ProcessorConfig {
     /// Put the full decoding error (which may quote the body) in logs and DLQ attributes.
     /// Off by default: only the error's category, line and column are recorded.
     pub log_bodies: bool,
-    /// Deprecated: the delay hop's one home is the queue ([`Queue::with_delay_hop`](crate::Queue::with_delay_hop)), whose
-    /// hop the processor re-sends with. Kept for compatibility: a hop shorter than the queue's
+    /// Deprecated: the delay hop's one home is the queue
+    /// ([`Queue::with_delay_hop`](crate::Queue::with_delay_hop)), whose hop the processor
+    /// re-sends with. Kept for compatibility: a hop shorter than the queue's
     /// set here still caps the processor's re-sends (default 900 s: no effect).
     #[deprecated(since = "0.1.0", note = "set the delay hop on the queue: `Queue::with_delay_hop`")]
     pub delay_hop: Duration,
@@ -115,7 +116,8 @@ impl ProcessorConfig {
         self.concurrency = concurrency;
         self
     }
-    /// Deprecated: set the delay hop on the queue ([`Queue::with_delay_hop`](crate::Queue::with_delay_hop)), its one home.
+    /// Deprecated: set the delay hop on the queue
+    /// ([`Queue::with_delay_hop`](crate::Queue::with_delay_hop)), its one home.
     /// Kept for compatibility: caps the processor's re-sends at `hop` (1 s to 900 s) when it
     /// is shorter than the queue's.
     #[deprecated(since = "0.1.0", note = "set the delay hop on the queue: `Queue::with_delay_hop`")]
@@ -272,7 +274,8 @@ impl<T: Send + 'static> Processor<T> {
         self
     }
 
-    /// Deprecated: the claim check's one home is the queue ([`Queue::with_claim_check`](crate::Queue::with_claim_check)): it
+    /// Deprecated: the claim check's one home is the queue
+    /// ([`Queue::with_claim_check`](crate::Queue::with_claim_check)): it
     /// offloads on send, the processor resolves pointers with the claim check of the
     /// context's queue, and [`settle`](crate::settle) cleans up after deletes. Kept for
     /// compatibility: a claim check set here is used instead of the queue's for resolving
