@@ -24,7 +24,6 @@
 //! `SQSKIT_CHAOS_SEEDS=1-200` runs a range (`scripts/bench --chaos` does); the fixed seeds below
 //! run in `scripts/test`, including every seed that once found a bug.
 #[path = "../../tests/support/stores.rs"]
-#[allow(dead_code)]
 mod stores;
 #[path = "../../tests/support/mod.rs"]
 mod support;
