@@ -77,6 +77,7 @@ async fn worker_answers_before_the_deadline_listing_the_webhooks_still_running()
     let id = lambda.submit(event(got.iter().map(|m| lambda_record(m, &arn)).collect()), Duration::from_secs(4));
     let answered = lambda.wait(&id);
     let out = lambda.output_when("the EMF line", |o| !emf_lines(o).is_empty());
+    eprintln!("answered {} ms before the deadline", answered.early_ms());
     assert!(answered.early_ms() > 0, "answered {} ms after the deadline; output:\n{out}", -answered.early_ms());
     let listed: BTreeSet<String> = failures(&response(answered.answer.clone(), &out)).into_iter().collect();
     assert_eq!(listed, hanging, "exactly the webhooks still running are listed; output:\n{out}");
@@ -132,6 +133,7 @@ async fn worker_on_fifo_lists_the_message_cut_at_the_deadline_and_every_later_on
     let id = lambda.submit(event(got.iter().map(|m| lambda_record(m, &arn)).collect()), Duration::from_secs(4));
     let answered = lambda.wait(&id);
     let out = lambda.output_when("the EMF line", |o| !emf_lines(o).is_empty());
+    eprintln!("answered {} ms before the deadline", answered.early_ms());
     assert!(answered.early_ms() > 0, "answered {} ms after the deadline; output:\n{out}", -answered.early_ms());
     let resp = response(answered.answer.clone(), &out);
     assert_eq!(failures(&resp), ids[2..], "the running message and every later one; output:\n{out}");
