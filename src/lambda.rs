@@ -110,6 +110,10 @@ pub async fn run<T: Send + 'static>(processor: Processor<T>) -> Result<(), BoxEr
 /// whole number from 1 to [`MAX_CONCURRENCY`] (see [`max_concurrency_from_env`]), or what the
 /// Lambda runtime reports.
 pub async fn run_adapter<T: Send + 'static>(adapter: LambdaAdapter<T>) -> Result<(), BoxError> {
+    let concurrency = max_concurrency_from_env()?;
+    if concurrency > 1 {
+        tracing::info!(concurrency, "serving concurrent invocations (AWS_LAMBDA_MAX_CONCURRENCY)");
+    }
     let adapter = Arc::new(adapter);
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "sqskit".into());
     let service = lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
@@ -121,7 +125,8 @@ pub async fn run_adapter<T: Send + 'static>(adapter: LambdaAdapter<T>) -> Result
             Ok::<_, BoxError>(response)
         }
     });
-    Box::pin(lambda_runtime::run(service)).await
+    // sequential when the variable is unset or 1, as `lambda_runtime::run` is
+    Box::pin(lambda_runtime::run_concurrent(service)).await
 }
 
 /// The largest `AWS_LAMBDA_MAX_CONCURRENCY` accepted: Lambda's limit on
@@ -449,8 +454,11 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         // an idempotency claim lapses with the invocation
         let lease = deadline.map_or(ctx.lease, Lease::Deadline);
         let ctx = QueueContext { fifo, lease, ..ctx };
-        let processor = &self.processor;
-        let idempotency_before = processor.idempotency_counts();
+        // this invocation's own counts, even while others run in the same process
+        let processor = match self.processor.idempotency() {
+            Some(idem) => self.processor.clone().with_idempotency(idem.with_own_counts()),
+            None => self.processor.clone(),
+        };
         if let Some(q) = &ctx.queue {
             for m in &mut messages {
                 m.queue_url = Some(q.shared_url());
@@ -465,7 +473,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             cut.cancel();
         }
         let outcomes = std::sync::Mutex::new(vec![None; messages.len()]);
-        let mut work = Box::pin(run_until_cut(processor, &ctx, &messages, &cut, &outcomes));
+        let mut work = Box::pin(run_until_cut(&processor, &ctx, &messages, &cut, &outcomes));
         let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         loop {
             tokio::select! {
@@ -549,7 +557,7 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         // Lambda deletes what is not listed: that is when a success counts
         metrics::counter!(crate::metrics::names::SUCCEEDED).increment(summary.succeeded as u64);
         metrics::counter!(crate::metrics::names::DUPLICATES).increment(summary.duplicates as u64);
-        summary.idempotency = processor.idempotency_counts().since(idempotency_before);
+        summary.idempotency = processor.idempotency_counts();
         summary.duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             records = summary.records,
@@ -663,4 +671,45 @@ pub async fn handle_dlq_event(
         response.add_failure(id);
     }
     Ok((response, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_concurrency_is_range_checked_naming_the_variable() {
+        assert_eq!(parse_max_concurrency(None), Ok(1));
+        assert_eq!(parse_max_concurrency(Some("")), Ok(1));
+        assert_eq!(parse_max_concurrency(Some("1")), Ok(1));
+        assert_eq!(parse_max_concurrency(Some("1600")), Ok(MAX_CONCURRENCY));
+        for bad in ["0", "1601", "4294967296", "-2", " 2", "2.0", "two"] {
+            let e = parse_max_concurrency(Some(bad)).unwrap_err();
+            assert_eq!((e.name, e.value.as_str()), ("AWS_LAMBDA_MAX_CONCURRENCY", bad));
+            assert!(e.to_string().contains("1 to 1600"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_default_margin_is_a_tenth_between_two_and_ten_seconds() {
+        assert_eq!(default_margin(Duration::ZERO), Duration::from_secs(2));
+        assert_eq!(default_margin(Duration::from_secs(30)), Duration::from_secs(3));
+        assert_eq!(default_margin(Duration::from_secs(900)), Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn cutoffs_stay_in_order_whatever_the_deadline_and_margin() {
+        let far = SystemTime::now() + Duration::from_secs(u64::from(u32::MAX));
+        for (deadline, margin) in [
+            (SystemTime::UNIX_EPOCH, None),
+            (SystemTime::now() + Duration::from_secs(4), None),
+            (SystemTime::now() + Duration::from_secs(4), Some(Duration::MAX)),
+            (far, Some(MIN_DEADLINE_MARGIN)),
+            (far, None),
+        ] {
+            let now = tokio::time::Instant::now();
+            let c = Cutoff::new(deadline, margin);
+            assert!(now <= c.cut && c.cut <= c.answer, "{deadline:?} {margin:?}: {c:?}");
+        }
+    }
 }

@@ -257,10 +257,11 @@ async fn handle_within(
     deadline: Duration,
 ) -> (Value, sqskit::lambda::BatchSummary, bool) {
     let deadline = std::time::SystemTime::now() + deadline;
-    let (resp, summary) = tokio::time::timeout(Duration::from_secs(30), adapter.handle_with_deadline(ev, Some(deadline)))
-        .await
-        .expect("an answer within 30 s")
-        .expect("handled");
+    let (resp, summary) =
+        tokio::time::timeout(Duration::from_secs(30), adapter.handle_with_deadline(ev, Some(deadline)))
+            .await
+            .expect("an answer within 30 s")
+            .expect("handled");
     let in_time = std::time::SystemTime::now() < deadline;
     (serde_json::to_value(resp).unwrap(), summary, in_time)
 }
@@ -410,4 +411,53 @@ async fn a_margin_longer_than_the_invocation_starts_nothing_and_answers_at_once(
     assert!(in_time);
     assert_eq!(resp, json!({"batchItemFailures": [{"itemIdentifier": "x1"}]}));
     assert_eq!((count(&started), summary.failed.get("released").copied()), (0, Some(1)));
+}
+
+// ---------------------------------------------------------------- concurrent invocations
+
+/// Two invocations at once through one adapter (Lambda Managed Instances): each keeps its own
+/// deadline (one is cut, the other's slow handler runs on across that cut), its own failures and
+/// its own idempotency counts.
+#[tokio::test]
+async fn two_invocations_at_once_keep_their_own_deadlines_failures_and_counts() {
+    use sqskit::idempotency::{Idempotency, MemoryStore};
+    // "meet": waits until the other invocation's "meet" started too (proof they overlap)
+    let meet = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let p = Processor::raw(move |m: Message<String>| {
+        let meet = meet.clone();
+        async move {
+            match m.body.split(':').next() {
+                Some("meet") => {
+                    tokio::time::timeout(Duration::from_secs(20), meet.wait())
+                        .await
+                        .map_err(|_| HandlerError::retryable("the other invocation never started"))?;
+                }
+                Some("hang") => std::future::pending::<()>().await,
+                Some("slow") => tokio::time::sleep(Duration::from_secs(6)).await,
+                Some("fail") => return Err(HandlerError::retryable("503")),
+                _ => {}
+            }
+            Ok(())
+        }
+    })
+    .with_idempotency(Idempotency::new(MemoryStore::new()));
+    let adapter = std::sync::Arc::new(offline(p));
+    let ev =
+        |records: &[(&str, &str)]| event(records.iter().map(|(id, body)| record(id, body, None, ARN, id)).collect());
+    let a = ev(&[("a1", "meet:a"), ("a2", "fail:a"), ("a3", "slow:a"), ("a4", "ok:a")]);
+    let b = ev(&[("b1", "meet:b"), ("b2", "hang:b")]);
+    let (a_deadline, b_deadline) = (Duration::from_secs(60), Duration::from_secs(4));
+    let ((a_resp, a_sum, a_in_time), (b_resp, b_sum, b_in_time)) =
+        tokio::join!(handle_within(&adapter, a, a_deadline), handle_within(&adapter, b, b_deadline));
+    assert!(a_in_time && b_in_time);
+    assert_eq!(
+        a_resp,
+        json!({"batchItemFailures": [{"itemIdentifier": "a2"}]}),
+        "only its own failure; a3 ran on past the other's cut"
+    );
+    assert_eq!(b_resp, json!({"batchItemFailures": [{"itemIdentifier": "b2"}]}), "its own deadline cut b2");
+    assert_eq!((a_sum.succeeded, a_sum.failed.get("retryable").copied()), (3, Some(1)), "{a_sum:?}");
+    assert_eq!((b_sum.succeeded, b_sum.failed.get("timeout").copied()), (1, Some(1)), "{b_sum:?}");
+    assert_eq!((a_sum.idempotency.claimed, b_sum.idempotency.claimed), (4, 2), "each counts its own claims");
+    assert!(a_sum.duration_ms >= 6_000 && b_sum.duration_ms < 4_000, "{} / {}", a_sum.duration_ms, b_sum.duration_ms);
 }

@@ -167,12 +167,8 @@ async fn worker_stops_starting_messages_near_the_deadline_and_lists_the_rest() {
     assert_eq!(failed, ids[done..], "FIFO: a suffix, in order");
     // every message not listed was delivered; the server counts a call when it answers, so a
     // call cut at the deadline (listed) may be counted too
-    let delivered: Vec<String> = seen
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.headers.get("x-webhook-delivery").cloned())
-        .collect();
+    let delivered: Vec<String> =
+        seen.lock().unwrap().iter().filter_map(|r| r.headers.get("x-webhook-delivery").cloned()).collect();
     for (d, _) in &list[..done] {
         assert_eq!(delivered.iter().filter(|x| *x == d).count(), 1, "{d} delivered once: {delivered:?}");
     }
@@ -196,8 +192,11 @@ async fn worker_with_a_deadline_margin_out_of_range_fails_at_start_naming_it() {
         assert!(!out.contains("panicked"), "{bad}: {out}");
     }
     // in range: serves
-    let mut lambda =
-        LambdaHarness::start(env!("CARGO_BIN_EXE_worker"), "worker-margin", &[("SQSKIT_DEADLINE_MARGIN", "900".into())]);
+    let mut lambda = LambdaHarness::start(
+        env!("CARGO_BIN_EXE_worker"),
+        "worker-margin",
+        &[("SQSKIT_DEADLINE_MARGIN", "900".into())],
+    );
     let answer = lambda.invoke(event(Vec::<Value>::new()));
     assert_eq!(response(answer, &lambda.output()), json!({"batchItemFailures": []}));
 }
