@@ -225,8 +225,10 @@ pub struct BatchSummary {
     pub deferred: usize,
     /// Idempotency checks of this invocation.
     pub idempotency: IdempotencyCounts,
-    /// Failures by kind (`retryable`, `panic`, `timeout`, `permanent`, `undecodable`, `held`,
-    /// `released` for messages not started because the deadline was near).
+    /// Failures by kind (`retryable`, `panic`, `timeout` — also a handler cancelled at the
+    /// deadline margin —, `permanent`, `undecodable`, `held`, `released` for messages not
+    /// started because the deadline was near, `abandoned` for those the invocation answered
+    /// without, stuck outside their handlers).
     pub failed: HashMap<&'static str, usize>,
     /// Wall time of the invocation in milliseconds.
     pub duration_ms: u64,

@@ -124,33 +124,24 @@ impl ConcurrentLambda {
     pub fn wait(&mut self, id: &str) -> Answered {
         let start = Instant::now();
         loop {
-            {
+            let found = {
                 let mut state = self.shared.state.lock().unwrap();
-                let given = state.given.get(id).copied();
-                let timing = |answered| Answered {
-                    answer: Answer::InitError(serde_json::Value::Null),
-                    handed_out: given.map(|g| g.0),
-                    deadline: given.map(|g| g.1),
-                    answered,
-                };
-                if let Some((answer, at)) = state.answers.remove(id) {
-                    return Answered { answer, ..timing(at) };
+                if !state.answers.contains_key(id) && state.init_error.is_none() {
+                    state = self.shared.changed.wait_timeout(state, Duration::from_millis(100)).unwrap().0;
                 }
-                if let Some(e) = state.init_error.clone() {
-                    return Answered { answer: Answer::InitError(e), ..timing(SystemTime::now()) };
+                match state.answers.remove(id) {
+                    Some((answer, at)) => Some((answer, at)),
+                    None => state.init_error.clone().map(|e| (Answer::InitError(e), SystemTime::now())),
                 }
-                let (state, _) = self.shared.changed.wait_timeout(state, Duration::from_millis(100)).unwrap();
-                drop(state);
-            }
-            if let Ok(Some(status)) = self.running.child.try_wait() {
+            };
+            let found = found.or_else(|| {
+                let status = self.running.child.try_wait().ok().flatten()?;
                 std::thread::sleep(Duration::from_millis(200)); // let the output readers finish
+                Some((Answer::Exited(status), SystemTime::now()))
+            });
+            if let Some((answer, answered)) = found {
                 let given = self.shared.state.lock().unwrap().given.get(id).copied();
-                return Answered {
-                    answer: Answer::Exited(status),
-                    handed_out: given.map(|g| g.0),
-                    deadline: given.map(|g| g.1),
-                    answered: SystemTime::now(),
-                };
+                return Answered { answer, handed_out: given.map(|g| g.0), deadline: given.map(|g| g.1), answered };
             }
             assert!(
                 start.elapsed() < Duration::from_secs(60),
