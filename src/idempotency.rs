@@ -591,6 +591,13 @@ impl<T> Idempotency<T> {
         self.counters.snapshot()
     }
 
+    /// The same settings, store and in-process holds, with counts of its own starting at zero
+    /// (the Lambda adapter counts each invocation apart, even when several run at once).
+    #[cfg(feature = "lambda")]
+    pub(crate) fn with_own_counts(&self) -> Self {
+        Self { counters: Arc::default(), ..self.clone() }
+    }
+
     /// The key of `msg` (`{prefix}#{md5}`), or `None` when its key source yields nothing.
     pub fn key_of(&self, msg: &Message<T>) -> Option<String> {
         self.identify(msg).0

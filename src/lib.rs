@@ -43,6 +43,27 @@
 //! - [`handlers`]: ready-made exec / HTTP handlers for the poller.
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
 //!
+//! ## The guide
+//!
+//! The chapters of `docs/` (the [`guide`]), one page each, their examples compiled as doc tests:
+//!
+//! - [Guarantees](guide::guarantees): at-least-once, FIFO order, leases, retries against
+//!   `maxReceiveCount`, personal data, back-pressure, and what no consumer can rule out.
+//! - [Exactly-once processing](guide::exactly_once): idempotency keys and stores, and the
+//!   limits of the guarantee.
+//! - [The poller](guide::poller): concurrency, heartbeat, drain, prefetch, idle cost.
+//! - [Handlers without Rust](guide::handlers): `--exec` and `--http`.
+//! - [Lambda](guide::lambda): the adapter, the worker and the DLQ monitor.
+//! - [The sqskit command](guide::cli): every command, redrive, exit codes.
+//! - [Rate limits](guide::rate_limits), [Delays past 15 minutes](guide::delays),
+//!   [Tenants (fair queues)](guide::fair_queues).
+//! - [Large messages](guide::large_messages): bodies over 1 MiB through S3.
+//! - [Tracing](guide::tracing): trace context through queues, OpenTelemetry export.
+//! - [Operating](guide::operating): health checks, autoscaling, Lambda polling modes.
+//! - [Deploying](guide::deploying): the SAM template, packaging, the poller image.
+//! - [Performance](guide::performance): throughput, latency, requests, Lambda size.
+//! - [Repository layout](guide::layout).
+//!
 //! ## Features
 //!
 //! | feature | default | what it adds |
@@ -59,6 +80,56 @@
 //! | `otel` | no | [`otel`]: OpenTelemetry messaging spans (receive / process / settle) and the id generator that keeps exported ids equal to the propagated ones |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The rustdoc targets of the chapters' reference links. A chapter links with labels that are its
+// GitHub targets (`[text][guarantees.md#leases]`, defined at its end as `guarantees.md#leases`);
+// these definitions come first on each page, and rustdoc (CommonMark) takes the first definition
+// of a label, so the crate docs link to the guide's pages and GitHub to the files. Written by
+// `scripts/check-docs --fix` (which also checks that it is complete); rustdoc checks each target.
+// BEGIN guide_links
+macro_rules! guide_links {
+    () => {
+        concat!(
+            "[../README.md]: https://github.com/sqskit/sqskit/blob/HEAD/README.md\n",
+            "[../src/delay.rs]: crate::delay\n",
+            "[../src/handlers.rs]: crate::handlers\n",
+            "[../src/idempotency.rs]: crate::idempotency\n",
+            "[../src/lambda.rs]: crate::lambda\n",
+            "[../src/otel.rs]: crate::otel\n",
+            "[../src/payload.rs]: crate::payload\n",
+            "[../src/rate.rs]: crate::rate\n",
+            "[../src/settle.rs]: crate::settle\n",
+            "[../src/trace.rs]: crate::trace\n",
+            "[../template.yaml]: https://github.com/sqskit/sqskit/blob/HEAD/template.yaml\n",
+            "[../test-support/src/lambda_rt.rs]: https://github.com/sqskit/sqskit/blob/HEAD/test-support/src/lambda_rt.rs\n",
+            "[cli.md]: crate::guide::cli\n",
+            "[delays.md]: crate::guide::delays\n",
+            "[deploying.md]: crate::guide::deploying\n",
+            "[exactly-once.md]: crate::guide::exactly_once\n",
+            "[exactly-once.md#what-this-guarantees-and-what-it-does-not]: crate::guide::exactly_once#what-this-guarantees-and-what-it-does-not\n",
+            "[fair-queues.md]: crate::guide::fair_queues\n",
+            "[guarantees.md]: crate::guide::guarantees\n",
+            "[guarantees.md#fifo-order-per-group]: crate::guide::guarantees#fifo-order-per-group\n",
+            "[guarantees.md#retries-against-maxreceivecount]: crate::guide::guarantees#retries-against-maxreceivecount\n",
+            "[guarantees.md#what-counts-as-success]: crate::guide::guarantees#what-counts-as-success\n",
+            "[handlers.md]: crate::guide::handlers\n",
+            "[lambda.md]: crate::guide::lambda\n",
+            "[lambda.md#the-adapter]: crate::guide::lambda#the-adapter\n",
+            "[lambda.md#the-dlq-monitor]: crate::guide::lambda#the-dlq-monitor\n",
+            "[large-messages.md]: crate::guide::large_messages\n",
+            "[layout.md]: crate::guide::layout\n",
+            "[operating.md]: crate::guide::operating\n",
+            "[operating.md#worker-polling-mode-lambda]: crate::guide::operating#worker-polling-mode-lambda\n",
+            "[performance.md]: crate::guide::performance\n",
+            "[performance.md#lambda-size-and-init-time]: crate::guide::performance#lambda-size-and-init-time\n",
+            "[poller.md]: crate::guide::poller\n",
+            "[rate-limits.md]: crate::guide::rate_limits\n",
+            "[tracing.md]: crate::guide::tracing\n",
+            "[tracing.md#opentelemetry-export]: crate::guide::tracing#opentelemetry-export\n",
+        )
+    };
+}
+// END guide_links
 
 pub mod client;
 pub mod config;
@@ -100,6 +171,56 @@ pub use outcome::{Decision, Failure, FailureKind, Outcome, Verdict};
 #[cfg(feature = "poller")]
 pub use poller::shutdown_signal;
 pub use processor::{BatchHandler, Handler, HandlerError, Processor, ProcessorConfig, ResultExt};
+
+#[doc = guide_links!()]
+#[doc = include_str!("../docs/README.md")]
+pub mod guide {
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/guarantees.md")]
+    pub mod guarantees {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/exactly-once.md")]
+    pub mod exactly_once {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/poller.md")]
+    pub mod poller {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/handlers.md")]
+    pub mod handlers {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/lambda.md")]
+    pub mod lambda {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/cli.md")]
+    pub mod cli {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/rate-limits.md")]
+    pub mod rate_limits {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/delays.md")]
+    pub mod delays {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/fair-queues.md")]
+    pub mod fair_queues {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/large-messages.md")]
+    pub mod large_messages {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/tracing.md")]
+    pub mod tracing {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/operating.md")]
+    pub mod operating {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/deploying.md")]
+    pub mod deploying {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/performance.md")]
+    pub mod performance {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/layout.md")]
+    pub mod layout {}
+}
 
 /// The README's Rust snippets, compiled as doc tests so they stay true.
 #[cfg(doctest)]

@@ -45,7 +45,7 @@ mod sequence;
 use handler::{failure_of, Handlers};
 pub use handler::{BatchHandler, BoxFuture, Handler, HandlerError, ResultExt, Source};
 pub(crate) use sequence::fifo_groups;
-#[cfg(feature = "poller")]
+#[cfg(any(feature = "poller", feature = "lambda"))]
 pub(crate) use sequence::Sequence;
 
 pub use crate::context::QueueContext;

@@ -22,6 +22,9 @@ pub struct Global {
     /// Endpoint override for AWS services (e.g. LocalStack: http://127.0.0.1:4566).
     #[arg(long, global = true, env = "AWS_ENDPOINT_URL")]
     pub endpoint_url: Option<String>,
+    /// AWS region (default: AWS_REGION, then the profile's region).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
     /// Log format on stderr (filter with RUST_LOG, default info).
     #[arg(long, global = true, env = "SQSKIT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -119,21 +122,114 @@ fn tracer_provider(endpoint: &str) -> anyhow::Result<sqskit::otel::opentelemetry
         .build())
 }
 
-/// The AWS configuration from the standard chain, with the endpoint override if given.
-pub async fn aws_config(global: &Global) -> aws_config::SdkConfig {
+/// Where the AWS calls of this process go, for error messages: the endpoint and the region.
+static TARGET: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// The AWS configuration from the standard chain, with the endpoint and region overrides if
+/// given. Checked before any call, so that the first errors a newcomer meets are sentences:
+/// no region (names AWS_REGION and --region), no credentials (says where they are looked for).
+pub async fn aws_config(global: &Global) -> anyhow::Result<aws_config::SdkConfig> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(url) = &global.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    loader.load().await
+    if let Some(region) = &global.region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    let sdk = loader.load().await;
+    let Some(region) = sdk.region().map(|r| r.to_string()) else {
+        anyhow::bail!(
+            "no AWS region is configured: set AWS_REGION (e.g. `export AWS_REGION=us-east-1`), give your AWS profile \
+             a region, or pass --region"
+        );
+    };
+    let endpoint = global.endpoint_url.clone().unwrap_or_else(|| format!("https://sqs.{region}.amazonaws.com"));
+    let _ = TARGET.set((endpoint, region));
+    if let Some(provider) = sdk.credentials_provider() {
+        use aws_sdk_sqs::config::ProvideCredentials;
+        if let Err(e) = provider.provide_credentials().await {
+            tracing::debug!(error = ?e, "credentials chain");
+            let said = first_line(&e);
+            anyhow::bail!(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, choose a profile with \
+                 AWS_PROFILE (run `aws sso login` first for an SSO profile), or run where a role is available (ECS task \
+                 role, EC2 instance profile); for LocalStack any values work (e.g. test/test). The SDK said: {}",
+                said.trim_end_matches("Attempted:").trim_end().trim_end_matches('.')
+            );
+        }
+    }
+    Ok(sdk)
 }
 
-pub async fn sqs(global: &Global) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(&aws_config(global).await)
+fn first_line(e: &dyn std::error::Error) -> String {
+    use std::fmt::Write;
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let _ = write!(text, ": {s}");
+        next = s.source();
+    }
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+pub async fn sqs(global: &Global) -> anyhow::Result<aws_sdk_sqs::Client> {
+    Ok(aws_sdk_sqs::Client::new(&aws_config(global).await?))
+}
+
+/// The queue a `--queue-url` (or `--dlq-url`) value names: a URL as it is, anything else
+/// looked up as a queue name (`GetQueueUrl`), so that a name works where a URL is expected.
+///
+/// # Errors
+/// No queue of that name (the error names it), or the lookup failed.
+pub async fn queue(client: &aws_sdk_sqs::Client, given: &str) -> anyhow::Result<sqskit::Queue> {
+    if given.contains("://") {
+        return Ok(sqskit::Queue::new(client.clone(), given));
+    }
+    Ok(sqskit::Queue::by_name(client.clone(), given, None).await?)
+}
+
+/// The sentence for an error a newcomer meets first (a queue that does not exist, an endpoint
+/// that does not answer), or `None` to print the error as it is.
+fn explain(e: &anyhow::Error) -> Option<String> {
+    let (endpoint, region) = TARGET.get().cloned().unwrap_or_else(|| ("the AWS endpoint".into(), "?".into()));
+    let err = e.chain().find_map(|c| c.downcast_ref::<sqskit::Error>())?;
+    match err {
+        sqskit::Error::QueueDoesNotExist { queue } if queue.contains("://") => Some(format!(
+            "the queue URL {queue} names no queue (endpoint {endpoint}, region {region}): check the URL, or create \
+             the queue (`sqskit create-queue NAME`)"
+        )),
+        sqskit::Error::QueueDoesNotExist { queue } => Some(format!(
+            "there is no queue named {queue:?} (endpoint {endpoint}, region {region}): check the name, or create it \
+             (`sqskit create-queue {queue}`)"
+        )),
+        sqskit::Error::Transport { operation, message, .. } if unreachable(message) => {
+            let why = if message.contains("Connection refused") {
+                "connection refused"
+            } else if message.contains("dns error") || message.contains("failed to lookup") {
+                "its host name does not resolve"
+            } else {
+                "no answer"
+            };
+            Some(format!(
+                "cannot reach the endpoint {endpoint} ({why}) for {operation}: check --endpoint-url / AWS_ENDPOINT_URL \
+                 and the network (for LocalStack: `scripts/localstack start`)"
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn unreachable(message: &str) -> bool {
+    ["Connection refused", "tcp connect error", "dns error", "failed to lookup", "timed out", "timeout"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 /// Print one clear line and return exit code 1.
 pub fn fail(e: anyhow::Error) -> std::process::ExitCode {
-    eprintln!("sqskit: error: {e:#}");
+    match explain(&e) {
+        Some(sentence) => eprintln!("sqskit: error: {sentence}"),
+        None => eprintln!("sqskit: error: {e:#}"),
+    }
     std::process::ExitCode::from(1)
 }

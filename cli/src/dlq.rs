@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqskit::dlq::{DlqError, DlqMonitor, MonitorConfig};
-use sqskit::Queue;
 
 use crate::common::{aws_config, Global, Output};
 
@@ -18,7 +17,7 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct DrainArgs {
-    /// The dead-letter queue URL.
+    /// The dead-letter queue URL, or its name.
     #[arg(long)]
     pub queue_url: String,
     /// S3 bucket for the archive.
@@ -44,7 +43,7 @@ pub struct DrainArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
-    /// The dead-letter queue URL.
+    /// The dead-letter queue URL, or its name.
     #[arg(long)]
     pub dlq_url: String,
     /// Look at this many messages at most.
@@ -56,7 +55,7 @@ pub struct ListArgs {
 }
 
 pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
-    let sdk = aws_config(global).await;
+    let sdk = aws_config(global).await?;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     match command {
         Command::Drain(a) => {
@@ -66,7 +65,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
                 .with_include_body(a.include_body)
                 .with_resolve_payloads(a.resolve_payloads);
             let monitor = DlqMonitor::new(&sdk, config);
-            let dlq = Queue::new(sqs, a.queue_url);
+            let dlq = crate::common::queue(&sqs, &a.queue_url).await?;
             let (report, stopped) = match monitor.drain(&dlq, Duration::from_secs(60)).await {
                 Ok(report) => (report, None),
                 Err(DlqError::Drain { report, source }) => (report, Some(source)),
@@ -99,7 +98,7 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::List(a) => {
-            let dlq = Queue::new(sqs, a.dlq_url);
+            let dlq = crate::common::queue(&sqs, &a.dlq_url).await?;
             let msgs = dlq.peek(a.count, Duration::from_secs(30)).await?;
             let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
             let mut sources: BTreeMap<String, usize> = BTreeMap::new();

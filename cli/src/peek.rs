@@ -2,13 +2,11 @@
 
 use std::time::Duration;
 
-use sqskit::Queue;
-
 use crate::common::{sqs, Global, Output};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Queue URL.
+    /// Queue URL, or its name (looked up with GetQueueUrl).
     #[arg(long, env = "SQSKIT_QUEUE_URL")]
     pub queue_url: String,
     /// How many messages at most.
@@ -25,7 +23,7 @@ pub struct Args {
 /// Messages are received with a 5 s visibility and released at once (visibility 0). A peek
 /// counts as a receive: receive counts grow, and a redrive policy may move a message to its DLQ.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let queue = Queue::new(sqs(global).await, args.queue_url);
+    let queue = crate::common::queue(&sqs(global).await?, &args.queue_url).await?;
     let msgs = queue.peek(args.count, Duration::from_secs(5)).await?;
     let shown = |b: &str| {
         if args.full || b.chars().count() <= 200 {

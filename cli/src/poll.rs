@@ -154,7 +154,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         sqskit::metrics::install_prometheus_with_health(addr, health.clone())?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics, health at /healthz and /readyz");
     }
-    let config = aws_config(global).await;
+    let config = aws_config(global).await?;
     let client = aws_sdk_sqs::Client::new(&config);
     let processor_config = ProcessorConfig::default()
         .with_backoff(

@@ -2,13 +2,11 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use sqskit::Queue;
-
 use crate::common::{sqs, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Queue URL.
+    /// Queue URL, or its name (looked up with GetQueueUrl).
     #[arg(long)]
     pub queue_url: String,
     /// Do not ask for confirmation.
@@ -17,7 +15,7 @@ pub struct Args {
 }
 
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let queue = Queue::new(sqs(global).await, args.queue_url);
+    let queue = crate::common::queue(&sqs(global).await?, &args.queue_url).await?;
     let depth = queue.attributes().await?;
     if !args.yes {
         anyhow::ensure!(

@@ -26,7 +26,7 @@ pub struct CreateArgs {
 }
 
 pub async fn create(global: &Global, args: CreateArgs) -> anyhow::Result<()> {
-    let client = sqs(global).await;
+    let client = sqs(global).await?;
     let base = args.name.trim_end_matches(".fifo").to_string();
     let suffix = if args.fifo { ".fifo" } else { "" };
     let mut attrs: HashMap<QueueAttributeName, String> = HashMap::new();

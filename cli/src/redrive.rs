@@ -9,10 +9,10 @@ use crate::common::{sqs, Global, Output};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The dead-letter queue URL.
+    /// The dead-letter queue URL, or its name.
     #[arg(long)]
     pub dlq_url: String,
-    /// Target queue URL (default: each message's source queue).
+    /// Target queue URL or name (default: each message's source queue).
     #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub to: Option<String>,
     /// Move at most N messages (with --filter: N matching ones).
@@ -61,8 +61,8 @@ impl Args {
 /// Each message is deleted from the DLQ only after it was sent: interrupting and rerunning
 /// loses nothing, but a message sent just before the interruption may be sent twice.
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let client = sqs(global).await;
-    let dlq = Queue::new(client.clone(), args.dlq_url.clone());
+    let client = sqs(global).await?;
+    let dlq = crate::common::queue(&client, &args.dlq_url).await?;
     if args.status {
         return status(&dlq, args.output).await;
     }
@@ -79,7 +79,10 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let to = args.to.as_ref().map(|u| Queue::new(client.clone(), u.clone()));
+    let to = match &args.to {
+        Some(u) => Some(crate::common::queue(&client, u).await?),
+        None => None,
+    };
     if args.use_move_task {
         let rate = args.rate.map(sqskit::dlq::move_task_rate).transpose()?;
         let handle = sqskit::dlq::start_move_task(&dlq, to.as_ref(), rate).await?;

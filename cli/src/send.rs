@@ -5,14 +5,14 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::Context;
 use sqskit::client::validate_outgoing;
 use sqskit::payload::ClaimCheck;
-use sqskit::{AttributeValue, OutgoingMessage, Queue};
+use sqskit::{AttributeValue, OutgoingMessage};
 
 use crate::common::{aws_config, Global, Output};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["body", "file", "jsonl", "stdin"])))]
 pub struct Args {
-    /// Queue URL.
+    /// Queue URL, or its name (looked up with GetQueueUrl).
     #[arg(long, env = "SQSKIT_QUEUE_URL")]
     pub queue_url: String,
     /// Send this text as one message.
@@ -131,12 +131,12 @@ fn structured(v: &serde_json::Value, body: &str) -> Result<OutgoingMessage, Stri
 const CHUNK: usize = 500;
 
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let config = aws_config(global).await;
+    let config = aws_config(global).await?;
     let claim_check = args
         .payload_bucket
         .as_ref()
         .map(|bucket| ClaimCheck::new(sqskit::payload::s3_client(&config), bucket).with_always(args.offload_always));
-    let mut queue = Queue::new(aws_sdk_sqs::Client::new(&config), args.queue_url.clone());
+    let mut queue = crate::common::queue(&aws_sdk_sqs::Client::new(&config), &args.queue_url).await?;
     if let Some(c) = &claim_check {
         queue = queue.with_claim_check(c.clone());
     }

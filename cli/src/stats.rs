@@ -9,7 +9,7 @@ use crate::common::{sqs, Global, Output};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Queue URL (repeatable).
+    /// Queue URL or name (repeatable).
     #[arg(long = "queue-url", env = "SQSKIT_QUEUE_URL", value_delimiter = ',', required = true)]
     pub queue_urls: Vec<String>,
     /// Refresh every SECS seconds until interrupted.
@@ -72,8 +72,11 @@ fn render(rows: &[Row]) -> String {
 }
 
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
-    let client = sqs(global).await;
-    let queues: Vec<Queue> = args.queue_urls.iter().map(|u| Queue::new(client.clone(), u.clone())).collect();
+    let client = sqs(global).await?;
+    let mut queues: Vec<Queue> = Vec::with_capacity(args.queue_urls.len());
+    for given in &args.queue_urls {
+        queues.push(crate::common::queue(&client, given).await?);
+    }
     loop {
         let rows = rows(&queues).await?;
         match args.output {

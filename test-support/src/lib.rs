@@ -154,8 +154,10 @@ pub async fn depth(queue: &Queue) -> (u64, u64, u64) {
 
 pub mod archive;
 pub mod deny;
+pub mod hooks;
 pub mod http;
 pub mod lambda_rt;
+pub mod lambda_rt_concurrent;
 pub mod proc;
 pub mod proxy;
 pub mod stores;
