@@ -51,8 +51,11 @@ fn script(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     path
 }
 
+/// One command line: (arguments, environment, the flag its error must name).
+type Case<'a> = (Vec<String>, Vec<(&'a str, String)>, &'a str);
+
 /// Check every case; report all that went wrong at once (how each one behaves is the point).
-fn check_usage_errors(cases: &[(Vec<String>, Vec<(&str, String)>, &str)]) {
+fn check_usage_errors(cases: &[Case]) {
     let mut wrong = Vec::new();
     for (args, env, flag) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -90,7 +93,7 @@ async fn numbers_out_of_range_are_usage_errors_naming_the_flag() {
     // a name that is never created: the flag is refused before any call
     let never = unique("in-never-created");
     let none = Vec::new;
-    let cases: Vec<(Vec<String>, Vec<(&str, String)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (send(&["--delay", "18446744073709551615s"]), none(), "--delay"),
         (send(&["--delay", "30000000000y"]), none(), "--delay"),
         (send(&["--delay", "400d"]), none(), "--delay"),
@@ -116,7 +119,11 @@ async fn numbers_out_of_range_are_usage_errors_naming_the_flag() {
         (poll(&["--backoff-max", &max]), none(), "--backoff-max"),
         (poll(&["--progress-interval", &max]), none(), "--progress-interval"),
         (poll(&["--tenant-metrics", &max, "--metrics-addr", "127.0.0.1:0"]), none(), "--tenant-metrics"),
-        (strings(&["poll", "--queue-url", &url, "--http", "http://127.0.0.1:9/", "--http-timeout", &max]), none(), "--http-timeout"),
+        (
+            strings(&["poll", "--queue-url", &url, "--http", "http://127.0.0.1:9/", "--http-timeout", &max]),
+            none(),
+            "--http-timeout",
+        ),
         (strings(&["health", "--addr", "127.0.0.1:9", "--timeout", &max]), none(), "--timeout"),
         (strings(&["stats", "--queue-url", &url, "--watch", "0"]), none(), "--watch"),
         (strings(&["peek", "--queue-url", &url, "-n", "0"]), none(), "--count"),
@@ -136,7 +143,8 @@ async fn deliver_at_takes_any_rfc3339_offset_and_refuses_a_time_without_one() {
     let local = due.to_offset(time::macros::offset!(+5));
     let text = local.format(&time::format_description::well_known::Rfc3339).unwrap();
     assert!(text.ends_with("+05:00"), "{text}");
-    let (code, _, err) = run(&["send", "--queue-url", q.url(), "--body", "later", "--deliver-at", &text, "--delay-hop", "1"]);
+    let (code, _, err) =
+        run(&["send", "--queue-url", q.url(), "--body", "later", "--deliver-at", &text, "--delay-hop", "1"]);
     assert_eq!(code, 0, "an RFC 3339 time with an offset is accepted: {err}");
     let got = peek_all(&q, Duration::from_secs(5), Duration::from_secs(60)).await;
     assert_eq!(got.len(), 1, "the first hop arrived");
@@ -152,8 +160,7 @@ async fn deliver_at_takes_any_rfc3339_offset_and_refuses_a_time_without_one() {
 async fn fifo_delays_are_refused_with_the_reason() {
     let q = fifo_queue("in-fifo-delay").await;
     for delay in ["2h", "5m"] {
-        let (code, _, err) =
-            run(&["send", "--queue-url", q.url(), "--body", "x", "--group-id", "g", "--delay", delay]);
+        let (code, _, err) = run(&["send", "--queue-url", q.url(), "--body", "x", "--group-id", "g", "--delay", delay]);
         assert_eq!(code, 2, "--delay {delay}: {err}");
         assert!(err.contains("--delay") && err.contains("FIFO"), "--delay {delay}: {err}");
         assert!(!err.contains("invalid deliver_at"), "--delay {delay}: {err}");
@@ -178,7 +185,8 @@ async fn send_jsonl_refuses_unknown_envelope_keys_and_names_the_real_line() {
     lines.extend((6..=15).map(|i| format!("plain {i}")));
     lines.push(r#"{"body":""}"#.to_string()); // line 16: empty body
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
-    let (code, out, err) = run(&["send", "--queue-url", q.url(), "--jsonl", file.to_str().unwrap(), "--output", "json"]);
+    let (code, out, err) =
+        run(&["send", "--queue-url", q.url(), "--jsonl", file.to_str().unwrap(), "--output", "json"]);
     assert_eq!(code, 1, "{err}");
     let summary: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     let failed: Vec<(u64, String)> = summary["failed"]
@@ -251,7 +259,8 @@ async fn send_jsonl_upload_failure_mid_file_reports_the_line_and_resumes_from_it
     assert!(out.contains("sent 100 message(s)"), "{out}");
     let got = drain(&q, Duration::from_secs(1)).await;
     assert_eq!(got.len(), 3099);
-    let mut bodies: Vec<&str> = got.iter().filter(|m| !m.attributes.contains_key(SIZE_ATTRIBUTE)).map(|m| m.body.as_str()).collect();
+    let mut bodies: Vec<&str> =
+        got.iter().filter(|m| !m.attributes.contains_key(SIZE_ATTRIBUTE)).map(|m| m.body.as_str()).collect();
     bodies.sort();
     bodies.dedup();
     assert_eq!(bodies.len(), 3098, "every small line once");
@@ -261,7 +270,8 @@ async fn send_jsonl_upload_failure_mid_file_reports_the_line_and_resumes_from_it
 #[tokio::test]
 async fn send_refuses_a_repeated_attribute_and_applies_attributes_to_jsonl_lines() {
     let q = queue("in-attrs").await;
-    let (code, _, err) = run(&["send", "--queue-url", q.url(), "--body", "x", "--attribute", "k=1", "--attribute", "k=2"]);
+    let (code, _, err) =
+        run(&["send", "--queue-url", q.url(), "--body", "x", "--attribute", "k=1", "--attribute", "k=2"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--attribute") && err.contains("\"k\""), "{err}");
     let dir = temp_dir("in-attrs");
@@ -291,7 +301,7 @@ async fn a_handler_that_cannot_start_is_refused_before_any_receive() {
         a
     };
     let none = Vec::new;
-    let cases: Vec<(Vec<String>, Vec<(&str, String)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (poll(&["--exec", "/nonexistent/cmd"]), none(), "--exec"),
         (poll(&["--exec", "no-such-program-sqskit-test --flag"]), none(), "--exec"),
         (poll(&[]), vec![("SQSKIT_EXEC", "/nonexistent/cmd".into())], "--exec"),
