@@ -149,3 +149,66 @@ async fn idempotency_with_the_longest_ttl_does_not_panic() {
     processor.run(Arc::new(raw("m2"))).await.expect("a duplicate, not run");
     assert_eq!(seen.lock().unwrap().len(), 1, "the completed key keeps the copy from running");
 }
+
+#[test]
+fn poller_settings_out_of_range_are_refused_naming_them() {
+    let d = PollerConfig::default;
+    let cases = [
+        (d().with_prefetch(Some(usize::MAX)), "prefetch"),
+        (d().with_liveness_margin(Duration::MAX), "liveness_margin"),
+        (d().with_shutdown_timeout(Duration::MAX), "shutdown_timeout"),
+        (d().with_depth_interval(Duration::MAX), "depth_interval"),
+        (d().with_tenant_metrics(usize::MAX), "tenant_metrics"),
+        (d().with_rate(Some(1e-20)), "rate"),
+        (d().with_concurrency(usize::MAX), "concurrency"),
+        (d().with_visibility_timeout(Duration::MAX), "visibility_timeout"),
+        (d().with_max_visibility_extension(Duration::MAX), "max_visibility_extension"),
+        (d().with_wait_time(Duration::MAX), "wait_time"),
+        (d(), "ack_flush_interval"),
+        (d(), "receive_fill_wait"),
+    ];
+    // (pub fields without setters)
+    let mut cases = cases;
+    cases[10].0.ack_flush_interval = Duration::MAX;
+    cases[11].0.receive_fill_wait = Duration::MAX;
+    for (config, name) in cases {
+        let e = config.validate().expect_err(name).to_string();
+        assert!(e.contains(name), "{name}: {e}");
+    }
+    assert!(d().validate().is_ok());
+}
+
+proptest::proptest! {
+    #[test]
+    fn accepted_poller_settings_keep_the_poller_arithmetic_in_range(
+        concurrency in 0usize..200_000,
+        prefetch in proptest::option::of(0usize..200_000),
+        secs in proptest::array::uniform4(proptest::num::u64::ANY),
+        small in 0u64..100_000,
+    ) {
+        let config = PollerConfig::default()
+            .with_concurrency(concurrency)
+            .with_prefetch(prefetch)
+            .with_liveness_margin(Duration::from_secs(secs[0] % 7200))
+            .with_shutdown_timeout(Duration::from_secs(secs[1]))
+            .with_wait_time(Duration::from_secs(small % 40))
+            .with_visibility_timeout(Duration::from_secs(secs[2] % 86_400))
+            .with_max_visibility_extension(Duration::from_secs(secs[3] % 86_400));
+        if config.validate().is_ok() {
+            // what the poller computes from them: the liveness window and the permit pool
+            proptest::prop_assert!(config.wait_time.checked_mul(2).and_then(|w| w.checked_add(config.liveness_margin)).is_some());
+            let permits = config.concurrency.checked_add(config.prefetch.unwrap_or(640));
+            proptest::prop_assert!(permits.is_some_and(|p| p <= tokio::sync::Semaphore::MAX_PERMITS));
+            proptest::prop_assert!(std::time::Instant::now().checked_add(config.shutdown_timeout).is_some());
+        }
+    }
+
+    #[test]
+    fn queue_urls_with_weights_parse_or_are_refused(s in "\\PC{0,30}|https?://[a-z/]{1,10}(=[0-9 -]{0,12})?") {
+        if let Ok((url, weight)) = QueueSpec::parse_url(&s) {
+            proptest::prop_assert!(weight >= 1);
+            proptest::prop_assert!(url.starts_with("http://") || url.starts_with("https://"));
+            proptest::prop_assert_eq!(QueueSpec::parse_url(&format!("{url}={weight}")).unwrap(), (url, weight));
+        }
+    }
+}
