@@ -480,9 +480,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_messages_with_the_size_attribute_are_pointers() {
-        let mut m = ReceivedMessage {
+    /// A message whose body is a pointer, without the size attribute.
+    fn pointer_shaped() -> ReceivedMessage {
+        ReceivedMessage {
             message_id: "1".into(),
             receipt_handle: "h".into(),
             body: Pointer { bucket: "b".into(), key: "k".into() }.body(),
@@ -490,7 +490,12 @@ mod tests {
             system_attributes: HashMap::new(),
             received_at: std::time::Instant::now(),
             queue_url: None,
-        };
+        }
+    }
+
+    #[test]
+    fn only_messages_with_the_size_attribute_are_pointers() {
+        let mut m = pointer_shaped();
         assert!(pointer_of(&m).is_none(), "a pointer-shaped body alone is just a body");
         m.attributes.insert(LEGACY_SIZE_ATTRIBUTE.into(), AttributeValue::number(5));
         assert_eq!(pointer_of(&m).unwrap().unwrap().key, "k");
@@ -501,15 +506,7 @@ mod tests {
 
     #[test]
     fn a_pointer_without_a_claim_check_is_unresolvable_and_a_reader_never_offloads() {
-        let mut m = ReceivedMessage {
-            message_id: "1".into(),
-            receipt_handle: "h".into(),
-            body: Pointer { bucket: "b".into(), key: "k".into() }.body(),
-            attributes: HashMap::new(),
-            system_attributes: HashMap::new(),
-            received_at: std::time::Instant::now(),
-            queue_url: None,
-        };
+        let mut m = pointer_shaped();
         assert!(unresolvable(&m).is_none(), "not claim-checked");
         m.attributes.insert(SIZE_ATTRIBUTE.into(), AttributeValue::number(5));
         let f = unresolvable(&m).unwrap();

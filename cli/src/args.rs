@@ -55,7 +55,10 @@ pub fn deliver_at(s: &str) -> Result<SystemTime, String> {
         }
     })?;
     let when = SystemTime::from(t);
-    sqskit::delay::check_ahead(when, SystemTime::now()).map_err(|e| format!("{s:?}: {e}"))?;
+    if sqskit::delay::check_ahead(when, SystemTime::now()).is_err() {
+        let days = sqskit::delay::MAX_AHEAD.as_secs() / 86_400;
+        return Err(format!("{s:?} is more than {days} days ahead, the longest delay"));
+    }
     Ok(when)
 }
 

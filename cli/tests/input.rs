@@ -69,6 +69,19 @@ fn check_usage_errors(cases: &[Case]) {
     assert!(wrong.is_empty(), "{} case(s) not refused as usage errors:\n{}", wrong.len(), wrong.join("\n"));
 }
 
+/// `sqskit poll --exec HANDLER --until-empty` on `q`, run to its (successful) end.
+fn poll_until_empty(q: &sqskit::Queue, handler: &Path) -> support::proc::Running {
+    let mut p = spawn({
+        let mut c = sqskit(None);
+        c.args(["poll", "--queue-url", q.url(), "--progress-interval", "0", "--wait-time", "1", "--until-empty"]);
+        c.args(["--exec", handler.to_str().unwrap()]);
+        c
+    });
+    let status = p.wait(EXIT_LIMIT);
+    assert!(status.success(), "exit {status}; stderr:\n{}", tail(&p.stderr(), 30));
+    p
+}
+
 fn strings(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
@@ -342,14 +355,7 @@ async fn a_pointer_is_resolved_without_a_payload_bucket() {
     let dir = temp_dir("in-pointer");
     let out = dir.join("stdin");
     let handler = script(&dir, "handler", &format!("#!/bin/sh\ncat > '{}'\n", out.display()), 0o755);
-    let mut p = spawn({
-        let mut c = sqskit(None);
-        c.args(["poll", "--queue-url", q.url(), "--progress-interval", "0", "--wait-time", "1", "--until-empty"]);
-        c.args(["--exec", handler.to_str().unwrap()]);
-        c
-    });
-    let status = p.wait(EXIT_LIMIT);
-    assert!(status.success(), "exit {status}; stderr:\n{}", tail(&p.stderr(), 30));
+    poll_until_empty(&q, &handler);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), payload, "the handler got the payload, not the pointer");
     assert_eq!(depth(&dlq).await.0, 0);
 }
@@ -369,14 +375,7 @@ async fn exec_attributes_whose_env_names_collide_are_all_passed() {
     let dir = temp_dir("in-env");
     let env_file = dir.join("env");
     let handler = script(&dir, "handler", &format!("#!/bin/sh\nenv > '{}'\n", env_file.display()), 0o755);
-    let mut p = spawn({
-        let mut c = sqskit(None);
-        c.args(["poll", "--queue-url", q.url(), "--progress-interval", "0", "--wait-time", "1", "--until-empty"]);
-        c.args(["--exec", handler.to_str().unwrap()]);
-        c
-    });
-    let status = p.wait(EXIT_LIMIT);
-    assert!(status.success(), "exit {status}; stderr:\n{}", tail(&p.stderr(), 30));
+    let p = poll_until_empty(&q, &handler);
     let env = std::fs::read_to_string(&env_file).unwrap();
     let var = |name: &str| env.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).map(str::to_string);
     let all: Value = serde_json::from_str(&var("SQSKIT_ATTRIBUTES").expect("SQSKIT_ATTRIBUTES")).unwrap();
