@@ -201,12 +201,12 @@ fn structured(v: &serde_json::Value, body: &str) -> Result<OutgoingMessage, Stri
 
 const CHUNK: usize = 500;
 
-/// Why a run stopped part way: the line, the error, and whether some messages of the lines
-/// before it (`unsure_from..`) may have gone out anyway.
+/// Why a run stopped part way: the first line not known to be sent, the error, and the last
+/// line of a batch call that failed after some of its messages may have gone out.
 struct Stop {
     line: usize,
     error: String,
-    unsure_from: Option<usize>,
+    unsure_to: Option<usize>,
 }
 
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
@@ -241,7 +241,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     if let Some(stop) = &stop {
         summary.stopped_at_line = Some(stop.line);
         summary.error = Some(stop.error.clone());
-        summary.resume_from_line = Some(stop.unsure_from.unwrap_or(stop.line));
+        summary.resume_from_line = Some(stop.line);
     }
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&summary)?),
@@ -253,19 +253,16 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         }
     }
     if let Some(stop) = stop {
-        let resume = stop.unsure_from.unwrap_or(stop.line);
-        let unsure = match stop.unsure_from {
-            Some(from) => {
-                format!(" (some of lines {from}-{} may have been sent too: resuming may repeat them)", stop.line)
-            }
+        let unsure = match stop.unsure_to {
+            Some(to) => format!(" (some of lines {}-{to} may have gone out too: resuming may repeat them)", stop.line),
             None => String::new(),
         };
         anyhow::bail!(
-            "stopped at line {}: {}; sent {} message(s) before it{unsure}; to send the rest: the same command with \
-             --from-line {resume}",
-            stop.line,
+            "stopped at line {line}: {}; sent {} message(s) before it{unsure}; to send the rest: the same command with \
+             --from-line {line}",
             stop.error,
-            summary.sent
+            summary.sent,
+            line = stop.line,
         );
     }
     if summary.failed.is_empty() {
@@ -404,9 +401,10 @@ async fn send_lines(
                     }
                 }
                 Err(e) => {
-                    // some calls of this chunk may have gone out before the error
-                    let unsure_from = (!queue.is_fifo()).then_some(lines[0]);
-                    stop = Some(Stop { line: lines[0], error: e.to_string(), unsure_from });
+                    // some calls of this batch may have gone out before the error (their report is lost)
+                    let gone = matches!(e, sqskit::Error::QueueDoesNotExist { .. });
+                    let unsure_to = lines.last().copied().filter(|last| *last > lines[0] && !gone);
+                    stop = Some(Stop { line: lines[0], error: e.to_string(), unsure_to });
                     break;
                 }
             }
@@ -415,7 +413,7 @@ async fn send_lines(
             b.inc(lines.len() as u64);
         }
         if let Some((line, error)) = failed_upload {
-            stop = Some(Stop { line, error, unsure_from: None });
+            stop = Some(Stop { line, error, unsure_to: None });
             break;
         }
     }

@@ -6,7 +6,8 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use sqskit::payload::{Pointer, SIZE_ATTRIBUTE};
@@ -16,27 +17,33 @@ use support::*;
 
 const EXIT_LIMIT: Duration = Duration::from_secs(120);
 
-/// `sqskit ARGS` with `env`, given `limit` to exit: (exit code, stdout, stderr); a process still
-/// running then is killed and reported as code -1 (so a table of cases reports every case).
+/// `sqskit ARGS` with `env`, given `limit` to exit: (exit code, stdout, stderr), the output read
+/// to its end; a process still running then is killed and reported as code -1 (so a table of
+/// cases reports every case).
 fn run_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> (i32, String, String) {
     let mut cmd = sqskit(None);
-    cmd.args(args);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut p = spawn(cmd);
-    let start = Instant::now();
-    loop {
-        if let Some(status) = p.child.try_wait().expect("try_wait") {
-            std::thread::sleep(Duration::from_millis(100)); // let the reader threads finish
-            return (status.code().unwrap_or(-2), p.stdout(), p.stderr());
+    let child = cmd.spawn().expect("spawn sqskit");
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    match rx.recv_timeout(limit) {
+        Ok(out) => {
+            let out = out.expect("wait for sqskit");
+            (out.status.code().unwrap_or(-2), text(&out.stdout), text(&out.stderr))
         }
-        if start.elapsed() > limit {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
-            return (-1, p.stdout(), format!("still running after {limit:?}; stderr tail:\n{}", tail(&p.stderr(), 5)));
+        Err(_) => {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            let out = rx.recv().expect("killed").expect("wait for sqskit");
+            let err = format!("still running after {limit:?}; stderr tail:\n{}", tail(&text(&out.stderr), 5));
+            (-1, text(&out.stdout), err)
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -60,7 +67,7 @@ fn check_usage_errors(cases: &[Case]) {
     for (args, env, flag) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (code, out, err) = run_env(&args, &env, Duration::from_secs(20));
+        let (code, out, err) = run_env(&args, &env, Duration::from_secs(60));
         let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or_default().to_string();
         if code != 2 || !err.contains(flag) || err.contains("panicked") {
             wrong.push(format!("{args:?} {env:?}: exit {code}, wanted 2 naming {flag}: {first} {}", out.trim()));
@@ -402,8 +409,10 @@ async fn health_accepts_an_http_url_and_refuses_what_it_cannot_check() {
         c.args(["--exec", "true", "--metrics-addr", &addr]);
         c
     });
-    let ok = |a: &str| run(&["health", "--addr", a, "--timeout", "3"]).0 == 0;
-    wait_until(Duration::from_secs(60), "live", || ok(&addr));
+    // ready: the queues are resolved and a receive answered (the signal handler is in place)
+    wait_until(Duration::from_secs(60), "ready", || {
+        run(&["health", "--addr", &addr, "--ready", "--timeout", "3"]).0 == 0
+    });
     for form in [format!("http://{addr}"), format!("http://{addr}/"), format!("http://localhost:{port}")] {
         let (code, out, err) = run(&["health", "--addr", &form, "--timeout", "3"]);
         assert_eq!(code, 0, "{form}: {out}{err}");
