@@ -307,10 +307,11 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     /// `SQSKIT_DLQ_URL` and `SQSKIT_MAX_RECEIVE_COUNT`, when set, describe the source queue,
     /// its DLQ and its redrive policy's `maxReceiveCount` (no discovery calls for events from
     /// that queue; events from any other queue are discovered); `SQSKIT_DEADLINE_MARGIN`
-    /// (seconds, 1 to 900) overrides the deadline safety margin. With the `payload` feature,
-    /// `SQSKIT_PAYLOAD_BUCKET` (and `SQSKIT_PAYLOAD_*`, see
-    /// [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env)) makes the processor resolve
-    /// claim-checked messages, unless it has a claim check already. Cleanup does not apply in
+    /// (seconds, 1 to 900) overrides the deadline safety margin. With the `payload` feature the
+    /// processor resolves claim-checked messages (each pointer names its bucket) unless it has a
+    /// claim check already: through `SQSKIT_PAYLOAD_BUCKET` (and `SQSKIT_PAYLOAD_*`, see
+    /// [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env)) when set, else a
+    /// [`ClaimCheck::reader`](crate::payload::ClaimCheck::reader). Cleanup does not apply in
     /// Lambda: the event source mapping deletes the messages after the function returned.
     /// Unless the processor has idempotency already,
     /// [`IdempotencySettings::from_env`](crate::config::IdempotencySettings::from_env) adds it
@@ -322,10 +323,12 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     pub async fn from_env(processor: Processor<T>) -> Result<Self, crate::config::ConfigError> {
         let config = crate::client::load_aws_config().await;
         let client = aws_sdk_sqs::Client::new(&config);
+        // pointers name their own bucket: they are resolved with or without SQSKIT_PAYLOAD_BUCKET
         #[cfg(feature = "payload")]
         let processor = match crate::payload::ClaimCheck::from_env(&config)? {
-            Some(check) if processor.claim_check().is_none() => processor.with_claim_check(check),
-            _ => processor,
+            _ if processor.claim_check().is_some() => processor,
+            Some(check) => processor.with_claim_check(check),
+            None => processor.with_claim_check(crate::payload::ClaimCheck::reader(crate::payload::s3_client(&config))),
         };
         let processor = match crate::config::IdempotencySettings::from_env()?.build().await? {
             Some(idem) if processor.idempotency().is_none() => processor.with_idempotency(idem),
