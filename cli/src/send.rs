@@ -7,7 +7,7 @@ use futures::StreamExt;
 use anyhow::Context;
 use sqskit::client::validate_outgoing;
 use sqskit::payload::ClaimCheck;
-use sqskit::{AttributeValue, OutgoingMessage};
+use sqskit::{AttributeValue, OutgoingMessage, Queue};
 
 use crate::args;
 use crate::common::{aws_config, Global, Output};
