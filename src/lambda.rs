@@ -312,10 +312,12 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     /// `SQSKIT_DLQ_URL` and `SQSKIT_MAX_RECEIVE_COUNT`, when set, describe the source queue,
     /// its DLQ and its redrive policy's `maxReceiveCount` (no discovery calls for events from
     /// that queue; events from any other queue are discovered); `SQSKIT_DEADLINE_MARGIN`
-    /// (seconds, 1 to 900) overrides the deadline safety margin. With the `payload` feature,
-    /// `SQSKIT_PAYLOAD_BUCKET` (and `SQSKIT_PAYLOAD_*`, see
-    /// [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env)) is the claim check of the
-    /// queues it serves ([`LambdaAdapter::with_claim_check`]). Cleanup does not apply in
+    /// (seconds, 1 to 900) overrides the deadline safety margin. With the `payload` feature the
+    /// queues it serves resolve claim-checked messages (each pointer names its bucket; see
+    /// [`LambdaAdapter::with_claim_check`]) unless the processor or a queue has a claim check
+    /// already: through `SQSKIT_PAYLOAD_BUCKET` (and `SQSKIT_PAYLOAD_*`, see
+    /// [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env)) when set, else a
+    /// [`ClaimCheck::reader`](crate::payload::ClaimCheck::reader). Cleanup does not apply in
     /// Lambda: the event source mapping deletes the messages after the function returned.
     /// Unless the processor has idempotency already,
     /// [`IdempotencySettings::from_env`](crate::config::IdempotencySettings::from_env) adds it
@@ -332,8 +334,13 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             _ => processor,
         };
         let mut adapter = Self::new(processor, client.clone());
+        // pointers name their own bucket: they are resolved with or without SQSKIT_PAYLOAD_BUCKET
         #[cfg(feature = "payload")]
-        if let Some(check) = crate::payload::ClaimCheck::from_env(&config)? {
+        {
+            let check = match crate::payload::ClaimCheck::from_env(&config)? {
+                Some(check) => check,
+                None => crate::payload::ClaimCheck::reader(crate::payload::s3_client(&config)),
+            };
             adapter = adapter.with_claim_check(check);
         }
         if let Some(url) = crate::env::raw("SQSKIT_QUEUE_URL") {

@@ -1,6 +1,7 @@
 //! `sqskit`: run an SQS worker (`poll`) and operate queues.
 //! Thin: parsing, wiring and output; every behaviour lives in the library.
 
+mod args;
 mod common;
 mod dlq;
 mod health;
@@ -50,15 +51,19 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Command::Redrive(args) = &cli.command {
-        if let Err(e) = args.validate() {
-            let mut cmd = Cli::command();
-            cmd.build(); // gives the subcommand its full name for the usage line
-            let kind = clap::error::ErrorKind::ValueValidation;
-            match cmd.find_subcommand_mut("redrive") {
-                Some(sub) => sub.error(kind, e).exit(),
-                None => cmd.error(kind, e).exit(),
-            }
+    // what clap cannot check alone, as usage errors too (exit 2)
+    let invalid = match &cli.command {
+        Command::Redrive(args) => args.validate().err().map(|e| ("redrive", e)),
+        Command::Send(args) => args.validate().err().map(|e| ("send", e)),
+        _ => None,
+    };
+    if let Some((name, e)) = invalid {
+        let mut cmd = Cli::command();
+        cmd.build(); // gives the subcommand its full name for the usage line
+        let kind = clap::error::ErrorKind::ValueValidation;
+        match cmd.find_subcommand_mut(name) {
+            Some(sub) => sub.error(kind, e).exit(),
+            None => cmd.error(kind, e).exit(),
         }
     }
     let telemetry = match common::init_logging(cli.global.log_format, cli.global.otlp_endpoint.as_deref()) {

@@ -7,9 +7,6 @@
 //! `GET /2018-06-01/runtime/invocation/next` takes the oldest queued event (waiting while there is
 //! none) with `Lambda-Runtime-Deadline-Ms` = now + its timeout; [`ConcurrentLambda::wait`] returns
 //! its answer. Std only, one thread per connection.
-//!
-//! Include it next to `support` (it uses `support::lambda_rt::Answer`, `support::aws_env` and
-//! `support::proc`): `#[path = "…/tests/support/lambda_rt_concurrent.rs"] mod lambda_rt_concurrent;`.
 #![allow(dead_code)]
 
 use std::collections::{HashMap, VecDeque};
