@@ -43,6 +43,12 @@ pub(crate) fn raw(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// The value of `name` as the OS holds it (e.g. `PATH`), `None` when unset.
+#[cfg_attr(not(feature = "handlers"), allow(dead_code))]
+pub(crate) fn os(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name)
+}
+
 /// Whether `name` is set at all (even to an empty or non-Unicode value).
 #[cfg_attr(not(feature = "payload"), allow(dead_code))]
 pub(crate) fn is_set(name: &str) -> bool {

@@ -397,10 +397,14 @@ async fn a_processor_resolves_pointers_with_the_claim_check_of_its_queue_its_one
     let decisions = processor.process_batch(&ctx, vec![m]).await;
     assert_eq!(decisions[0].outcome, Outcome::Succeeded);
     assert_eq!(seen.lock().unwrap()[0].0, "resolved through the queue");
-    // and without it, the handler gets the pointer as it is
+    // and without it, the handler never gets the pointer as its body: undecodable
     let plain = QueueContext::new(Queue::new(queue.client().clone(), queue.url()), None);
-    queue.send(OutgoingMessage::new("left as a pointer")).await.expect("send");
+    queue.send(OutgoingMessage::new("not resolved")).await.expect("send");
     let m = receive_exactly(&queue, 1).await.remove(0);
-    processor.process_batch(&plain, vec![m.clone()]).await;
-    assert_eq!(seen.lock().unwrap()[1].0, m.body);
+    let decisions = processor.process_batch(&plain, vec![m]).await;
+    match &decisions[0].outcome {
+        Outcome::Retry { failure, .. } => assert_eq!(failure.kind, FailureKind::Undecodable),
+        other => panic!("expected a retry (no DLQ known), got {other:?}"),
+    }
+    assert_eq!(seen.lock().unwrap().len(), 1, "the handler ran once, for the resolved one");
 }

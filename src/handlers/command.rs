@@ -81,7 +81,7 @@ fn resolve(program: &str) -> Result<PathBuf, String> {
         let path = PathBuf::from(program);
         return executable(&path).map(|()| path).map_err(|why| format!("{program}: {why}"));
     }
-    let search = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    let search = crate::env::os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
     let mut found_but = None;
     for dir in std::env::split_paths(&search) {
         let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
