@@ -25,6 +25,10 @@
 //! - [`handlers`]: ready-made exec / HTTP handlers for the poller.
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
 //! - [`dlq`]: archive dead letters to S3 and send one aggregated SNS alert.
+//! - [`dead_letters`]: look at a DLQ (counts by kind and source, one row per message), delete chosen ones.
+//! - [`archive_replay`]: browse the DLQ archive in S3 and replay records to their source queue.
+//! - [`inventory`]: list queues, their depth and their DLQ's, settings and tags (`sqskit stats`).
+//! - [`status`]: a poller's state as one snapshot (`/status` next to `/metrics`).
 //! - [`payload`]: large payloads through S3 (claim check, Amazon SQS Extended Client format).
 //! - [`trace`]: trace context through queues (`traceparent`, `AWSTraceHeader`).
 //! - [`metrics`]: Prometheus exporter and CloudWatch EMF lines.
@@ -55,12 +59,12 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`] |
-//! | `poller` | yes | [`poller`], [`health`] (liveness / readiness) and [`shutdown_signal`] |
+//! | (core) | always | [`client`], [`message`], [`limits`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`], [`inventory`] |
+//! | `poller` | yes | [`poller`], [`health`] (liveness / readiness), [`status`] and [`shutdown_signal`] |
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
 //! | `payload` | no | [`payload`]: bodies over 1 MiB through S3 (claim check, Extended Client format) |
-//! | `dlq` | no | [`dlq`]: archive to S3, one SNS alert, redrive (enables `payload`) |
+//! | `dlq` | no | [`dlq`]: archive to S3, one SNS alert, redrive; [`dead_letters`], [`archive_replay`] (enables `payload`) |
 //! | `prometheus` | no | `metrics::install_prometheus` |
 //! | `idempotency-dynamodb` | no | `idempotency::DynamoDbStore` (Powertools' record layout) |
 //! | `idempotency-redis` | no | `idempotency::RedisStore` |
@@ -118,8 +122,12 @@ macro_rules! guide_links {
 }
 // END guide_links
 
+#[cfg(feature = "dlq")]
+pub mod archive_replay;
 pub mod client;
 pub mod config;
+#[cfg(feature = "dlq")]
+pub mod dead_letters;
 pub mod delay;
 #[cfg(feature = "dlq")]
 pub mod dlq;
@@ -129,6 +137,7 @@ pub mod handlers;
 #[cfg(feature = "poller")]
 pub mod health;
 pub mod idempotency;
+pub mod inventory;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod limits;
@@ -144,6 +153,8 @@ pub mod processor;
 pub mod rate;
 pub mod retry;
 pub mod settle;
+#[cfg(feature = "poller")]
+pub mod status;
 pub mod trace;
 
 pub use client::{load_aws_config, BatchReport, Queue, QueueAttributes, RedrivePolicy, SendBatchReport, SentMessage};

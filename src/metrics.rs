@@ -3,7 +3,8 @@
 //!
 //! The library records through the `metrics` facade (no-ops until a recorder is
 //! installed); `install_prometheus` (feature `prometheus`) installs one with an HTTP `/metrics` listener
-//! (`install_prometheus_with_health` adds the poller's `/healthz` and `/readyz`).
+//! (`install_prometheus_with_health` adds the poller's `/healthz` and `/readyz`,
+//! `install_prometheus_with_status` also its `/status`).
 //! [`emf_line`] formats one EMF JSON line for stdout, so Lambdas publish metrics
 //! without a CloudWatch API call on the hot path.
 
@@ -130,7 +131,7 @@ pub fn install_prometheus_with_health(
 ) -> Result<(), ExporterError> {
     serve(
         addr,
-        Some(Box::new(move |path: &str| {
+        Some(Box::new(move |path: &str, _: &Prometheus| {
             let report = health.report();
             let ok = match path {
                 "/healthz" => report.live,
@@ -142,9 +143,41 @@ pub fn install_prometheus_with_health(
     )
 }
 
-/// Extra routes: path → (status, JSON body).
+/// As [`install_prometheus_with_health`] with the board's health, and `GET /status` answers the
+/// poller's [`PollerStatus`](crate::status::PollerStatus) as JSON (failures by kind read from
+/// this recorder's counters).
+///
+/// # Errors
+/// As [`install_prometheus`].
+#[cfg(all(feature = "prometheus", feature = "poller"))]
+pub fn install_prometheus_with_status(
+    addr: SocketAddr,
+    board: std::sync::Arc<crate::status::StatusBoard>,
+) -> Result<(), ExporterError> {
+    serve(
+        addr,
+        Some(Box::new(move |path: &str, prometheus: &Prometheus| {
+            let report = board.health().report();
+            let ok = match path {
+                "/healthz" => report.live,
+                "/readyz" => report.ready,
+                "/status" => {
+                    let status = board.snapshot(crate::status::failures_by_kind(&prometheus.render()));
+                    return Some((200, serde_json::to_string(&status).unwrap_or_default()));
+                }
+                _ => return None,
+            };
+            Some((if ok { 200 } else { 503 }, serde_json::to_string(&report).unwrap_or_default()))
+        })),
+    )
+}
+
 #[cfg(feature = "prometheus")]
-type Routes = Box<dyn Fn(&str) -> Option<(u16, String)> + Send + Sync>;
+type Prometheus = metrics_exporter_prometheus::PrometheusHandle;
+
+/// Extra routes: (path, the recorder) → (status, JSON body).
+#[cfg(feature = "prometheus")]
+type Routes = Box<dyn Fn(&str, &Prometheus) -> Option<(u16, String)> + Send + Sync>;
 
 #[cfg(feature = "prometheus")]
 fn serve(addr: SocketAddr, routes: Option<Routes>) -> Result<(), ExporterError> {
@@ -182,7 +215,7 @@ fn serve(addr: SocketAddr, routes: Option<Routes>) -> Result<(), ExporterError> 
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let (status, content_type, body) = match (req.method(), req.uri().path()) {
                     (&hyper::Method::GET, "/metrics") => (200, "text/plain; version=0.0.4", handle.render()),
-                    (&hyper::Method::GET, path) => match routes.as_ref().as_ref().and_then(|r| r(path)) {
+                    (&hyper::Method::GET, path) => match routes.as_ref().as_ref().and_then(|r| r(path, &handle)) {
                         Some((status, body)) => (status, "application/json", body),
                         None => (404, "text/plain", "not found\n".to_string()),
                     },

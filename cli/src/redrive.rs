@@ -22,8 +22,9 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub rate: Option<f64>,
     /// Move only messages matching EXPR: `/json/pointer=value` (the body parsed as JSON has
-    /// this value there; a JSON literal, else a string) or `kind=<error kind>` (permanent,
-    /// undecodable, ..., max-receives). Repeat to require all.
+    /// this value there; a JSON literal, else a string), `kind=<error kind>` (permanent,
+    /// undecodable, ..., max-receives), `source=<queue name>` or `id=<id>,<id>...` (DLQ message
+    /// ids). Repeat to require all.
     #[arg(long, value_name = "EXPR", value_parser = parse_filter,
           conflicts_with_all = ["use_move_task", "status", "cancel"])]
     pub filter: Vec<RedriveFilter>,
