@@ -107,7 +107,10 @@ pub struct QueueStats {
 /// The classified error of the first queue whose attributes cannot be read.
 pub async fn stats(queues: &[Queue]) -> Result<Vec<QueueStats>, Error> {
     let attrs: Vec<Result<crate::QueueAttributes, Error>> =
-        futures::stream::iter(queues.iter().map(|q| q.attributes())).buffered(CONCURRENCY).collect().await;
+        futures::stream::iter(queues.iter().cloned().map(|q| async move { q.attributes().await }))
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
     let mut rows = Vec::with_capacity(queues.len());
     for (q, a) in queues.iter().zip(attrs) {
         let a = a?;

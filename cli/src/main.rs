@@ -2,6 +2,8 @@
 //! Thin: parsing, wiring and output; every behaviour lives in the library.
 
 mod common;
+#[cfg(feature = "console")]
+mod console;
 mod dlq;
 mod health;
 mod peek;
@@ -43,6 +45,10 @@ enum Command {
     Stats(stats::Args),
     /// Create a queue (optionally with a dead-letter queue and redrive policy); prints its URL.
     CreateQueue(queue::CreateArgs),
+    /// A web console for the queues, their dead letters, the DLQ archive and the pollers
+    /// (127.0.0.1:8080 by default; any other address needs --token).
+    #[cfg(feature = "console")]
+    Console(console::Args),
     /// Check a running poller's health endpoint (for container health checks without curl):
     /// exit 0 when /healthz (or /readyz) answers 200.
     Health(health::Args),
@@ -50,15 +56,19 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Command::Redrive(args) = &cli.command {
-        if let Err(e) = args.validate() {
-            let mut cmd = Cli::command();
-            cmd.build(); // gives the subcommand its full name for the usage line
-            let kind = clap::error::ErrorKind::ValueValidation;
-            match cmd.find_subcommand_mut("redrive") {
-                Some(sub) => sub.error(kind, e).exit(),
-                None => cmd.error(kind, e).exit(),
-            }
+    let invalid = match &cli.command {
+        Command::Redrive(args) => args.validate().err().map(|e| ("redrive", e)),
+        #[cfg(feature = "console")]
+        Command::Console(args) => args.validate().err().map(|e| ("console", e)),
+        _ => None,
+    };
+    if let Some((name, e)) = invalid {
+        let mut cmd = Cli::command();
+        cmd.build(); // gives the subcommand its full name for the usage line
+        let kind = clap::error::ErrorKind::ValueValidation;
+        match cmd.find_subcommand_mut(name) {
+            Some(sub) => sub.error(kind, e).exit(),
+            None => cmd.error(kind, e).exit(),
         }
     }
     let telemetry = match common::init_logging(cli.global.log_format, cli.global.otlp_endpoint.as_deref()) {
@@ -80,6 +90,8 @@ fn main() -> std::process::ExitCode {
             Command::Dlq(cmd) => dlq::run(&cli.global, cmd).await,
             Command::Purge(args) => purge::run(&cli.global, args).await,
             Command::Health(args) => health::run(args).await,
+            #[cfg(feature = "console")]
+            Command::Console(args) => console::run(&cli.global, args).await,
         }
     });
     drop(runtime);
