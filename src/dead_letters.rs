@@ -83,14 +83,16 @@ pub struct DeadLetter {
     pub error: Option<String>,
     /// Receives it had on its source queue when it failed for good: the count the processor
     /// recorded, else (moved by SQS's redrive policy) the message's own `ApproximateReceiveCount`,
-    /// which also counts the looks at it in the DLQ.
+    /// which also counts the looks at it in the DLQ; unknown for a message sent to the DLQ
+    /// directly.
     pub receive_count: Option<u64>,
     /// First failure, ms since the Unix epoch: its first receive
-    /// (`ApproximateFirstReceiveTimestamp`) when SQS moved it, which keeps the source queue's
-    /// timestamps; unknown for a message the processor dead-lettered (a new message in the DLQ).
+    /// (`ApproximateFirstReceiveTimestamp`) when SQS moved it (it carries
+    /// `DeadLetterQueueSourceArn` and keeps the source queue's timestamps); unknown for a message
+    /// the processor dead-lettered (a new message in the DLQ) or one sent to the DLQ directly.
     pub first_failure_ms: Option<u64>,
     /// Last failure, ms since the Unix epoch: when the processor sent it to the DLQ (its
-    /// `SentTimestamp` there); unknown for a message moved by SQS's redrive policy.
+    /// `SentTimestamp` there); unknown otherwise.
     pub last_failure_ms: Option<u64>,
     /// `SentTimestamp`, ms since the Unix epoch.
     pub sent_ms: Option<u64>,
@@ -106,7 +108,9 @@ impl From<&ReceivedMessage> for DeadLetter {
     fn from(m: &ReceivedMessage) -> Self {
         let (kind, error, _, recorded_count) = error_info(m);
         let ms = |n: &str| m.system_attributes.get(n).and_then(|v| v.parse::<u64>().ok());
-        let moved_by_sqs = m.system_attributes.contains_key("DeadLetterQueueSourceArn") || kind.is_none();
+        // moved by SQS's redrive policy: it keeps the source queue's timestamps and count
+        let moved_by_sqs = m.system_attributes.contains_key("DeadLetterQueueSourceArn");
+        let by_processor = kind.is_some();
         let attributes = m
             .attributes
             .iter()
@@ -128,7 +132,7 @@ impl From<&ReceivedMessage> for DeadLetter {
                 .and_then(|c| c.parse().ok())
                 .or_else(|| moved_by_sqs.then(|| u64::from(m.receive_count()))),
             first_failure_ms: moved_by_sqs.then(|| ms("ApproximateFirstReceiveTimestamp")).flatten(),
-            last_failure_ms: (!moved_by_sqs).then(|| ms("SentTimestamp")).flatten(),
+            last_failure_ms: by_processor.then(|| ms("SentTimestamp")).flatten(),
             sent_ms: ms("SentTimestamp"),
             group_id: m.group_id().map(str::to_string),
             attributes,
@@ -265,8 +269,15 @@ mod tests {
         assert_eq!(by_processor.last_failure_ms, Some(1_700_000_000_000), "sent to the DLQ then");
         assert_eq!(by_processor.first_failure_ms, None);
         assert_eq!(by_processor.error.as_deref(), Some("boom"));
-        let by_sqs = DeadLetter::from(&letter("d", None, None));
+        let raw = DeadLetter::from(&letter("r", None, None));
+        assert_eq!((raw.receive_count, raw.first_failure_ms, raw.last_failure_ms), (None, None, None), "sent directly");
+        let mut moved = letter("d", None, None);
+        moved
+            .system_attributes
+            .insert("DeadLetterQueueSourceArn".into(), "arn:aws:sqs:us-east-1:000000000000:orders".into());
+        let by_sqs = DeadLetter::from(&moved);
         assert_eq!(by_sqs.error_kind, "max-receives");
+        assert_eq!(by_sqs.source_queue.as_deref(), Some("orders"));
         assert_eq!(by_sqs.receive_count, Some(4));
         assert_eq!(by_sqs.first_failure_ms, Some(1_700_000_001_000));
         assert_eq!(by_sqs.last_failure_ms, None);

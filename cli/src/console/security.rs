@@ -9,7 +9,7 @@
 //!   an `Origin` equal to the console's own and the page's CSRF token (a random secret of this
 //!   process, in a hidden field of every form).
 //! - Every answer carries a Content-Security-Policy without inline script or style
-//!   (`script-src 'self'`), `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`
+//!   (`script-src 'self'`), `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin` (with `no-referrer` browsers send `Origin: null`)
 //!   and `Cache-Control: no-store`.
 
 use std::sync::Arc;
@@ -118,7 +118,7 @@ pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     resp

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[3]
 SQSKIT = os.environ.get("SQSKIT_BIN", str(ROOT / "target/debug/sqskit"))
@@ -40,6 +40,7 @@ ENDPOINT = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
 TOKEN = "console-test-token-" + uuid.uuid4().hex[:12]
 SCREENSHOTS = ROOT / "target/console-screenshots"
 WAIT = 60  # seconds a condition may take to hold (LocalStack on a busy 2-core machine)
+expect.set_options(timeout=WAIT * 1000)
 
 
 def wait_for(what: str, cond, timeout: float = WAIT, every: float = 0.25):

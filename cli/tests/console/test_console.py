@@ -63,8 +63,8 @@ def get(base: str, path: str, headers: dict | None = None) -> tuple[int, str, di
 def test_queue_page_checks_json_and_its_send_lands_a_message(page, aws, console):
     url, _ = aws.create("inbox")
     page.goto(f"{console.url}/queues/{aws.prefix}inbox")
-    expect(page.get_by_role("cell", name="Visibility timeout")).to_be_visible()
-    expect(page.get_by_role("cell", name="Redrive policy")).to_be_visible()
+    expect(page.get_by_role("rowheader", name="Visibility timeout")).to_be_visible()
+    expect(page.get_by_role("rowheader", name="Redrive policy")).to_be_visible()
     body = page.get_by_label("Body", exact=True)
     body.fill('{"order": ')
     expect(page.locator("#json-state")).to_contain_text("not valid JSON")
