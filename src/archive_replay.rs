@@ -431,7 +431,10 @@ mod tests {
             attributes: Default::default(),
             system_attributes: [
                 ("SentTimestamp".to_string(), "1700000000000".to_string()),
-                ("AWSTraceHeader".to_string(), "Root=1-5759e988-bd862e3fe1be46a994272793".to_string()),
+                (
+                    "AWSTraceHeader".to_string(),
+                    "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1".to_string(),
+                ),
             ]
             .into_iter()
             .collect(),

@@ -742,7 +742,9 @@ impl std::str::FromStr for RedriveFilter {
             };
         }
         if !s.starts_with('/') {
-            return Err(invalid("expected /json/pointer=value, kind=<error kind>, source=<queue> or id=<ids>".into()));
+            return Err(invalid(
+                "expected /json/pointer=value or kind=<error kind> (or source=<queue>, id=<id>,<id>...)".into(),
+            ));
         }
         let Some((pointer, value)) = s.split_once('=') else {
             return Err(invalid("no `=value` after the JSON pointer (expected /json/pointer=value)".into()));

@@ -132,7 +132,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         }
         Selection::Queues(queues)
     };
-    let pollers = args.pollers.iter().map(|p| poller_status_url(p)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    let pollers =
+        args.pollers.iter().map(|p| poller_status_url(p)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
     let app = Arc::new(App {
         sqs,
         selection,
@@ -170,7 +171,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     tracing::info!(addr = %local, read_only = args.read_only, token = args.token.is_some(), "console listening");
     println!("sqskit console on http://{local}/");
     let router = routes::router(app.clone());
-    let served = axum::serve(listener, router.into_make_service()).with_graceful_shutdown(sqskit::shutdown_signal()).await;
+    let served =
+        axum::serve(listener, router.into_make_service()).with_graceful_shutdown(sqskit::shutdown_signal()).await;
     sampler.abort();
     served.map_err(|e| anyhow::anyhow!("console server: {e}"))
 }

@@ -135,7 +135,8 @@ async fn queue_page(State(app): AppState, Path(name): Path<String>, Query(q): Pa
         Ok(q) => q,
         Err(r) => return r,
     };
-    let flash = q.get("sent").map(|id| format!("Sent message {id}.")).or_else(|| q.get("purged").map(|_| "Purged.".into()));
+    let flash =
+        q.get("sent").map(|id| format!("Sent message {id}.")).or_else(|| q.get("purged").map(|_| "Purged.".into()));
     render_queue(&app, &queue, flash, None, "").await
 }
 
@@ -149,7 +150,16 @@ async fn render_queue(app: &App, queue: &Queue, flash: Option<String>, error: Op
     let row = snap.rows.iter().find(|r| r.url == queue.url());
     let points = app.history.points(queue.url()).await;
     let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    let page = pages::QueuePage { name: queue.name(), settings: &settings, row, points: &points, tags: &tags, flash, error, body };
+    let page = pages::QueuePage {
+        name: queue.name(),
+        settings: &settings,
+        row,
+        points: &points,
+        tags: &tags,
+        flash,
+        error,
+        body,
+    };
     (status, pages::queue(&ctx(app), &page)).into_response()
 }
 
@@ -172,8 +182,14 @@ async fn send(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Re
     let text = f.iter().find(|(k, _)| k == "body").map(|(_, v)| v.clone()).unwrap_or_default();
     if field(&f, "json").is_some() {
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
-            return render_queue(&app, &queue, None, Some(format!("Not sent: the body is not valid JSON ({e}).")), &text)
-                .await;
+            return render_queue(
+                &app,
+                &queue,
+                None,
+                Some(format!("Not sent: the body is not valid JSON ({e}).")),
+                &text,
+            )
+            .await;
         }
     }
     let mut msg = sqskit::OutgoingMessage::new(text.clone());
@@ -206,7 +222,12 @@ async fn purge(State(app): AppState, Path(name): Path<String>, body: Bytes) -> R
         return pages::purge_confirm(&ctx(&app), &name, messages, None).into_response();
     }
     if field(&f, "typed").map(str::trim) != Some(name.as_str()) {
-        let page = pages::purge_confirm(&ctx(&app), &name, messages, Some("The name typed is not the queue's: nothing was purged."));
+        let page = pages::purge_confirm(
+            &ctx(&app),
+            &name,
+            messages,
+            Some("The name typed is not the queue's: nothing was purged."),
+        );
         return (StatusCode::BAD_REQUEST, page).into_response();
     }
     match queue.purge().await {
@@ -250,7 +271,10 @@ async fn dlq_page(State(app): AppState, Path(name): Path<String>, Query(q): Para
     tracing::info!(queue = %name, looked = msgs.len(), "console: looked at a dead-letter queue");
     let counts = sqskit::dead_letters::count(&msgs);
     let (rows, filter_error) = match &parsed {
-        Ok(f) => (sqskit::dead_letters::filtered(&msgs, f).into_iter().map(sqskit::dead_letters::DeadLetter::from).collect(), None),
+        Ok(f) => (
+            sqskit::dead_letters::filtered(&msgs, f).into_iter().map(sqskit::dead_letters::DeadLetter::from).collect(),
+            None,
+        ),
         Err(e) => (Vec::new(), Some(e.clone())),
     };
     let move_tasks = sqskit::dlq::list_move_tasks(&dlq, 5).await.unwrap_or_default();
@@ -286,7 +310,10 @@ async fn redrive(State(app): AppState, Path(name): Path<String>, body: Bytes) ->
         Some("selected") => {
             let ids: BTreeSet<String> = fields(&f, "id").into_iter().collect();
             if ids.is_empty() {
-                return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), "No message selected: nothing was moved."))
+                return (
+                    StatusCode::BAD_REQUEST,
+                    pages::not_found(&ctx(&app), "No message selected: nothing was moved."),
+                )
                     .into_response();
             }
             let n = ids.len();
@@ -301,7 +328,10 @@ async fn redrive(State(app): AppState, Path(name): Path<String>, body: Bytes) ->
             _ => return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), "No filter given.")).into_response(),
         },
         Some("all") => (Vec::new(), "all".to_string()),
-        _ => return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), "scope must be all, filtered or selected")).into_response(),
+        _ => {
+            return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), "scope must be all, filtered or selected"))
+                .into_response()
+        }
     };
     let total = match &filters[..] {
         [RedriveFilter::MessageIds(ids)] => Some(ids.len() as u64),
@@ -312,16 +342,17 @@ async fn redrive(State(app): AppState, Path(name): Path<String>, body: Bytes) ->
         options = options.with_filter(filter);
     }
     tracing::info!(queue = %name, what = %what, "console: redrive started");
-    let job = app.jobs.start(format!("Redrive {what} from {name}"), format!("/dlq/{name}"), total, move |job| async move {
-        let report = sqskit::dlq::redrive(&dlq, None, &options, |n| job.update(|s| s.progress = n as u64)).await?;
-        job.update(|s| s.lines.extend(report.failed.iter().map(|f| format!("not moved: {f}"))));
-        Ok(format!(
-            "Moved {} message(s) back to their source queues; {} left in the DLQ as not chosen; {} failed.",
-            report.moved,
-            report.skipped,
-            report.failed.len()
-        ))
-    });
+    let job =
+        app.jobs.start(format!("Redrive {what} from {name}"), format!("/dlq/{name}"), total, move |job| async move {
+            let report = sqskit::dlq::redrive(&dlq, None, &options, |n| job.update(|s| s.progress = n as u64)).await?;
+            job.update(|s| s.lines.extend(report.failed.iter().map(|f| format!("not moved: {f}"))));
+            Ok(format!(
+                "Moved {} message(s) back to their source queues; {} left in the DLQ as not chosen; {} failed.",
+                report.moved,
+                report.skipped,
+                report.failed.len()
+            ))
+        });
     to_job(job.id)
 }
 
@@ -331,7 +362,9 @@ async fn move_task(State(app): AppState, Path(name): Path<String>, body: Bytes) 
         Err(r) => return r,
     };
     let f = form(&body);
-    let rate = match field(&f, "rate").map(|r| r.trim().parse::<f64>().map_err(|_| format!("rate {r:?} is not a number"))) {
+    let rate = match field(&f, "rate")
+        .map(|r| r.trim().parse::<f64>().map_err(|_| format!("rate {r:?} is not a number")))
+    {
         None => None,
         Some(Ok(r)) => match sqskit::dlq::move_task_rate(r) {
             Ok(r) => Some(r),
@@ -380,20 +413,27 @@ async fn delete(State(app): AppState, Path(name): Path<String>, body: Bytes) -> 
     let ids: BTreeSet<String> = ids.into_iter().collect();
     tracing::warn!(queue = %name, messages = ids.len(), "console: deleting dead letters");
     let total = Some(ids.len() as u64);
-    let job = app.jobs.start(format!("Delete {} message(s) from {name}", ids.len()), format!("/dlq/{name}"), total, move |job| async move {
-        let report = sqskit::dead_letters::delete(&dlq, &ids, |n| job.update(|s| s.progress = n as u64)).await?;
-        job.update(|s| {
-            s.lines.extend(report.not_found.iter().map(|id| format!("not found (gone already, or in flight): {id}")));
-            s.lines.extend(report.failed.iter().map(|f| format!("not deleted: {f}")));
-        });
-        Ok(format!("Deleted {} message(s).", report.deleted.len()))
-    });
+    let job = app.jobs.start(
+        format!("Delete {} message(s) from {name}", ids.len()),
+        format!("/dlq/{name}"),
+        total,
+        move |job| async move {
+            let report = sqskit::dead_letters::delete(&dlq, &ids, |n| job.update(|s| s.progress = n as u64)).await?;
+            job.update(|s| {
+                s.lines
+                    .extend(report.not_found.iter().map(|id| format!("not found (gone already, or in flight): {id}")));
+                s.lines.extend(report.failed.iter().map(|f| format!("not deleted: {f}")));
+            });
+            Ok(format!("Deleted {} message(s).", report.deleted.len()))
+        },
+    );
     to_job(job.id)
 }
 
 async fn archive(State(app): AppState, Query(q): Params) -> Response {
     let Some(archive) = &app.archive else {
-        let page = pages::ArchivePage { configured: None, sources: &[], source: None, day: None, entries: &[], error: None };
+        let page =
+            pages::ArchivePage { configured: None, sources: &[], source: None, day: None, entries: &[], error: None };
         return pages::archive(&ctx(&app), &page).into_response();
     };
     let source = q.get("source").map(|s| s.trim()).filter(|s| !s.is_empty());
@@ -411,7 +451,14 @@ async fn archive(State(app): AppState, Query(q): Params) -> Response {
         }
     };
     let entries: Vec<_> = entries.into_iter().filter(|e| day.is_none_or(|d| e.day == d)).collect();
-    let page = pages::ArchivePage { configured: Some(archive.bucket()), sources: &sources, source, day, entries: &entries, error };
+    let page = pages::ArchivePage {
+        configured: Some(archive.bucket()),
+        sources: &sources,
+        source,
+        day,
+        entries: &entries,
+        error,
+    };
     pages::archive(&ctx(&app), &page).into_response()
 }
 
@@ -434,22 +481,28 @@ async fn replay(State(app): AppState, body: Bytes) -> Response {
     };
     let keys: Vec<String> = fields(&form(&body), "key");
     if keys.is_empty() {
-        return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), "No record selected: nothing was replayed.")).into_response();
+        return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), "No record selected: nothing was replayed."))
+            .into_response();
     }
     if let Some(bad) = keys.iter().find(|k| archive.parse_key(k).is_none()) {
-        return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), &format!("{bad} is not a record of this archive."))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            pages::not_found(&ctx(&app), &format!("{bad} is not a record of this archive.")),
+        )
+            .into_response();
     }
     tracing::info!(records = keys.len(), "console: replaying archived records");
     let client = app.sqs.clone();
     let total = Some(keys.len() as u64);
-    let job = app.jobs.start(format!("Replay {} record(s)", keys.len()), "/archive".into(), total, move |job| async move {
-        let report = archive.replay(&client, &keys, None, false, |n| job.update(|s| s.progress = n as u64)).await?;
-        job.update(|s| {
-            s.lines.extend(report.replayed.iter().map(|r| format!("{} → {}", r.message_id, r.queue)));
-            s.lines.extend(report.failed.iter().map(|f| format!("not replayed: {f}")));
+    let job =
+        app.jobs.start(format!("Replay {} record(s)", keys.len()), "/archive".into(), total, move |job| async move {
+            let report = archive.replay(&client, &keys, None, false, |n| job.update(|s| s.progress = n as u64)).await?;
+            job.update(|s| {
+                s.lines.extend(report.replayed.iter().map(|r| format!("{} → {}", r.message_id, r.queue)));
+                s.lines.extend(report.failed.iter().map(|f| format!("not replayed: {f}")));
+            });
+            Ok(format!("Replayed {} record(s); {} failed.", report.replayed.len(), report.failed.len()))
         });
-        Ok(format!("Replayed {} record(s); {} failed.", report.replayed.len(), report.failed.len()))
-    });
     to_job(job.id)
 }
 
@@ -514,7 +567,8 @@ async fn login(State(app): AppState, body: Bytes) -> Response {
     }
     if !app.security.token_matches(field(&f, "token").unwrap_or_default()) {
         tracing::warn!("console: a login with a wrong token");
-        return (StatusCode::UNAUTHORIZED, pages::login(&next, Some("That is not the console's token."))).into_response();
+        return (StatusCode::UNAUTHORIZED, pages::login(&next, Some("That is not the console's token.")))
+            .into_response();
     }
     let mut resp = Redirect::to(&next).into_response();
     if let Ok(v) = app.security.session_cookie().parse() {

@@ -129,11 +129,8 @@ async fn check(app: &App, req: Request, next: Next) -> Response {
     let public = path == "/login" || path.starts_with("/assets/");
     let bearer = app.security.bearer_ok(req.headers());
     if app.security.needs_login() && !public && !bearer && !app.security.cookie_ok(req.headers()) {
-        let html = req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/html"));
+        let html =
+            req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
         let mut resp = if html && req.method() == Method::GET {
             let next_path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
             (StatusCode::UNAUTHORIZED, pages::login(&next_path, None)).into_response()
@@ -169,7 +166,10 @@ async fn check(app: &App, req: Request, next: Next) -> Response {
         let given = form_urlencoded::parse(&bytes).find(|(k, _)| k == CSRF_FIELD).map(|(_, v)| v.into_owned());
         if !given.is_some_and(|g| app.security.csrf_ok(&g)) {
             tracing::warn!(path, "refused a POST without this console's CSRF token");
-            return refuse(StatusCode::FORBIDDEN, "the form's CSRF token is missing or not this console's: nothing was changed");
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "the form's CSRF token is missing or not this console's: nothing was changed",
+            );
         }
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await

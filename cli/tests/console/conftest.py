@@ -67,7 +67,8 @@ class Aws:
     s3: object
     prefix: str
 
-    def create(self, name: str, dlq: bool = True, max_receive_count: int = 3, **attrs) -> tuple[str, str | None]:
+    def create(self, name: str, dlq: bool = True, max_receive_count: int = 3, tags: dict | None = None,
+               **attrs) -> tuple[str, str | None]:
         """A queue (and its DLQ) named `<prefix><name>`; returns (url, dlq_url)."""
         full = self.prefix + name
         dlq_url = None
@@ -76,7 +77,7 @@ class Aws:
             dlq_url = self.sqs.create_queue(QueueName=full + "-dlq")["QueueUrl"]
             arn = self.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
             attributes["RedrivePolicy"] = json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": max_receive_count})
-        url = self.sqs.create_queue(QueueName=full, Attributes=attributes)["QueueUrl"]
+        url = self.sqs.create_queue(QueueName=full, Attributes=attributes, tags=tags or {})["QueueUrl"]
         return url, dlq_url
 
     def depth(self, url: str) -> dict[str, int]:

@@ -138,6 +138,25 @@ def test_redrive_selected_then_filtered_then_all_moves_exactly_those(page, aws, 
     assert d["visible"] + d["in_flight"] + d["delayed"] == 0
 
 
+def test_redrive_with_a_move_task_at_a_rate_returns_what_sqs_moved(page, aws, console):
+    url, dlq = aws.create("moved", max_receive_count=1)
+    aws.send(url, ["moved 1", "moved 2"])
+
+    def receive_without_deleting():  # SQS moves a message on the receive after maxReceiveCount
+        aws.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0)
+        return aws.depth(dlq)["visible"] == 2
+
+    wait_for("SQS to move both messages to the DLQ", receive_without_deleting)
+    name = aws.prefix + "moved"
+    page.goto(f"{console.url}/dlq/{name}-dlq")
+    expect(page.locator('#kinds tr[data-kind="max-receives"] td.num')).to_have_text("2")
+    expect(page.locator(f'#sources tr[data-source="{name}"] td.num')).to_have_text("2")
+    page.get_by_label(re.compile("^Messages per second")).fill("10")
+    page.get_by_role("button", name="Redrive with a move task").click()
+    finish_job(page, "COMPLETED")
+    assert sorted(m["Body"] for m in aws.drain(url, expect=2)) == ["moved 1", "moved 2"]
+
+
 def test_delete_asks_first_then_deletes_exactly_the_selected(page, aws, console):
     _, dlq, raw, _ = mixed_dlq(aws, "returns", poison=2, good=0, raw=2)
     page.goto(f"{console.url}/dlq/{aws.prefix}returns-dlq")
@@ -322,7 +341,7 @@ def test_every_page_renders_without_script_errors(page, aws, console):
 
 
 def test_overview_depths_match_the_sdk_and_refresh_without_reloading(page, aws, console):
-    url, dlq = aws.create("depth")
+    url, dlq = aws.create("depth", tags={"sqskit:paused": "deploy in progress", "team": "billing"})
     aws.send(url, [f"m{i}" for i in range(9)])
     taken = []
     while len(taken) < 2:  # two in flight
@@ -338,6 +357,9 @@ def test_overview_depths_match_the_sdk_and_refresh_without_reloading(page, aws, 
         expect(row.locator(f'td[data-col="{col}"]')).to_have_text(str(n))
     expect(row.locator('td[data-col="dlq_visible"]')).to_have_text(str(aws.depth(dlq)["visible"]))
     expect(row.locator('td[data-col="dlq"] a')).to_have_attribute("href", f"/dlq/{aws.prefix}depth-dlq")
+    expect(row.locator('td[data-col="paused"]')).to_have_text("paused: deploy in progress")
+    expect(row.locator("td.tags")).to_contain_text("team=billing")
+    expect(page.locator(f'tr[data-queue="{aws.prefix}depth-dlq"] td[data-col="paused"]')).to_have_text("no")
     page.evaluate("window.__same_page = 1")
     aws.send(url, ["one more"])
     expect(row.locator('td[data-col="visible"]')).to_have_text(str(aws.depth(url)["visible"]))
