@@ -65,7 +65,7 @@ fn ctx(app: &App) -> Ctx<'_> {
     Ctx { csrf: app.security.csrf(), read_only: app.read_only, show_bodies: app.show_bodies, version: app.version }
 }
 
-fn form(bytes: &Bytes) -> Vec<(String, String)> {
+fn form(bytes: &Bytes) -> Fields {
     form_urlencoded::parse(bytes).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
@@ -241,7 +241,10 @@ async fn purge(State(app): AppState, Path(name): Path<String>, body: Bytes) -> R
 
 /// The filters of a dead-letter page or a filtered redrive (`kind`, `source`, `pointer` fields),
 /// as given (for the page) and parsed.
-fn filters(given: impl Fn(&str) -> Option<String>) -> (Vec<(String, String)>, Result<Vec<RedriveFilter>, String>) {
+/// `(field, value)` pairs of a form or query.
+type Fields = Vec<(String, String)>;
+
+fn filters(given: impl Fn(&str) -> Option<String>) -> (Fields, Result<Vec<RedriveFilter>, String>) {
     let mut shown = Vec::new();
     let mut parsed = Vec::new();
     for (name, expr) in [("kind", "kind="), ("source", "source="), ("pointer", "")] {
