@@ -46,6 +46,8 @@
 //! - [Handlers without Rust](guide::handlers): `--exec` and `--http`.
 //! - [Lambda](guide::lambda): the adapter, the worker and the DLQ monitor.
 //! - [The sqskit command](guide::cli): every command, redrive, exit codes.
+//! - [The web console](guide::console): queues, dead letters, the archive and the pollers in a
+//!   browser; what a look costs; security.
 //! - [Rate limits](guide::rate_limits), [Delays past 15 minutes](guide::delays),
 //!   [Tenants (fair queues)](guide::fair_queues).
 //! - [Large messages](guide::large_messages): bodies over 1 MiB through S3.
@@ -82,9 +84,13 @@ macro_rules! guide_links {
     () => {
         concat!(
             "[../README.md]: https://github.com/sqskit/sqskit/blob/HEAD/README.md\n",
+            "[../src/archive_replay.rs]: crate::archive_replay\n",
+            "[../src/dead_letters.rs]: crate::dead_letters\n",
             "[../src/delay.rs]: crate::delay\n",
+            "[../src/dlq.rs]: crate::dlq\n",
             "[../src/handlers.rs]: crate::handlers\n",
             "[../src/idempotency.rs]: crate::idempotency\n",
+            "[../src/inventory.rs]: crate::inventory\n",
             "[../src/lambda.rs]: crate::lambda\n",
             "[../src/otel.rs]: crate::otel\n",
             "[../src/payload.rs]: crate::payload\n",
@@ -94,6 +100,7 @@ macro_rules! guide_links {
             "[../template.yaml]: https://github.com/sqskit/sqskit/blob/HEAD/template.yaml\n",
             "[../tests/support/lambda_rt.rs]: https://github.com/sqskit/sqskit/blob/HEAD/tests/support/lambda_rt.rs\n",
             "[cli.md]: crate::guide::cli\n",
+            "[console.md]: crate::guide::console\n",
             "[delays.md]: crate::guide::delays\n",
             "[deploying.md]: crate::guide::deploying\n",
             "[exactly-once.md]: crate::guide::exactly_once\n",
@@ -188,6 +195,9 @@ pub mod guide {
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/cli.md")]
     pub mod cli {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/console.md")]
+    pub mod console {}
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/rate-limits.md")]
     pub mod rate_limits {}
