@@ -158,36 +158,52 @@ impl Archive {
         }
     }
 
-    /// The source queues that have records (the key level under the prefix).
-    ///
-    /// # Errors
-    /// [`ArchiveError::S3`] when listing fails.
-    pub async fn sources(&self) -> Result<Vec<String>, ArchiveError> {
-        let head = self.head();
-        let mut out = BTreeSet::new();
+    /// Every page of `ListObjectsV2` under `prefix`: the objects (key, size) and, with a
+    /// delimiter, the common prefixes.
+    async fn list_all(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+    ) -> Result<(Vec<(String, u64)>, Vec<String>), ArchiveError> {
+        let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
         let mut token = None;
         loop {
             let page = self
                 .s3
                 .list_objects_v2()
                 .bucket(&self.bucket)
-                .prefix(&head)
-                .delimiter("/")
+                .prefix(prefix)
+                .set_delimiter(delimiter.map(str::to_string))
                 .set_continuation_token(token.take())
                 .send()
                 .await
-                .map_err(s3_err("ListObjectsV2", &self.bucket, &head))?;
-            for p in page.common_prefixes() {
-                if let Some(name) = p.prefix().and_then(|p| p.strip_prefix(head.as_str())) {
-                    out.insert(name.trim_end_matches('/').to_string());
+                .map_err(s3_err("ListObjectsV2", &self.bucket, prefix))?;
+            for o in page.contents() {
+                if let Some(key) = o.key() {
+                    objects.push((key.to_string(), o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0)));
                 }
             }
+            prefixes.extend(page.common_prefixes().iter().filter_map(|p| p.prefix().map(str::to_string)));
             match page.next_continuation_token() {
                 Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
+                _ => return Ok((objects, prefixes)),
             }
         }
-        Ok(out.into_iter().collect())
+    }
+
+    /// The source queues that have records (the key level under the prefix).
+    ///
+    /// # Errors
+    /// [`ArchiveError::S3`] when listing fails.
+    pub async fn sources(&self) -> Result<Vec<String>, ArchiveError> {
+        let head = self.head();
+        let (_, prefixes) = self.list_all(&head, Some("/")).await?;
+        let names: BTreeSet<String> = prefixes
+            .iter()
+            .filter_map(|p| p.strip_prefix(head.as_str()))
+            .map(|n| n.trim_end_matches('/').to_string())
+            .collect();
+        Ok(names.into_iter().collect())
     }
 
     /// The records of `source` (all sources when `None`), of `day` (`yyyy-mm-dd`) when given,
@@ -210,33 +226,12 @@ impl Archive {
                 prefix.push('/');
             }
         }
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .s3
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(&prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(s3_err("ListObjectsV2", &self.bucket, &prefix))?;
-            for o in page.contents() {
-                let Some(key) = o.key() else { continue };
-                if let Some(mut e) = self.parse_key(key) {
-                    if day.is_some_and(|d| d != e.day) {
-                        continue;
-                    }
-                    e.size = o.size().and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
-                    out.push(e);
-                }
-            }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
+        let (objects, _) = self.list_all(&prefix, None).await?;
+        let mut out: Vec<ArchiveEntry> = objects
+            .into_iter()
+            .filter_map(|(key, size)| self.parse_key(&key).map(|e| ArchiveEntry { size, ..e }))
+            .filter(|e| day.is_none_or(|d| d == e.day))
+            .collect();
         out.sort_by(|a, b| b.day.cmp(&a.day).then_with(|| a.source_queue.cmp(&b.source_queue)).then(a.key.cmp(&b.key)));
         out.truncate(max);
         Ok(out)

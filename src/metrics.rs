@@ -129,18 +129,7 @@ pub fn install_prometheus_with_health(
     addr: SocketAddr,
     health: std::sync::Arc<crate::health::Health>,
 ) -> Result<(), ExporterError> {
-    serve(
-        addr,
-        Some(Box::new(move |path: &str, _: &Prometheus| {
-            let report = health.report();
-            let ok = match path {
-                "/healthz" => report.live,
-                "/readyz" => report.ready,
-                _ => return None,
-            };
-            Some((if ok { 200 } else { 503 }, serde_json::to_string(&report).unwrap_or_default()))
-        })),
-    )
+    serve(addr, Some(Box::new(move |path: &str, _: &Prometheus| health_route(path, &health))))
 }
 
 /// As [`install_prometheus_with_health`] with the board's health, and `GET /status` answers the
@@ -156,20 +145,26 @@ pub fn install_prometheus_with_status(
 ) -> Result<(), ExporterError> {
     serve(
         addr,
-        Some(Box::new(move |path: &str, prometheus: &Prometheus| {
-            let report = board.health().report();
-            let ok = match path {
-                "/healthz" => report.live,
-                "/readyz" => report.ready,
-                "/status" => {
-                    let status = board.snapshot(crate::status::failures_by_kind(&prometheus.render()));
-                    return Some((200, serde_json::to_string(&status).unwrap_or_default()));
-                }
-                _ => return None,
-            };
-            Some((if ok { 200 } else { 503 }, serde_json::to_string(&report).unwrap_or_default()))
+        Some(Box::new(move |path: &str, prometheus: &Prometheus| match path {
+            "/status" => {
+                let status = board.snapshot(crate::status::failures_by_kind(&prometheus.render()));
+                Some((200, serde_json::to_string(&status).unwrap_or_default()))
+            }
+            _ => health_route(path, board.health()),
         })),
     )
+}
+
+/// `/healthz` and `/readyz`: 200 or 503 with the health report.
+#[cfg(all(feature = "prometheus", feature = "poller"))]
+fn health_route(path: &str, health: &crate::health::Health) -> Option<(u16, String)> {
+    let report = health.report();
+    let ok = match path {
+        "/healthz" => report.live,
+        "/readyz" => report.ready,
+        _ => return None,
+    };
+    Some((if ok { 200 } else { 503 }, serde_json::to_string(&report).unwrap_or_default()))
 }
 
 #[cfg(feature = "prometheus")]

@@ -130,21 +130,23 @@ async fn api_stats(State(app): AppState) -> Response {
     }
 }
 
-async fn queue_page(State(app): AppState, Path(name): Path<String>, Query(q): Params) -> Response {
-    let queue = match queue(&app, &name).await {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+/// A handler's answer; `Err` is an early answer (a queue outside the selection, a bad form, a
+/// failed AWS call), rendered as it is.
+type Page = Result<Response, Response>;
+
+fn bad(app: &App, why: &str) -> Response {
+    (StatusCode::BAD_REQUEST, pages::not_found(&ctx(app), why)).into_response()
+}
+
+async fn queue_page(State(app): AppState, Path(name): Path<String>, Query(q): Params) -> Page {
+    let queue = queue(&app, &name).await?;
     let flash =
         q.get("sent").map(|id| format!("Sent message {id}.")).or_else(|| q.get("purged").map(|_| "Purged.".into()));
     render_queue(&app, &queue, flash, None, "").await
 }
 
-async fn render_queue(app: &App, queue: &Queue, flash: Option<String>, error: Option<String>, body: &str) -> Response {
-    let settings = match sqskit::inventory::settings(queue).await {
-        Ok(s) => s,
-        Err(e) => return failed(app, e),
-    };
+async fn render_queue(app: &App, queue: &Queue, flash: Option<String>, error: Option<String>, body: &str) -> Page {
+    let settings = sqskit::inventory::settings(queue).await.map_err(|e| failed(app, e))?;
     let tags = sqskit::inventory::tags(queue).await.unwrap_or_default();
     let snap = app.history.refresh(app, FRESH).await.unwrap_or_default();
     let row = snap.rows.iter().find(|r| r.url == queue.url());
@@ -160,36 +162,24 @@ async fn render_queue(app: &App, queue: &Queue, flash: Option<String>, error: Op
         error,
         body,
     };
-    (status, pages::queue(&ctx(app), &page)).into_response()
+    Ok((status, pages::queue(&ctx(app), &page)).into_response())
 }
 
-async fn queue_fragment(State(app): AppState, Path(name): Path<String>) -> Response {
-    let queue = match queue(&app, &name).await {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+async fn queue_fragment(State(app): AppState, Path(name): Path<String>) -> Page {
+    let queue = queue(&app, &name).await?;
     let snap = app.history.refresh(&app, FRESH).await.unwrap_or_default();
     let points = app.history.points(queue.url()).await;
-    pages::queue_fragment(snap.rows.iter().find(|r| r.url == queue.url()), &points).into_response()
+    Ok(pages::queue_fragment(snap.rows.iter().find(|r| r.url == queue.url()), &points).into_response())
 }
 
-async fn send(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Response {
-    let queue = match queue(&app, &name).await {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+async fn send(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Page {
+    let queue = queue(&app, &name).await?;
     let f = form(&body);
     let text = f.iter().find(|(k, _)| k == "body").map(|(_, v)| v.clone()).unwrap_or_default();
     if field(&f, "json").is_some() {
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
-            return render_queue(
-                &app,
-                &queue,
-                None,
-                Some(format!("Not sent: the body is not valid JSON ({e}).")),
-                &text,
-            )
-            .await;
+            let why = format!("Not sent: the body is not valid JSON ({e}).");
+            return render_queue(&app, &queue, None, Some(why), &text).await;
         }
     }
     let mut msg = sqskit::OutgoingMessage::new(text.clone());
@@ -202,48 +192,36 @@ async fn send(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Re
     match queue.send(msg).await {
         Ok(sent) => {
             tracing::info!(queue = queue.name(), message_id = %sent.message_id, "console: sent a message");
-            Redirect::to(&format!("/queues/{name}?sent={}", pages::urlencode(&sent.message_id))).into_response()
+            Ok(Redirect::to(&format!("/queues/{name}?sent={}", pages::urlencode(&sent.message_id))).into_response())
         }
         Err(e) => render_queue(&app, &queue, None, Some(format!("Not sent: {e}")), &text).await,
     }
 }
 
-async fn purge(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Response {
-    let queue = match queue(&app, &name).await {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+async fn purge(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Page {
+    let queue = queue(&app, &name).await?;
     let f = form(&body);
-    let messages = match queue.attributes().await {
-        Ok(a) => a.visible + a.in_flight + a.delayed,
-        Err(e) => return failed(&app, e),
-    };
+    let a = queue.attributes().await.map_err(|e| failed(&app, e))?;
+    let messages = a.visible + a.in_flight + a.delayed;
     if field(&f, "confirm") != Some("yes") {
-        return pages::purge_confirm(&ctx(&app), &name, messages, None).into_response();
+        return Ok(pages::purge_confirm(&ctx(&app), &name, messages, None).into_response());
     }
     if field(&f, "typed").map(str::trim) != Some(name.as_str()) {
-        let page = pages::purge_confirm(
-            &ctx(&app),
-            &name,
-            messages,
-            Some("The name typed is not the queue's: nothing was purged."),
+        let why = "The name typed is not the queue's: nothing was purged.";
+        return Err(
+            (StatusCode::BAD_REQUEST, pages::purge_confirm(&ctx(&app), &name, messages, Some(why))).into_response()
         );
-        return (StatusCode::BAD_REQUEST, page).into_response();
     }
-    match queue.purge().await {
-        Ok(()) => {
-            tracing::warn!(queue = %name, messages, "console: purged the queue");
-            Redirect::to(&format!("/queues/{name}?purged=1")).into_response()
-        }
-        Err(e) => failed(&app, e),
-    }
+    queue.purge().await.map_err(|e| failed(&app, e))?;
+    tracing::warn!(queue = %name, messages, "console: purged the queue");
+    Ok(Redirect::to(&format!("/queues/{name}?purged=1")).into_response())
 }
 
-/// The filters of a dead-letter page or a filtered redrive (`kind`, `source`, `pointer` fields),
-/// as given (for the page) and parsed.
 /// `(field, value)` pairs of a form or query.
 type Fields = Vec<(String, String)>;
 
+/// The filters of a dead-letter page or a filtered redrive (`kind`, `source`, `pointer` fields),
+/// as given (for the page) and parsed.
 fn filters(given: impl Fn(&str) -> Option<String>) -> (Fields, Result<Vec<RedriveFilter>, String>) {
     let mut shown = Vec::new();
     let mut parsed = Vec::new();
@@ -255,18 +233,12 @@ fn filters(given: impl Fn(&str) -> Option<String>) -> (Fields, Result<Vec<Redriv
     (shown, parsed.into_iter().collect())
 }
 
-async fn dlq_page(State(app): AppState, Path(name): Path<String>, Query(q): Params) -> Response {
-    let dlq = match queue(&app, &name).await {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+async fn dlq_page(State(app): AppState, Path(name): Path<String>, Query(q): Params) -> Page {
+    let dlq = queue(&app, &name).await?;
     let n = q.get("n").and_then(|n| n.parse::<usize>().ok()).unwrap_or(DEFAULT_LOOK).clamp(1, MAX_LOOK);
     let (shown, parsed) = filters(|k| q.get(k).cloned());
     let settings = sqskit::inventory::settings(&dlq).await;
-    let attrs = match dlq.attributes().await {
-        Ok(a) => a,
-        Err(e) => return failed(&app, e),
-    };
+    let attrs = dlq.attributes().await.map_err(|e| failed(&app, e))?;
     let (msgs, error) = match sqskit::dead_letters::look(&dlq, n).await {
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(format!("looking at the messages failed: {e}"))),
@@ -296,28 +268,21 @@ async fn dlq_page(State(app): AppState, Path(name): Path<String>, Query(q): Para
         n,
     };
     let status = if filter_error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    (status, pages::dlq(&ctx(&app), &page)).into_response()
+    Ok((status, pages::dlq(&ctx(&app), &page)).into_response())
 }
 
-fn to_job(id: u64) -> Response {
-    Redirect::to(&format!("/jobs/{id}")).into_response()
+fn to_job(id: u64) -> Page {
+    Ok(Redirect::to(&format!("/jobs/{id}")).into_response())
 }
 
-async fn redrive(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Response {
-    let dlq = match queue(&app, &name).await {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+async fn redrive(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Page {
+    let dlq = queue(&app, &name).await?;
     let f = form(&body);
     let (filters, what) = match field(&f, "scope") {
         Some("selected") => {
             let ids: BTreeSet<String> = fields(&f, "id").into_iter().collect();
             if ids.is_empty() {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    pages::not_found(&ctx(&app), "No message selected: nothing was moved."),
-                )
-                    .into_response();
+                return Err(bad(&app, "No message selected: nothing was moved."));
             }
             let n = ids.len();
             (vec![RedriveFilter::MessageIds(ids)], format!("{n} selected"))
@@ -327,14 +292,11 @@ async fn redrive(State(app): AppState, Path(name): Path<String>, body: Bytes) ->
                 let text = shown.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
                 (parsed, format!("filtered: {text}"))
             }
-            (_, Err(e)) => return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), &e)).into_response(),
-            _ => return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), "No filter given.")).into_response(),
+            (_, Err(e)) => return Err(bad(&app, &e)),
+            _ => return Err(bad(&app, "No filter given.")),
         },
         Some("all") => (Vec::new(), "all".to_string()),
-        _ => {
-            return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), "scope must be all, filtered or selected"))
-                .into_response()
-        }
+        _ => return Err(bad(&app, "scope must be all, filtered or selected")),
     };
     let total = match &filters[..] {
         [RedriveFilter::MessageIds(ids)] => Some(ids.len() as u64),
@@ -345,40 +307,31 @@ async fn redrive(State(app): AppState, Path(name): Path<String>, body: Bytes) ->
         options = options.with_filter(filter);
     }
     tracing::info!(queue = %name, what = %what, "console: redrive started");
-    let job =
-        app.jobs.start(format!("Redrive {what} from {name}"), format!("/dlq/{name}"), total, move |job| async move {
-            let report = sqskit::dlq::redrive(&dlq, None, &options, |n| job.update(|s| s.progress = n as u64)).await?;
-            job.update(|s| s.lines.extend(report.failed.iter().map(|f| format!("not moved: {f}"))));
-            Ok(format!(
-                "Moved {} message(s) back to their source queues; {} left in the DLQ as not chosen; {} failed.",
-                report.moved,
-                report.skipped,
-                report.failed.len()
-            ))
-        });
+    let title = format!("Redrive {what} from {name}");
+    let job = app.jobs.start(title, format!("/dlq/{name}"), total, move |job| async move {
+        let report = sqskit::dlq::redrive(&dlq, None, &options, |n| job.update(|s| s.progress = n as u64)).await?;
+        job.update(|s| s.lines.extend(report.failed.iter().map(|f| format!("not moved: {f}"))));
+        Ok(format!(
+            "Moved {} message(s) back to their source queues; {} left in the DLQ as not chosen; {} failed.",
+            report.moved,
+            report.skipped,
+            report.failed.len()
+        ))
+    });
     to_job(job.id)
 }
 
-async fn move_task(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Response {
-    let dlq = match queue(&app, &name).await {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+async fn move_task(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Page {
+    let dlq = queue(&app, &name).await?;
     let f = form(&body);
-    let rate = match field(&f, "rate")
-        .map(|r| r.trim().parse::<f64>().map_err(|_| format!("rate {r:?} is not a number")))
-    {
+    let rate = match field(&f, "rate") {
         None => None,
-        Some(Ok(r)) => match sqskit::dlq::move_task_rate(r) {
-            Ok(r) => Some(r),
-            Err(e) => return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), &e.to_string())).into_response(),
-        },
-        Some(Err(e)) => return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), &e)).into_response(),
+        Some(r) => {
+            let r: f64 = r.trim().parse().map_err(|_| bad(&app, &format!("rate {r:?} is not a number")))?;
+            Some(sqskit::dlq::move_task_rate(r).map_err(|e| bad(&app, &e.to_string()))?)
+        }
     };
-    let handle = match sqskit::dlq::start_move_task(&dlq, None, rate).await {
-        Ok(h) => h,
-        Err(e) => return failed(&app, e),
-    };
+    let handle = sqskit::dlq::start_move_task(&dlq, None, rate).await.map_err(|e| failed(&app, e))?;
     tracing::info!(queue = %name, task = %handle, "console: message move task started");
     let job = app.jobs.start(format!("Move task on {name}"), format!("/dlq/{name}"), None, move |job| async move {
         job.update(|s| s.lines.push(format!("task handle {handle}")));
@@ -399,37 +352,27 @@ async fn move_task(State(app): AppState, Path(name): Path<String>, body: Bytes) 
     to_job(job.id)
 }
 
-async fn delete(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Response {
-    let dlq = match queue(&app, &name).await {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+async fn delete(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Page {
+    let dlq = queue(&app, &name).await?;
     let f = form(&body);
     let ids = fields(&f, "id");
     if ids.is_empty() {
-        return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), "No message selected: nothing was deleted."))
-            .into_response();
+        return Err(bad(&app, "No message selected: nothing was deleted."));
     }
     if field(&f, "confirm") != Some("yes") {
-        return pages::delete_confirm(&ctx(&app), &name, &ids).into_response();
+        return Ok(pages::delete_confirm(&ctx(&app), &name, &ids).into_response());
     }
     let ids: BTreeSet<String> = ids.into_iter().collect();
     tracing::warn!(queue = %name, messages = ids.len(), "console: deleting dead letters");
-    let total = Some(ids.len() as u64);
-    let job = app.jobs.start(
-        format!("Delete {} message(s) from {name}", ids.len()),
-        format!("/dlq/{name}"),
-        total,
-        move |job| async move {
-            let report = sqskit::dead_letters::delete(&dlq, &ids, |n| job.update(|s| s.progress = n as u64)).await?;
-            job.update(|s| {
-                s.lines
-                    .extend(report.not_found.iter().map(|id| format!("not found (gone already, or in flight): {id}")));
-                s.lines.extend(report.failed.iter().map(|f| format!("not deleted: {f}")));
-            });
-            Ok(format!("Deleted {} message(s).", report.deleted.len()))
-        },
-    );
+    let (title, total) = (format!("Delete {} message(s) from {name}", ids.len()), Some(ids.len() as u64));
+    let job = app.jobs.start(title, format!("/dlq/{name}"), total, move |job| async move {
+        let report = sqskit::dead_letters::delete(&dlq, &ids, |n| job.update(|s| s.progress = n as u64)).await?;
+        job.update(|s| {
+            s.lines.extend(report.not_found.iter().map(|id| format!("not found (gone already, or in flight): {id}")));
+            s.lines.extend(report.failed.iter().map(|f| format!("not deleted: {f}")));
+        });
+        Ok(format!("Deleted {} message(s).", report.deleted.len()))
+    });
     to_job(job.id)
 }
 
@@ -478,21 +421,16 @@ async fn archive_record(State(app): AppState, Query(q): Params) -> Response {
     }
 }
 
-async fn replay(State(app): AppState, body: Bytes) -> Response {
+async fn replay(State(app): AppState, body: Bytes) -> Page {
     let Some(archive) = app.archive.clone() else {
-        return not_found(&app, "No archive: start the console with --archive-bucket.".into());
+        return Err(not_found(&app, "No archive: start the console with --archive-bucket.".into()));
     };
     let keys: Vec<String> = fields(&form(&body), "key");
     if keys.is_empty() {
-        return (StatusCode::BAD_REQUEST, pages::not_found(&ctx(&app), "No record selected: nothing was replayed."))
-            .into_response();
+        return Err(bad(&app, "No record selected: nothing was replayed."));
     }
-    if let Some(bad) = keys.iter().find(|k| archive.parse_key(k).is_none()) {
-        return (
-            StatusCode::BAD_REQUEST,
-            pages::not_found(&ctx(&app), &format!("{bad} is not a record of this archive.")),
-        )
-            .into_response();
+    if let Some(key) = keys.iter().find(|k| archive.parse_key(k).is_none()) {
+        return Err(bad(&app, &format!("{key} is not a record of this archive.")));
     }
     tracing::info!(records = keys.len(), "console: replaying archived records");
     let client = app.sqs.clone();
