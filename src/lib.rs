@@ -111,6 +111,8 @@ macro_rules! guide_links {
             "[guarantees.md#retries-against-maxreceivecount]: crate::guide::guarantees#retries-against-maxreceivecount\n",
             "[guarantees.md#what-counts-as-success]: crate::guide::guarantees#what-counts-as-success\n",
             "[handlers.md]: crate::guide::handlers\n",
+            "[img/console-dlq.png]: https://github.com/sqskit/sqskit/blob/HEAD/docs/img/console-dlq.png\n",
+            "[img/console-overview.png]: https://github.com/sqskit/sqskit/blob/HEAD/docs/img/console-overview.png\n",
             "[lambda.md]: crate::guide::lambda\n",
             "[lambda.md#the-adapter]: crate::guide::lambda#the-adapter\n",
             "[lambda.md#the-dlq-monitor]: crate::guide::lambda#the-dlq-monitor\n",
