@@ -477,6 +477,59 @@ def check_worker_poller_mode(t: Template, r: Report) -> None:
                 f"parameter {name} is a Number in Lambda's range {lo}..{hi}", f"got {p}")
 
 
+FILTER_PARAM = "WorkerFilterPattern"
+SAMPLE_FILTER = '{"body": {"event_type": ["order.created"]}}'
+ESM_METRICS = {"Metrics": ["EventCount"]}
+
+
+def check_worker_metrics_and_filter(t: Template, r: Report) -> None:
+    """Every SQS mapping of the worker turns on its EventCount metrics and carries the optional
+    FilterCriteria exactly when WorkerFilterPattern is set (one filter, that pattern); the
+    parameter only takes a pattern on `body` (all an SQS mapping filters on) or nothing; no other
+    mapping filters (Lambda deletes what a filter drops: a filter on the DLQ monitor would lose
+    dead letters)."""
+    p = param(t, FILTER_PARAM)
+    pattern = str(p.get("AllowedPattern", ""))
+
+    def allowed(v: str) -> bool:
+        return bool(re.fullmatch(pattern, v)) and len(v) <= (to_int(p.get("MaxLength")) or 0)
+
+    r.check(p.get("Type") == "String" and p.get("Default") == "" and to_int(p.get("MaxLength")) == 4096,
+            f"parameter {FILTER_PARAM}: String, default empty (no filter), MaxLength 4096 (Lambda's pattern limit)",
+            f"got {p}")
+    accepted = ["", SAMPLE_FILTER, '{"body":{"n":[{"numeric":[">",5]}]}}']
+    refused = ['{"attributes": {"x": ["y"]}}', "order.created", '{"body": 1', "x" * 5000]
+    r.check(bool(pattern) and all(allowed(v) for v in accepted) and not any(allowed(v) for v in refused),
+            f"parameter {FILTER_PARAM}: AllowedPattern takes empty or a pattern on body only",
+            f"AllowedPattern {pattern!r}: refuses {[v for v in accepted if not allowed(v)]}, "
+            f"accepts {[v[:40] for v in refused if allowed(v)]}")
+    maps = [(label, fn, p) for label, fn, _, p in sqs_mappings(t)]
+    worker = [label for label, fn, _ in maps if fn == WORKER]
+    r.check(len(worker) >= 2, f"{WORKER} has its SQS mappings (standard and FIFO)", f"got {worker}")
+    for fifo in ("false", "true"):
+        for value in ("", SAMPLE_FILTER):
+            try:
+                conds = t.conditions(**{FILTER_PARAM: value, "UseFifo": fifo})
+            except (KeyError, ValueError) as e:
+                r.check(False, f"conditions evaluate for {FILTER_PARAM}={value!r}", str(e))
+                continue
+            want = {"Filters": [{"Pattern": {"Ref": FILTER_PARAM}}]} if value else None
+            for label, fn, props in maps:
+                if not t.exists(label, conds):
+                    continue
+                got = resolve(props, conds)
+                case = f"UseFifo={fifo} {FILTER_PARAM}={'set' if value else 'empty'}: {label}"
+                if fn == WORKER:
+                    r.check(got.get("MetricsConfig") == ESM_METRICS, f"{case} has MetricsConfig {ESM_METRICS}",
+                            f"got {got.get('MetricsConfig')!r}")
+                    r.check(got.get("FilterCriteria") == want,
+                            f"{case} has " + ("FilterCriteria with the pattern" if value else "no FilterCriteria"),
+                            f"got {got.get('FilterCriteria')!r}")
+                else:
+                    r.check("FilterCriteria" not in got, f"{case} ({fn}) filters nothing",
+                            f"got {got.get('FilterCriteria')!r}")
+
+
 def check_work_queue_visibility(t: Template, r: Report) -> None:
     vt = to_int(t.props("WorkQueue").get("VisibilityTimeout"))
     ft = to_int(t.props("WorkerFunction").get("Timeout"))
@@ -1178,6 +1231,7 @@ def main() -> int:
     image_crate = check_dockerfile(r, root) if any(True for _ in t.of_type("AWS::ECS::TaskDefinition")) else None
     check_event_sources(t, r)
     check_worker_poller_mode(t, r)
+    check_worker_metrics_and_filter(t, r)
     check_work_queue_visibility(t, r)
     check_queues(t, r)
     check_env_vars(t, r, root, fn_crates, image_crate)

@@ -14,8 +14,11 @@ use tracing::Instrument;
 
 pub use reqwest;
 
-use crate::message::Message;
+use crate::message::{AttributeValue, Message};
 use crate::processor::{BoxFuture, Handler, HandlerError};
+
+mod command;
+pub use command::check_command;
 
 /// Exit code meaning "this message is bad, do not retry" (`EX_DATAERR`).
 pub const EXIT_PERMANENT: i32 = 65;
@@ -30,10 +33,15 @@ pub const EXIT_PERMANENT: i32 = 65;
 /// it started, e.g. the other half of `sh -c 'a | b'`, outlives it.
 /// Environment: `SQSKIT_MESSAGE_ID`, `SQSKIT_QUEUE_URL`, `SQSKIT_QUEUE_NAME`,
 /// `SQSKIT_RECEIVE_COUNT`, `SQSKIT_GROUP_ID`, `SQSKIT_SENT_TIMESTAMP` (ms),
-/// `SQSKIT_FIRST_RECEIVED_AT` (ms), `SQSKIT_ATTR_<NAME>` per string attribute (name
-/// upper-cased, other characters as `_`), and `TRACEPARENT` / `TRACESTATE` (W3C) when the
+/// `SQSKIT_FIRST_RECEIVED_AT` (ms), the String and Number attributes ([`attribute_env`]:
+/// `SQSKIT_ATTRIBUTES`, a JSON object of them all under their exact names, and
+/// `SQSKIT_ATTR_<NAME>` per attribute, name upper-cased, other characters as `_`, unless two
+/// attributes map to the same variable), and `TRACEPARENT` / `TRACESTATE` (W3C) when the
 /// message carries a trace context ([`Message::trace`]: the producer's trace, this processing
 /// span's id).
+///
+/// A command that cannot start is refused when the handler is built ([`check_command`]), before
+/// any message is received.
 ///
 /// # Example
 /// ```
@@ -51,13 +59,12 @@ impl ExecHandler {
     /// A handler running `command[0]` with `command[1..]` as arguments.
     ///
     /// # Errors
-    /// [`crate::Error::Invalid`] when the command is empty.
+    /// [`crate::Error::Invalid`] naming `exec` when the command is empty or cannot start
+    /// ([`check_command`]: not found on `PATH`, not executable, a missing interpreter).
     pub fn new(command: Vec<String>, queue_url: impl Into<String>) -> Result<Self, crate::Error> {
+        check_command(&command).map_err(|reason| crate::Error::Invalid { what: "exec", reason })?;
         let mut it = command.into_iter();
-        let program = it
-            .next()
-            .filter(|p| !p.is_empty())
-            .ok_or_else(|| crate::Error::Invalid { what: "exec", reason: "the command is empty".into() })?;
+        let program = it.next().unwrap_or_default();
         Ok(Self { program, args: it.collect(), queue_url: queue_url.into() })
     }
 
@@ -67,11 +74,64 @@ impl ExecHandler {
     }
 }
 
-/// `SQSKIT_ATTR_<NAME>` for an attribute name.
+/// `SQSKIT_ATTR_<NAME>` for an attribute name: upper-cased, other characters as `_`. Not
+/// one-to-one (`tenant-id` and `TENANT_ID` give the same name): see [`attribute_env`].
 pub fn attribute_env_name(name: &str) -> String {
     let clean: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
-    format!("SQSKIT_ATTR_{clean}")
+    format!("{ATTR_PREFIX}{clean}")
+}
+
+const ATTR_PREFIX: &str = "SQSKIT_ATTR_";
+
+/// The variable holding every String and Number attribute as a JSON object (exact names, the
+/// values as strings).
+pub const ATTRIBUTES_VAR: &str = "SQSKIT_ATTRIBUTES";
+
+/// The environment of a command for a message's attributes, losing none: `(variables to set,
+/// variables not set because several attributes map to them, with those attributes' names)`.
+/// [`ATTRIBUTES_VAR`] always holds them all (String and Number ones, exact names); each also
+/// gets [`attribute_env_name`] unless another attribute of the message maps to the same
+/// variable (e.g. `weird.name-x_y` and `WEIRD_NAME_X_Y`): such a variable is left unset rather
+/// than given one value of two. Binary attributes are not passed.
+///
+/// # Example
+/// ```
+/// use sqskit::AttributeValue;
+/// use sqskit::handlers::attribute_env;
+/// let attrs = [("a.b", "1"), ("A_B", "2"), ("tenant-id", "acme")]
+///     .map(|(k, v)| (k.to_string(), AttributeValue::string(v)))
+///     .into_iter()
+///     .collect();
+/// let (vars, clashes) = attribute_env(&attrs);
+/// assert!(vars.contains(&("SQSKIT_ATTR_TENANT_ID".into(), "acme".into())));
+/// assert!(vars.iter().any(|(k, v)| k == "SQSKIT_ATTRIBUTES" && v.contains(r#""a.b":"1""#)));
+/// assert_eq!(clashes, [("SQSKIT_ATTR_A_B".to_string(), vec!["A_B".to_string(), "a.b".to_string()])]);
+/// ```
+#[allow(clippy::type_complexity)]
+pub fn attribute_env(
+    attributes: &std::collections::HashMap<String, AttributeValue>,
+) -> (Vec<(String, String)>, Vec<(String, Vec<String>)>) {
+    let mut by_var: std::collections::BTreeMap<String, Vec<(&str, &str)>> = Default::default();
+    let mut all = serde_json::Map::new();
+    for (name, value) in attributes {
+        if let Some(v) = value.as_str() {
+            by_var.entry(attribute_env_name(name)).or_default().push((name, v));
+            all.insert(name.clone(), serde_json::Value::String(v.to_string()));
+        }
+    }
+    let mut vars = vec![(ATTRIBUTES_VAR.to_string(), serde_json::Value::Object(all).to_string())];
+    let mut clashes = Vec::new();
+    for (var, mut names) in by_var {
+        match names[..] {
+            [(_, v)] => vars.push((var, v.to_string())),
+            _ => {
+                names.sort();
+                clashes.push((var, names.into_iter().map(|(n, _)| n.to_string()).collect()));
+            }
+        }
+    }
+    (vars, clashes)
 }
 
 impl Handler<String> for ExecHandler {
@@ -107,10 +167,13 @@ impl ExecHandler {
                 "SQSKIT_FIRST_RECEIVED_AT",
                 raw.system_attributes.get("ApproximateFirstReceiveTimestamp").map(String::as_str).unwrap_or_default(),
             );
-        for (k, v) in &raw.attributes {
-            if let Some(s) = v.as_str() {
-                cmd.env(attribute_env_name(k), s);
-            }
+        let (vars, clashes) = attribute_env(&raw.attributes);
+        cmd.envs(vars);
+        for (var, names) in clashes {
+            // not one value of two, and not one inherited from the poller's environment
+            cmd.env_remove(&var);
+            tracing::warn!(variable = %var, attributes = ?names,
+                "these attributes map to the same variable, which is not set: read them from SQSKIT_ATTRIBUTES");
         }
         // the trace continues in the command; never one inherited from the poller's environment
         cmd.env_remove("TRACEPARENT").env_remove("TRACESTATE");
@@ -159,7 +222,15 @@ impl ExecHandler {
                 "{} exited with {EXIT_PERMANENT} (EX_DATAERR){stderr}",
                 self.program
             ))),
-            Some(c) => Err(HandlerError::retryable(format!("{} exited with {c}{stderr}", self.program))),
+            Some(c) => {
+                // what a shell says when it cannot run a command of the script
+                let why = match c {
+                    126 => " (a command could not be executed)",
+                    127 => " (a command was not found)",
+                    _ => "",
+                };
+                Err(HandlerError::retryable(format!("{} exited with {c}{why}{stderr}", self.program)))
+            }
             None => Err(HandlerError::retryable(format!(
                 "{} was killed by signal {}{stderr}",
                 self.program,
@@ -255,12 +326,11 @@ impl HttpHandler {
     /// A handler posting to `url` with a per-request `timeout`.
     ///
     /// # Errors
-    /// [`crate::Error::Invalid`] when the URL is not http(s) or the client cannot be built.
+    /// [`crate::Error::Invalid`] naming `http` when the URL is not an http(s) URL with a host
+    /// ([`check_http_url`]) or the client cannot be built.
     pub fn new(url: impl Into<String>, timeout: Duration, queue_name: impl Into<String>) -> Result<Self, crate::Error> {
         let url = url.into();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(crate::Error::Invalid { what: "http", reason: format!("{url:?} is not an http(s) URL") });
-        }
+        check_http_url(&url).map_err(|reason| crate::Error::Invalid { what: "http", reason })?;
         Ok(Self { client: http_client(timeout)?, url, queue_name: queue_name.into() })
     }
 
@@ -317,6 +387,29 @@ impl HttpHandler {
         })?;
         classify_response(&resp)
     }
+}
+
+/// Check that `url` is an `http://` or `https://` URL with a host, as [`HttpHandler`] needs.
+///
+/// # Errors
+/// A text saying what is wrong, for the caller to name its flag or field.
+///
+/// # Example
+/// ```
+/// use sqskit::handlers::check_http_url;
+/// assert!(check_http_url("http://127.0.0.1:8080/jobs").is_ok());
+/// assert!(check_http_url("http://").is_err());
+/// assert!(check_http_url("ftp://h/x").is_err());
+/// ```
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{url:?} is not an http(s) URL"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
 }
 
 /// The HTTP client for delivering messages (`--http`, the worker Lambda): redirects are **not**
@@ -457,5 +550,32 @@ mod tests {
     fn attribute_names_become_env_names() {
         assert_eq!(attribute_env_name("tenant-id"), "SQSKIT_ATTR_TENANT_ID");
         assert_eq!(attribute_env_name("a.b"), "SQSKIT_ATTR_A_B");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn attribute_env_loses_no_attribute(names in proptest::collection::hash_set("[a-zA-Z0-9_.-]{1,6}", 0..10)) {
+            let attrs: std::collections::HashMap<String, AttributeValue> =
+                names.iter().map(|n| (n.clone(), AttributeValue::string(format!("v-{n}")))).collect();
+            let (vars, clashes) = attribute_env(&attrs);
+            let all: serde_json::Value = serde_json::from_str(&vars[0].1).unwrap();
+            proptest::prop_assert_eq!(vars[0].0.as_str(), ATTRIBUTES_VAR);
+            for n in &names {
+                let want = format!("v-{n}");
+                proptest::prop_assert_eq!(all[n.as_str()].as_str(), Some(want.as_str()));
+                let var = attribute_env_name(n);
+                let set: Vec<&String> = vars.iter().filter(|(k, _)| *k == var).map(|(_, v)| v).collect();
+                let clashed = clashes.iter().any(|(k, ns)| *k == var && ns.contains(n));
+                // either its own variable holds its value, or the clash is reported (never another's value)
+                proptest::prop_assert!(set == [&want] || (set.is_empty() && clashed), "{}", n);
+            }
+        }
+
+        #[test]
+        fn http_urls_are_checked_without_panicking(url in "\\PC{0,30}|https?://[a-z0-9.:/]{0,20}") {
+            if check_http_url(&url).is_ok() {
+                proptest::prop_assert!(url.starts_with("http://") || url.starts_with("https://"));
+            }
+        }
     }
 }

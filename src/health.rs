@@ -78,7 +78,7 @@ impl Health {
     pub fn new(window: Duration) -> Self {
         Self {
             born: Instant::now(),
-            window_ms: AtomicU64::new(window.as_millis() as u64),
+            window_ms: AtomicU64::new(millis(window)),
             last_ok_ms: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             receivers: AtomicUsize::new(0),
@@ -90,7 +90,7 @@ impl Health {
 
     /// Change the liveness window.
     pub fn set_window(&self, window: Duration) {
-        self.window_ms.store(window.as_millis() as u64, Ordering::Relaxed);
+        self.window_ms.store(millis(window), Ordering::Relaxed);
     }
 
     fn now_ms(&self) -> u64 {
@@ -170,6 +170,11 @@ impl Health {
             draining,
         }
     }
+}
+
+/// Milliseconds of `d`, `u64::MAX` for a longer one (a window that never lapses).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -240,19 +240,56 @@ pub fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// Milliseconds since the Unix epoch (0 before it).
+/// Milliseconds since the Unix epoch (0 before it, `u64::MAX` beyond).
 pub fn epoch_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
-/// The time `secs` seconds after the Unix epoch.
+/// The latest time a record may hold (the end of year 9999, UTC): larger epoch values read
+/// from a store (written by anyone) are taken as this, never overflow.
+const LATEST_EPOCH_SECS: u64 = 253_402_300_799;
+
+/// The time `secs` seconds after the Unix epoch (at most the end of year 9999).
 pub fn from_epoch_secs(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+    UNIX_EPOCH + Duration::from_secs(secs.min(LATEST_EPOCH_SECS))
 }
 
-/// The time `ms` milliseconds after the Unix epoch.
+/// The time `ms` milliseconds after the Unix epoch (at most the end of year 9999).
 pub fn from_epoch_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+    UNIX_EPOCH + Duration::from_millis(ms.min(LATEST_EPOCH_SECS * 1000))
+}
+
+/// The longest record lifetime ([`Idempotency::with_ttl`]): 10 years.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Check a JSON Pointer (RFC 6901): empty (the whole document) or `/`-separated tokens in which
+/// `~` is always followed by `0` (`~`) or `1` (`/`).
+///
+/// # Errors
+/// A text saying what is wrong, for the caller to name its field or flag.
+///
+/// # Example
+/// ```
+/// use sqskit::idempotency::check_pointer;
+/// assert!(check_pointer("/order/id").is_ok());
+/// assert!(check_pointer("/a~1b/c~0d").is_ok());
+/// assert!(check_pointer("/a~2b").unwrap_err().contains("~2"));
+/// assert!(check_pointer("order_id").is_err());
+/// ```
+pub fn check_pointer(p: &str) -> Result<(), String> {
+    if !(p.is_empty() || p.starts_with('/')) {
+        return Err(format!("`{p}` is not a JSON Pointer: it starts with `/` (e.g. `/order_id`)"));
+    }
+    let mut chars = p.char_indices();
+    while let Some((i, c)) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some((_, '0' | '1'))) {
+            let bad: String = p[i..].chars().take(2).collect();
+            return Err(format!(
+                "`{p}` is not a JSON Pointer: `{bad}` at byte {i} (a `~` is written `~0` and a `/` inside a name `~1`)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `value` serialised as Python's `json.dumps(value, sort_keys=True)` does (separators
@@ -389,7 +426,9 @@ type KeyFn<T> = Arc<dyn Fn(&Message<T>) -> Option<Value> + Send + Sync>;
 pub enum KeySource<T> {
     /// The whole body (parsed as JSON when it is JSON).
     Body,
-    /// A JSON Pointer (RFC 6901) into the body, e.g. `/order_id`.
+    /// A JSON Pointer (RFC 6901) into the body, e.g. `/order_id`; build it with
+    /// [`KeySource::pointer`], which checks it (an invalid pointer finds nothing, and every
+    /// message would run without a claim).
     Pointer(String),
     /// A message attribute's string value.
     Attribute(String),
@@ -420,15 +459,33 @@ impl<T> std::fmt::Debug for KeySource<T> {
 }
 
 impl<T> KeySource<T> {
-    /// Parse the CLI / environment form: `/json/pointer`, `attr:NAME`, or `body`.
+    /// A JSON Pointer (RFC 6901) key source, checked ([`check_pointer`]).
     ///
     /// # Errors
-    /// A text naming the accepted forms.
+    /// A text saying what is wrong with the pointer.
+    ///
+    /// # Example
+    /// ```
+    /// use sqskit::idempotency::KeySource;
+    /// assert!(KeySource::<()>::pointer("/order_id").is_ok());
+    /// assert!(KeySource::<()>::pointer("/a~2b").is_err());
+    /// ```
+    pub fn pointer(p: impl Into<String>) -> Result<Self, String> {
+        let p = p.into();
+        check_pointer(&p)?;
+        Ok(Self::Pointer(p))
+    }
+
+    /// Parse the CLI / environment form: `/json/pointer` (RFC 6901, checked), `attr:NAME`, or
+    /// `body`.
+    ///
+    /// # Errors
+    /// A text naming the accepted forms, or what is wrong with the pointer.
     pub fn parse(s: &str) -> Result<Self, String> {
         if s == "body" {
             Ok(Self::Body)
         } else if s.starts_with('/') {
-            Ok(Self::Pointer(s.to_string()))
+            Self::pointer(s)
         } else if let Some(name) = s.strip_prefix("attr:").filter(|n| !n.is_empty()) {
             Ok(Self::Attribute(name.to_string()))
         } else {
@@ -563,9 +620,10 @@ impl<T> Idempotency<T> {
         self.prefix = prefix.into();
         self
     }
-    /// How long a completed record counts (default 1 h).
+    /// How long a completed record counts (default 1 h; at most [`MAX_TTL`], 10 years: a
+    /// longer one is taken as that).
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+        self.ttl = ttl.min(MAX_TTL);
         self
     }
     /// Run the handler without a claim when the store fails (default: retry the message).
@@ -586,6 +644,12 @@ impl<T> Idempotency<T> {
     /// What this processor's checks found so far.
     pub fn counts(&self) -> IdempotencyCounts {
         self.counters.snapshot()
+    }
+
+    /// The same settings, store and in-process holds, with counts of its own starting at zero
+    /// (the Lambda adapter counts each invocation apart, even when several run at once).
+    pub(crate) fn with_own_counts(&self) -> Self {
+        Self { counters: Arc::default(), ..self.clone() }
     }
 
     /// The key of `msg` (`{prefix}#{md5}`), or `None` when its key source yields nothing.
@@ -680,6 +744,8 @@ pub(crate) fn lease_end(lease: Lease, raw: &ReceivedMessage) -> SystemTime {
     match lease {
         Lease::Deadline(t) => t,
         Lease::Visibility(v) => {
+            // a lease is never longer than SQS's 12-hour visibility
+            let v = v.min(Duration::from_secs(u64::from(crate::limits::MAX_VISIBILITY_SECONDS)));
             SystemTime::now().checked_sub(raw.received_at.elapsed()).unwrap_or_else(SystemTime::now) + v
         }
     }
@@ -767,5 +833,61 @@ mod tests {
         assert!(matches!(KeySource::<()>::parse("body"), Ok(KeySource::Body)));
         let err = KeySource::<()>::parse("order_id").unwrap_err();
         assert!(err.contains("JSON Pointer"), "{err}");
+        let err = KeySource::<()>::parse("/a~2b").unwrap_err();
+        assert!(err.contains("~2"), "{err}");
+        assert!(KeySource::<()>::parse("/a~1b/~0").is_ok());
+        assert!(KeySource::<()>::parse("/trailing~").is_err());
+    }
+
+    #[test]
+    fn times_and_ttls_at_their_limits_do_not_overflow() {
+        let _ = from_epoch_secs(u64::MAX) + MAX_TTL;
+        let _ = from_epoch_millis(u64::MAX) + MAX_TTL;
+        assert_eq!(epoch_secs(from_epoch_secs(u64::MAX)), LATEST_EPOCH_SECS);
+        assert_eq!(Idempotency::<()>::new(MemoryStore::new()).with_ttl(Duration::MAX).ttl, MAX_TTL);
+        let raw = ReceivedMessage {
+            message_id: "m".into(),
+            receipt_handle: "h".into(),
+            body: "b".into(),
+            attributes: HashMap::new(),
+            system_attributes: HashMap::new(),
+            received_at: std::time::Instant::now(),
+            queue_url: None,
+        };
+        let end = lease_end(Lease::Visibility(Duration::MAX), &raw);
+        assert!(end <= SystemTime::now() + Duration::from_secs(43_200));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pointers_are_accepted_exactly_when_rfc_6901_allows(p in "(/([a-z~01/]|~[0-9]){0,6}){0,4}|[a-z~]{0,5}") {
+            let valid = (p.is_empty() || p.starts_with('/'))
+                && p.match_indices('~').all(|(i, _)| matches!(p.as_bytes().get(i + 1), Some(b'0' | b'1')));
+            proptest::prop_assert_eq!(check_pointer(&p).is_ok(), valid, "{}", p);
+            if valid && !p.is_empty() {
+                // a valid pointer finds what it names
+                let tokens: Vec<String> = p[1..].split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect();
+                let mut doc = Value::String("found".into());
+                for t in tokens.iter().rev() {
+                    doc = Value::Object([(t.clone(), doc)].into_iter().collect());
+                }
+                proptest::prop_assert_eq!(doc.pointer(&p), Some(&Value::String("found".into())));
+            }
+        }
+
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(s in "\\PC{0,20}") {
+            let _ = KeySource::<()>::parse(&s);
+            let _ = check_pointer(&s);
+        }
+
+        #[test]
+        fn epoch_values_from_a_store_never_overflow(secs in proptest::num::u64::ANY, ms in proptest::num::u64::ANY) {
+            let t = from_epoch_secs(secs);
+            proptest::prop_assert!(t.checked_add(MAX_TTL).is_some());
+            proptest::prop_assert_eq!(epoch_secs(t), secs.min(LATEST_EPOCH_SECS));
+            let t = from_epoch_millis(ms);
+            proptest::prop_assert_eq!(epoch_millis(t), ms.min(LATEST_EPOCH_SECS * 1000));
+        }
     }
 }

@@ -17,10 +17,19 @@
 //!   processed strictly in batch order; the first failure and every message after it are
 //!   listed. A dead letter is confirmed by the DLQ before the next message starts; when the
 //!   send fails, the rest are not run at all (so nothing that succeeded is run again).
-//! - Deadline: given the invocation's deadline ([`LambdaAdapter::handle_with_deadline`]), no
-//!   message is started once less than the safety margin remains (default 10 % of the time
-//!   left when the invocation began, at least 2 s; `SQSKIT_DEADLINE_MARGIN` seconds); the
-//!   unstarted ones are listed as failures instead of the whole batch timing out.
+//! - Deadline: given the invocation's deadline ([`LambdaAdapter::handle_with_deadline`]), the
+//!   answer goes out before it, listing every message not finished. Once less than the safety
+//!   margin remains (default 10 % of the time left when the invocation began, between 2 and
+//!   10 s; `SQSKIT_DEADLINE_MARGIN` seconds, 1 to 900) no message is started and the handlers
+//!   still running are cancelled: their futures are dropped (an `--exec` command's process group
+//!   is killed, an HTTP request is abandoned), their idempotency claims released, and they are
+//!   listed (kind `timeout`; the unstarted ones `released`). When half the margin remains the
+//!   adapter answers whatever is left unfinished (a message stuck outside its handler, e.g. in
+//!   an idempotency store call, is listed as `abandoned`; its claim lapses at the deadline).
+//!   FIFO: the first of them and every later message are listed.
+//! - Concurrent invocations (Lambda Managed Instances, `AWS_LAMBDA_MAX_CONCURRENCY` > 1): one
+//!   adapter serves them all; each invocation has its own deadline, cut and counts, and only
+//!   the queue lookups and the in-process idempotency holds are shared.
 //! - A record without a `messageId` cannot be reported individually: the whole
 //!   invocation fails, and Lambda retries the batch.
 
@@ -29,13 +38,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::Queue;
 use crate::error::Error;
 use crate::idempotency::{IdempotencyCounts, Lease};
 use crate::message::{AttributeValue, ReceivedMessage};
-use crate::processor::{Outcome, Processor, QueueContext};
+use crate::processor::{Decision, Outcome, Processor, QueueContext, Sequence};
 use crate::settle::Actions;
 
 pub use aws_lambda_events;
@@ -91,22 +101,97 @@ pub async fn run<T: Send + 'static>(processor: Processor<T>) -> Result<(), BoxEr
 /// [`LambdaAdapter::handle_with_deadline`]; its EMF line is printed to stdout. Does not set up
 /// logging (see [`init_logging`]).
 ///
+/// With `AWS_LAMBDA_MAX_CONCURRENCY` above 1 (Lambda Managed Instances, where one execution
+/// environment serves several invocations at once) it takes that many invocations at a time
+/// (`lambda_runtime`'s concurrent mode), all through this one adapter; unset or 1, one at a time.
+///
 /// # Errors
-/// What the Lambda runtime reports.
+/// A [`ConfigError`](crate::config::ConfigError) when `AWS_LAMBDA_MAX_CONCURRENCY` is not a
+/// whole number from 1 to [`MAX_CONCURRENCY`] (see [`max_concurrency_from_env`]), or what the
+/// Lambda runtime reports.
 pub async fn run_adapter<T: Send + 'static>(adapter: LambdaAdapter<T>) -> Result<(), BoxError> {
+    let concurrency = max_concurrency_from_env()?;
+    if concurrency > 1 {
+        tracing::info!(concurrency, "serving concurrent invocations (AWS_LAMBDA_MAX_CONCURRENCY)");
+    }
     let adapter = Arc::new(adapter);
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "sqskit".into());
-    let runtime =
-        lambda_runtime::run(lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
-            let (adapter, function) = (adapter.clone(), function.clone());
-            async move {
-                let deadline = event.context.deadline();
-                let (response, summary) = adapter.handle_with_deadline(event.payload, Some(deadline)).await?;
-                println!("{}", summary.emf_line(&function));
-                Ok::<_, BoxError>(response)
-            }
-        }));
-    Box::pin(runtime).await
+    let service = lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<SqsEvent>| {
+        let (adapter, function) = (adapter.clone(), function.clone());
+        async move {
+            let deadline = event.context.deadline();
+            let (response, summary) = adapter.handle_with_deadline(event.payload, Some(deadline)).await?;
+            println!("{}", summary.emf_line(&function));
+            Ok::<_, BoxError>(response)
+        }
+    });
+    // sequential when the variable is unset or 1, as `lambda_runtime::run` is
+    Box::pin(lambda_runtime::run_concurrent(service)).await
+}
+
+/// The largest `AWS_LAMBDA_MAX_CONCURRENCY` accepted: Lambda's limit on
+/// `PerExecutionEnvironmentMaxConcurrency` (Lambda Managed Instances).
+pub const MAX_CONCURRENCY: u32 = 1600;
+
+/// How many invocations one execution environment serves at once: `AWS_LAMBDA_MAX_CONCURRENCY`
+/// (set by Lambda Managed Instances), 1 when unset or empty.
+///
+/// # Errors
+/// A [`ConfigError`](crate::config::ConfigError) naming the variable when it is not a whole
+/// number from 1 to [`MAX_CONCURRENCY`].
+///
+/// # Example
+/// ```
+/// // outside Lambda Managed Instances the variable is unset: one invocation at a time
+/// # if std::env::var_os("AWS_LAMBDA_MAX_CONCURRENCY").is_none() {
+/// assert_eq!(sqskit::lambda::max_concurrency_from_env().unwrap(), 1);
+/// # }
+/// ```
+pub fn max_concurrency_from_env() -> Result<u32, crate::config::ConfigError> {
+    parse_max_concurrency(std::env::var("AWS_LAMBDA_MAX_CONCURRENCY").ok().as_deref())
+}
+
+fn parse_max_concurrency(value: Option<&str>) -> Result<u32, crate::config::ConfigError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else { return Ok(1) };
+    // exactly what `lambda_runtime` parses (no spaces), so that both read the same number
+    match v.parse::<u32>() {
+        Ok(n) if (1..=MAX_CONCURRENCY).contains(&n) => Ok(n),
+        _ => Err(crate::config::ConfigError {
+            name: "AWS_LAMBDA_MAX_CONCURRENCY",
+            value: v.to_string(),
+            reason: format!("expected a whole number from 1 to {MAX_CONCURRENCY}"),
+        }),
+    }
+}
+
+/// The shortest deadline margin: half of it is what the answer has to reach Lambda.
+pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+
+/// The longest `SQSKIT_DEADLINE_MARGIN` (seconds): Lambda's longest timeout, 15 minutes.
+pub const MAX_DEADLINE_MARGIN_SECS: u64 = 900;
+
+/// The default margin for an invocation with `left` to go: 10 %, between 2 and 10 s.
+fn default_margin(left: Duration) -> Duration {
+    (left / 10).clamp(Duration::from_secs(2), Duration::from_secs(10))
+}
+
+/// When an invocation stops starting messages and cancels its running handlers (`cut`: the
+/// margin before the deadline), and when it answers whatever is still unfinished (`answer`:
+/// half the margin before it).
+#[derive(Debug, Clone, Copy)]
+struct Cutoff {
+    cut: tokio::time::Instant,
+    answer: tokio::time::Instant,
+}
+
+impl Cutoff {
+    fn new(deadline: SystemTime, margin: Option<Duration>) -> Self {
+        // no invocation lasts a day: a later deadline is as good as none, and the sums stay small
+        let left = deadline.duration_since(SystemTime::now()).unwrap_or_default().min(Duration::from_secs(86_400));
+        let margin = margin.unwrap_or_else(|| default_margin(left));
+        let now = tokio::time::Instant::now();
+        Self { cut: now + left.saturating_sub(margin), answer: now + left.saturating_sub(margin / 2) }
+    }
 }
 
 /// JSON logs for a Lambda function (to stdout, as CloudWatch Logs expects; no time stamps, no
@@ -140,8 +225,10 @@ pub struct BatchSummary {
     pub deferred: usize,
     /// Idempotency checks of this invocation.
     pub idempotency: IdempotencyCounts,
-    /// Failures by kind (`retryable`, `panic`, `timeout`, `permanent`, `undecodable`, `held`,
-    /// `released` for messages not started because the deadline was near).
+    /// Failures by kind (`retryable`, `panic`, `timeout` — also a handler cancelled at the
+    /// deadline margin —, `permanent`, `undecodable`, `held`, `released` for messages not
+    /// started because the deadline was near, `abandoned` for those the invocation answered
+    /// without, stuck outside their handlers).
     pub failed: HashMap<&'static str, usize>,
     /// Wall time of the invocation in milliseconds.
     pub duration_ms: u64,
@@ -220,10 +307,11 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     /// `SQSKIT_DLQ_URL` and `SQSKIT_MAX_RECEIVE_COUNT`, when set, describe the source queue,
     /// its DLQ and its redrive policy's `maxReceiveCount` (no discovery calls for events from
     /// that queue; events from any other queue are discovered); `SQSKIT_DEADLINE_MARGIN`
-    /// (seconds) overrides the deadline safety margin. With the `payload` feature,
-    /// `SQSKIT_PAYLOAD_BUCKET` (and `SQSKIT_PAYLOAD_*`, see
-    /// [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env)) makes the processor resolve
-    /// claim-checked messages, unless it has a claim check already. Cleanup does not apply in
+    /// (seconds, 1 to 900) overrides the deadline safety margin. With the `payload` feature the
+    /// processor resolves claim-checked messages (each pointer names its bucket) unless it has a
+    /// claim check already: through `SQSKIT_PAYLOAD_BUCKET` (and `SQSKIT_PAYLOAD_*`, see
+    /// [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env)) when set, else a
+    /// [`ClaimCheck::reader`](crate::payload::ClaimCheck::reader). Cleanup does not apply in
     /// Lambda: the event source mapping deletes the messages after the function returned.
     /// Unless the processor has idempotency already,
     /// [`IdempotencySettings::from_env`](crate::config::IdempotencySettings::from_env) adds it
@@ -235,10 +323,12 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     pub async fn from_env(processor: Processor<T>) -> Result<Self, crate::config::ConfigError> {
         let config = crate::client::load_aws_config().await;
         let client = aws_sdk_sqs::Client::new(&config);
+        // pointers name their own bucket: they are resolved with or without SQSKIT_PAYLOAD_BUCKET
         #[cfg(feature = "payload")]
         let processor = match crate::payload::ClaimCheck::from_env(&config)? {
-            Some(check) if processor.claim_check().is_none() => processor.with_claim_check(check),
-            _ => processor,
+            _ if processor.claim_check().is_some() => processor,
+            Some(check) => processor.with_claim_check(check),
+            None => processor.with_claim_check(crate::payload::ClaimCheck::reader(crate::payload::s3_client(&config))),
         };
         let processor = match crate::config::IdempotencySettings::from_env()?.build().await? {
             Some(idem) if processor.idempotency().is_none() => processor.with_idempotency(idem),
@@ -254,15 +344,27 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         }
         if std::env::var("SQSKIT_DEADLINE_MARGIN").is_ok_and(|v| !v.trim().is_empty()) {
             let secs = crate::config::env_secs("SQSKIT_DEADLINE_MARGIN", 0)?;
+            if !(MIN_DEADLINE_MARGIN.as_secs()..=MAX_DEADLINE_MARGIN_SECS).contains(&secs) {
+                return Err(crate::config::ConfigError {
+                    name: "SQSKIT_DEADLINE_MARGIN",
+                    value: secs.to_string(),
+                    reason: format!(
+                        "expected {} to {MAX_DEADLINE_MARGIN_SECS} seconds (half of it is left for the answer)",
+                        MIN_DEADLINE_MARGIN.as_secs()
+                    ),
+                });
+            }
             adapter.deadline_margin = Some(Duration::from_secs(secs));
         }
         Ok(adapter)
     }
 
-    /// Stop starting messages once less than `margin` is left before the deadline (default:
-    /// 10 % of the time left when the invocation began, at least 2 s).
+    /// Once less than `margin` is left before the deadline, start no more messages and cancel
+    /// the handlers still running; answer when half of it is left (default: 10 % of the time
+    /// left when the invocation began, between 2 and 10 s; at least [`MIN_DEADLINE_MARGIN`]).
+    /// A margin longer than the invocation starts nothing.
     pub fn with_deadline_margin(mut self, margin: Duration) -> Self {
-        self.deadline_margin = Some(margin);
+        self.deadline_margin = Some(margin.max(MIN_DEADLINE_MARGIN));
         self
     }
 
@@ -325,8 +427,10 @@ impl<T: Send + 'static> LambdaAdapter<T> {
     }
 
     /// Process one SQS event that must be answered by `deadline` (the invocation's, from
-    /// `lambda_runtime::Context::deadline()`): no message is started once less than the
-    /// safety margin remains; those not started are listed as failures.
+    /// `lambda_runtime::Context::deadline()`). Once less than the safety margin remains, no
+    /// message is started and the handlers still running are cancelled (their futures dropped);
+    /// when half the margin remains, it returns without waiting for anything else. Every message
+    /// not finished is listed as a failure (FIFO: with every later one).
     ///
     /// # Errors
     /// [`Error::Invalid`] when a record has no `messageId` (the whole batch is retried).
@@ -336,52 +440,64 @@ impl<T: Send + 'static> LambdaAdapter<T> {
         deadline: Option<SystemTime>,
     ) -> Result<(SqsBatchResponse, BatchSummary), Error> {
         let started = Instant::now();
+        let cutoff = deadline.map(|d| Cutoff::new(d, self.deadline_margin));
         let source = event.records.iter().find_map(|r| r.event_source_arn.clone());
         let mut messages = event.records.into_iter().map(from_record).collect::<Result<Vec<_>, _>>()?;
         let mut summary = BatchSummary { records: messages.len(), ..Default::default() };
         if messages.is_empty() {
             return Ok((SqsBatchResponse::default(), summary));
         }
-        let ctx = self.context(source.as_deref()).await;
+        let ctx = match cutoff {
+            Some(c) => tokio::time::timeout_at(c.cut, self.context(source.as_deref())).await.unwrap_or_else(|_| {
+                tracing::warn!("the source queue was not resolved before the deadline margin");
+                QueueContext::default()
+            }),
+            None => self.context(source.as_deref()).await,
+        };
         // FIFO queue names end in `.fifo`; a message's group id says nothing (fair queues)
         let fifo = ctx.fifo || source.as_deref().is_some_and(|a| a.ends_with(".fifo"));
         // an idempotency claim lapses with the invocation
         let lease = deadline.map_or(ctx.lease, Lease::Deadline);
         let ctx = QueueContext { fifo, lease, ..ctx };
-        let idempotency_before = self.processor.idempotency_counts();
+        // this invocation's own counts, even while others run in the same process
+        let processor = match self.processor.idempotency() {
+            Some(idem) => self.processor.clone().with_idempotency(idem.with_own_counts()),
+            None => self.processor.clone(),
+        };
         if let Some(q) = &ctx.queue {
             for m in &mut messages {
                 m.queue_url = Some(q.shared_url());
             }
         }
+        let messages: Vec<Arc<ReceivedMessage>> = messages.into_iter().map(Arc::new).collect();
 
-        // stop starting messages when the deadline nears
-        let stop = CancellationToken::new();
-        let start_until = deadline.map(|d| {
-            let left = d.duration_since(SystemTime::now()).unwrap_or_default();
-            let margin = self.deadline_margin.unwrap_or_else(|| (left / 10).max(Duration::from_secs(2)));
-            tokio::time::Instant::now() + left.saturating_sub(margin)
-        });
-        let work = async {
-            if fifo && !self.processor.is_batch() {
-                self.processor
-                    .process_sequence_until(&ctx, messages.into_iter().map(Arc::new).collect(), Some(&stop))
-                    .await
-            } else {
-                self.processor.process_batch_until(&ctx, messages, Some(&stop)).await
-            }
-        };
-        tokio::pin!(work);
-        let decisions = loop {
+        // at the cut nothing more starts and running handlers are cancelled; at `answer` the
+        // work is dropped, whatever it is waiting for
+        let cut = CancellationToken::new();
+        if cutoff.is_some_and(|c| c.cut <= tokio::time::Instant::now()) {
+            cut.cancel();
+        }
+        let outcomes = std::sync::Mutex::new(vec![None; messages.len()]);
+        let mut work = Box::pin(run_until_cut(&processor, &ctx, &messages, &cut, &outcomes));
+        let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        loop {
             tokio::select! {
-                d = &mut work => break d,
-                _ = tokio::time::sleep_until(start_until.unwrap_or_else(tokio::time::Instant::now)),
-                    if start_until.is_some() && !stop.is_cancelled() => {
-                    tracing::warn!("the invocation deadline is near: starting no more messages");
-                    stop.cancel();
+                biased;
+                () = &mut work => break,
+                () = tokio::time::sleep_until(cutoff.map_or(far, |c| c.cut)), if !cut.is_cancelled() => {
+                    tracing::warn!("the invocation deadline is near: starting no more messages, cancelling the handlers still running");
+                    cut.cancel();
                 }
+                () = tokio::time::sleep_until(cutoff.map_or(far, |c| c.answer)) => break,
             }
-        };
+        }
+        drop(work); // what has not concluded is dropped here, before the answer
+        let outcomes = outcomes.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let decisions: Vec<Decision> = messages
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(m, o)| o.clone().map(|outcome| Decision { message: m.clone(), outcome }))
+            .collect();
 
         if !fifo && self.backoff_visibility {
             if let Some(queue) = &ctx.queue {
@@ -390,16 +506,26 @@ impl<T: Send + 'static> LambdaAdapter<T> {
                     .into_iter()
                     .filter(|(m, _)| !m.receipt_handle.is_empty())
                     .collect();
-                crate::settle::change_visibility(queue, &entries, "retry").await;
+                let change = crate::settle::change_visibility(queue, &entries, "retry");
+                match cutoff {
+                    Some(c) => {
+                        if tokio::time::timeout_at(c.answer, change).await.is_err() {
+                            tracing::warn!("no time left before the deadline to set the retries' backoff visibility");
+                        }
+                    }
+                    None => {
+                        change.await;
+                    }
+                }
             }
         }
 
-        let mut failed_flags: Vec<bool> = decisions
+        let mut failed_flags: Vec<bool> = outcomes
             .iter()
-            .map(|d| match &d.outcome {
+            .map(|o| match o {
                 // a dead letter is only decided once the DLQ confirmed it: Lambda may delete it
-                Outcome::Succeeded | Outcome::Duplicate | Outcome::Deferred | Outcome::DeadLetter { .. } => false,
-                Outcome::Retry { .. } | Outcome::Held { .. } | Outcome::Released => true,
+                Some(Outcome::Succeeded | Outcome::Duplicate | Outcome::Deferred | Outcome::DeadLetter { .. }) => false,
+                Some(Outcome::Retry { .. } | Outcome::Held { .. } | Outcome::Released) | None => true,
             })
             .collect();
         if fifo {
@@ -408,24 +534,35 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             }
         }
         let mut response = SqsBatchResponse::default();
-        for (d, failed) in decisions.iter().zip(&failed_flags) {
-            if *failed {
-                response.add_failure(d.message.message_id.clone());
-                *summary.failed.entry(d.outcome.label()).or_default() += 1;
-            } else if d.outcome == Outcome::Duplicate {
-                summary.duplicates += 1;
-            } else if d.outcome == Outcome::Deferred {
-                summary.deferred += 1;
-            } else if d.outcome.is_success() {
-                summary.succeeded += 1;
-            } else {
-                summary.dead_lettered += 1;
+        for ((m, outcome), failed) in messages.iter().zip(&outcomes).zip(&failed_flags) {
+            match outcome {
+                _ if *failed => {
+                    response.add_failure(m.message_id.clone());
+                    *summary.failed.entry(outcome.as_ref().map_or(ABANDONED, Outcome::label)).or_default() += 1;
+                }
+                Some(Outcome::Duplicate) => summary.duplicates += 1,
+                Some(Outcome::Deferred) => summary.deferred += 1,
+                Some(o) if o.is_success() => summary.succeeded += 1,
+                _ => summary.dead_lettered += 1,
+            }
+        }
+        let abandoned: Vec<&str> =
+            messages.iter().zip(&outcomes).filter(|(_, o)| o.is_none()).map(|(m, _)| m.message_id.as_str()).collect();
+        if !abandoned.is_empty() {
+            tracing::warn!(
+                abandoned = abandoned.len(),
+                "answering at the deadline without the messages still unfinished outside their handlers; listed as failures"
+            );
+            metrics::counter!(crate::metrics::names::FAILED, "kind" => ABANDONED).increment(abandoned.len() as u64);
+            if let Some(idem) = processor.idempotency() {
+                // their claims lapse at the deadline; this process forgets them now
+                abandoned.iter().for_each(|id| idem.local.running(id, None));
             }
         }
         // Lambda deletes what is not listed: that is when a success counts
         metrics::counter!(crate::metrics::names::SUCCEEDED).increment(summary.succeeded as u64);
         metrics::counter!(crate::metrics::names::DUPLICATES).increment(summary.duplicates as u64);
-        summary.idempotency = self.processor.idempotency_counts().since(idempotency_before);
+        summary.idempotency = processor.idempotency_counts();
         summary.duration_ms = started.elapsed().as_millis() as u64;
         tracing::info!(
             records = summary.records,
@@ -434,9 +571,56 @@ impl<T: Send + 'static> LambdaAdapter<T> {
             duplicates = summary.duplicates,
             failed = response.batch_item_failures.len(),
             not_started = summary.failed.get("released").copied().unwrap_or(0),
+            cancelled = summary.failed.get("timeout").copied().unwrap_or(0),
+            abandoned = abandoned.len(),
             "batch processed"
         );
         Ok((response, summary))
+    }
+}
+
+/// The failure kind of a message the invocation answered without (stuck outside its handler
+/// when half the deadline margin was left).
+const ABANDONED: &str = "abandoned";
+
+/// Run `messages` as the processor would (a batch handler gets them all; FIFO: strictly in
+/// order; standard: concurrently), writing each outcome into `outcomes` as soon as it is known,
+/// so that what finished survives when this future is dropped at the deadline. `cut` stops
+/// starting messages and cancels the running handlers.
+async fn run_until_cut<T: Send + 'static>(
+    processor: &Processor<T>,
+    ctx: &QueueContext,
+    messages: &[Arc<ReceivedMessage>],
+    cut: &CancellationToken,
+    outcomes: &std::sync::Mutex<Vec<Option<Outcome>>>,
+) {
+    let put = |i: usize, outcome: Outcome| {
+        outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(outcome);
+    };
+    if processor.is_batch() {
+        for d in processor.process_whole(ctx, messages.to_vec(), Some(cut), Some(cut)).await {
+            if let Some(i) = messages.iter().position(|m| Arc::ptr_eq(m, &d.message)) {
+                put(i, d.outcome);
+            }
+        }
+    } else if ctx.fifo {
+        let mut seq = Sequence::new(processor, ctx, messages.to_vec(), Some(cut), Some(cut));
+        for i in 0.. {
+            let Some(d) = seq.next().await else { break };
+            put(i, d.outcome);
+        }
+    } else {
+        // each message a sequence of one: not started after the cut, cancelled by it
+        futures::stream::iter(messages.iter().cloned().enumerate())
+            .map(|(i, m)| async move {
+                let mut one = Sequence::new(processor, ctx, vec![m], Some(cut), Some(cut));
+                if let Some(d) = one.next().await {
+                    put(i, d.outcome);
+                }
+            })
+            .buffer_unordered(processor.config().concurrency.max(1))
+            .for_each(|()| std::future::ready(()))
+            .await;
     }
 }
 
@@ -492,4 +676,45 @@ pub async fn handle_dlq_event(
         response.add_failure(id);
     }
     Ok((response, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_concurrency_is_range_checked_naming_the_variable() {
+        assert_eq!(parse_max_concurrency(None), Ok(1));
+        assert_eq!(parse_max_concurrency(Some("")), Ok(1));
+        assert_eq!(parse_max_concurrency(Some("1")), Ok(1));
+        assert_eq!(parse_max_concurrency(Some("1600")), Ok(MAX_CONCURRENCY));
+        for bad in ["0", "1601", "4294967296", "-2", " 2", "2.0", "two"] {
+            let e = parse_max_concurrency(Some(bad)).unwrap_err();
+            assert_eq!((e.name, e.value.as_str()), ("AWS_LAMBDA_MAX_CONCURRENCY", bad));
+            assert!(e.to_string().contains("1 to 1600"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_default_margin_is_a_tenth_between_two_and_ten_seconds() {
+        assert_eq!(default_margin(Duration::ZERO), Duration::from_secs(2));
+        assert_eq!(default_margin(Duration::from_secs(30)), Duration::from_secs(3));
+        assert_eq!(default_margin(Duration::from_secs(900)), Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn cutoffs_stay_in_order_whatever_the_deadline_and_margin() {
+        let far = SystemTime::now() + Duration::from_secs(u64::from(u32::MAX));
+        for (deadline, margin) in [
+            (SystemTime::UNIX_EPOCH, None),
+            (SystemTime::now() + Duration::from_secs(4), None),
+            (SystemTime::now() + Duration::from_secs(4), Some(Duration::MAX)),
+            (far, Some(MIN_DEADLINE_MARGIN)),
+            (far, None),
+        ] {
+            let now = tokio::time::Instant::now();
+            let c = Cutoff::new(deadline, margin);
+            assert!(now <= c.cut && c.cut <= c.answer, "{deadline:?} {margin:?}: {c:?}");
+        }
+    }
 }

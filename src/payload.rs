@@ -94,6 +94,27 @@ pub fn pointer_of(raw: &ReceivedMessage) -> Option<Result<Pointer, PayloadError>
     is_claim_checked(&raw.attributes).then(|| Pointer::parse(&raw.body))
 }
 
+/// The failure of a claim-checked message that reaches a processor with no claim check to fetch
+/// its body (`None` when `raw` is not claim-checked): `undecodable`, so it is dead-lettered with
+/// its pointer (nothing lost: redrive it once a claim check is configured) instead of reaching
+/// the handler with the pointer as its body. A malformed pointer is the usual
+/// [`PayloadError::Malformed`].
+pub(crate) fn unresolvable(raw: &ReceivedMessage) -> Option<Failure> {
+    let failure = match pointer_of(raw)? {
+        Ok(p) => Failure {
+            kind: FailureKind::Undecodable,
+            error: format!(
+                "claim check: the body is a pointer to s3://{}/{} ({SIZE_ATTRIBUTE}), and this processor has no \
+                 claim check to fetch it: give it one (Processor::with_claim_check(ClaimCheck::reader(s3)))",
+                p.bucket, p.key
+            ),
+            retry_after: None,
+        },
+        Err(e) => e.failure(),
+    };
+    Some(failure)
+}
+
 /// Claim-check errors, classified by what happens to the message.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -202,6 +223,25 @@ impl ClaimCheck {
         Self { s3, bucket: bucket.into(), threshold: crate::limits::MAX_PAYLOAD_BYTES, always: false, cleanup: false }
     }
 
+    /// A claim check that only reads: it resolves pointers (each names its own bucket) and
+    /// never offloads ([`ClaimCheck::bucket`] is empty). What `sqskit poll` and
+    /// [`lambda::run`](crate::lambda) use when no payload bucket is configured, so that an
+    /// Extended Client's pointer never reaches a handler as its body.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo() {
+    /// let sdk = sqskit::load_aws_config().await;
+    /// let reader = sqskit::payload::ClaimCheck::reader(sqskit::payload::s3_client(&sdk));
+    /// assert!(!reader.should_offload(&sqskit::OutgoingMessage::new("x".repeat(2 << 20))));
+    /// let processor = sqskit::Processor::raw(|_m: sqskit::Message<String>| async { Ok::<_, sqskit::HandlerError>(()) })
+    ///     .with_claim_check(reader);
+    /// # let _ = processor; }
+    /// ```
+    pub fn reader(s3: aws_sdk_s3::Client) -> Self {
+        Self::new(s3, "")
+    }
+
     /// From `SQSKIT_PAYLOAD_BUCKET` (unset or empty: `None`), `SQSKIT_PAYLOAD_THRESHOLD`
     /// (bytes, ≤ 1,048,576), `SQSKIT_PAYLOAD_ALWAYS` and `SQSKIT_PAYLOAD_CLEANUP` (`true`/`false`).
     ///
@@ -270,9 +310,11 @@ impl ClaimCheck {
         &self.s3
     }
 
-    /// Whether `msg` would be offloaded.
+    /// Whether `msg` would be offloaded (never by a [`ClaimCheck::reader`]).
     pub fn should_offload(&self, msg: &OutgoingMessage) -> bool {
-        !is_claim_checked(&msg.attributes) && (self.always || msg.payload_size() > self.threshold)
+        !self.bucket.is_empty()
+            && !is_claim_checked(&msg.attributes)
+            && (self.always || msg.payload_size() > self.threshold)
     }
 
     /// Upload the body when [`ClaimCheck::should_offload`], and return the message to send
@@ -438,9 +480,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_messages_with_the_size_attribute_are_pointers() {
-        let mut m = ReceivedMessage {
+    /// A message whose body is a pointer, without the size attribute.
+    fn pointer_shaped() -> ReceivedMessage {
+        ReceivedMessage {
             message_id: "1".into(),
             receipt_handle: "h".into(),
             body: Pointer { bucket: "b".into(), key: "k".into() }.body(),
@@ -448,13 +490,32 @@ mod tests {
             system_attributes: HashMap::new(),
             received_at: std::time::Instant::now(),
             queue_url: None,
-        };
+        }
+    }
+
+    #[test]
+    fn only_messages_with_the_size_attribute_are_pointers() {
+        let mut m = pointer_shaped();
         assert!(pointer_of(&m).is_none(), "a pointer-shaped body alone is just a body");
         m.attributes.insert(LEGACY_SIZE_ATTRIBUTE.into(), AttributeValue::number(5));
         assert_eq!(pointer_of(&m).unwrap().unwrap().key, "k");
         m.body = "not a pointer".into();
         let err = pointer_of(&m).unwrap().unwrap_err();
         assert_eq!(err.failure().kind, FailureKind::Undecodable);
+    }
+
+    #[test]
+    fn a_pointer_without_a_claim_check_is_unresolvable_and_a_reader_never_offloads() {
+        let mut m = pointer_shaped();
+        assert!(unresolvable(&m).is_none(), "not claim-checked");
+        m.attributes.insert(SIZE_ATTRIBUTE.into(), AttributeValue::number(5));
+        let f = unresolvable(&m).unwrap();
+        assert_eq!(f.kind, FailureKind::Undecodable);
+        assert!(f.error.contains("s3://b/k") && f.error.contains("ClaimCheck::reader"), "{}", f.error);
+        let conf =
+            aws_sdk_s3::Config::builder().behavior_version(aws_sdk_s3::config::BehaviorVersion::latest()).build();
+        let reader = ClaimCheck::reader(aws_sdk_s3::Client::from_conf(conf)).with_always(true);
+        assert!(!reader.should_offload(&OutgoingMessage::new("x".repeat(2 << 20))));
     }
 
     #[test]

@@ -290,6 +290,16 @@ impl PollerConfig {
         check_range("visibility_timeout", self.visibility_timeout.as_secs(), 1, MAX_VISIBILITY_SECONDS)?;
         check_range("max_visibility_extension", self.max_visibility_extension.as_secs(), 0, MAX_VISIBILITY_SECONDS)?;
         check_range("wait_time", self.wait_time.as_secs(), 0, crate::limits::MAX_WAIT_SECONDS)?;
+        // not SQS limits: ranges that keep the poller's own arithmetic (semaphore sizes, timers,
+        // the liveness window) far from overflow
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        check_range("prefetch", count(self.prefetch.unwrap_or(0)), 0, 100_000u64)?;
+        check_range("tenant_metrics", count(self.tenant_metrics), 0, 10_000u64)?;
+        check_range("liveness_margin", self.liveness_margin.as_secs(), 0, 3600u64)?;
+        check_range("shutdown_timeout", self.shutdown_timeout.as_secs(), 0, MAX_VISIBILITY_SECONDS)?;
+        check_range("depth_interval", self.depth_interval.as_secs(), 0, 86_400u64)?;
+        check_range("ack_flush_interval", self.ack_flush_interval.as_secs(), 0, 10u64)?;
+        check_range("receive_fill_wait", self.receive_fill_wait.as_secs(), 0, 10u64)?;
         if let Some(r) = self.rate {
             RateLimit::per_second(r)?;
         }

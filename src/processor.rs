@@ -745,12 +745,19 @@ impl<T: Send + 'static> Processor<T> {
 
     /// The message the handler sees: a claim-checked one with its body fetched from S3
     /// (feature `payload`), else `raw` itself. The caller keeps `raw` (the pointer) for its
-    /// decision, so dead-lettering forwards the pointer.
+    /// decision, so dead-lettering forwards the pointer. A pointer that no claim check here can
+    /// fetch, and (standard queues) a `sqskit-deliver-at` that cannot be honoured, fail the
+    /// message as `undecodable` instead of reaching the handler.
     async fn resolve(
         &self,
         ctx: Option<&QueueContext>,
         raw: Arc<ReceivedMessage>,
     ) -> Result<Arc<ReceivedMessage>, Failure> {
+        if let Some(failure) =
+            ctx.filter(|c| !c.fifo).and_then(|_| crate::delay::refused(&raw, std::time::SystemTime::now()))
+        {
+            return Err(failure);
+        }
         #[cfg(feature = "payload")]
         {
             let from_queue = ctx.and_then(|c| c.queue.as_ref()).and_then(Queue::claim_check);
@@ -763,9 +770,17 @@ impl<T: Send + 'static> Processor<T> {
                     Err(e) => Err(e.failure()),
                 };
             }
+            if let Some(failure) = crate::payload::unresolvable(&raw) {
+                return Err(failure);
+            }
         }
+        // (`payload::SIZE_ATTRIBUTE` and its legacy name: that module is not built here)
         #[cfg(not(feature = "payload"))]
-        let _ = ctx;
+        if ["ExtendedPayloadSize", "SQSLargePayloadSize"].iter().any(|a| raw.attributes.contains_key(*a)) {
+            let error = "claim check: the body is an Amazon SQS Extended Client pointer to S3, and this build \
+                         cannot fetch it (sqskit's `payload` feature)";
+            return Err(Failure { kind: FailureKind::Undecodable, error: error.into(), retry_after: None });
+        }
         Ok(raw)
     }
 

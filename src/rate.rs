@@ -37,6 +37,9 @@ use crate::error::Error;
 
 /// Highest accepted rate (messages per second).
 pub const MAX_RATE: f64 = 100_000.0;
+/// Lowest accepted rate: one start per 1,000 s (a received message waits at most one period
+/// for its turn, invisible and heart-beaten; much longer would outlast its lease).
+pub const MIN_RATE: f64 = 0.001;
 
 /// At most N message starts per second (see the module docs).
 #[derive(Debug)]
@@ -53,20 +56,21 @@ impl RateLimit {
     /// A limit of `rate` starts per second (fractions allowed: `0.5` is one every 2 s).
     ///
     /// # Errors
-    /// [`Error::Invalid`] naming `rate` unless 0 < `rate` ≤ 100,000.
+    /// [`Error::Invalid`] naming `rate` unless 0.001 ([`MIN_RATE`]) ≤ `rate` ≤ 100,000
+    /// ([`MAX_RATE`]).
     pub fn per_second(rate: f64) -> Result<Self, Error> {
-        if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
+        let period = (rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate))
+            .then(|| Duration::try_from_secs_f64(1.0 / rate).ok())
+            .flatten();
+        let Some(period) = period else {
             return Err(Error::Invalid {
                 what: "rate",
-                reason: format!("{rate} messages per second: must be more than 0 and at most {MAX_RATE}"),
+                reason: format!(
+                    "{rate:?} messages per second: must be at least {MIN_RATE} (one every 1000 s) and at most {MAX_RATE}"
+                ),
             });
-        }
-        Ok(Self {
-            period: Duration::from_secs_f64(1.0 / rate),
-            per_second: rate,
-            last: tokio::sync::Mutex::new(None),
-            pending: AtomicUsize::new(0),
-        })
+        };
+        Ok(Self { period, per_second: rate, last: tokio::sync::Mutex::new(None), pending: AtomicUsize::new(0) })
     }
 
     /// The limit, in starts per second.
@@ -145,9 +149,23 @@ mod tests {
         let slow = RateLimit::per_second(0.2).unwrap();
         assert_eq!(slow.reserve(10), 1, "at least one");
         assert_eq!(slow.reserve(10), 0);
-        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 100_001.0] {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 100_001.0, 1e-20, 0.000_999, f64::MIN_POSITIVE] {
             let e = RateLimit::per_second(bad).unwrap_err().to_string();
             assert!(e.contains("rate"), "{e}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_rate_is_accepted_in_range_or_refused_naming_it(rate in proptest::num::f64::ANY) {
+            match RateLimit::per_second(rate) {
+                Ok(r) => {
+                    proptest::prop_assert!((MIN_RATE..=MAX_RATE).contains(&r.rate()));
+                    proptest::prop_assert!(r.period <= Duration::from_secs(1000) && !r.period.is_zero());
+                    proptest::prop_assert!((1..=MAX_RATE as usize).contains(&r.reserve(usize::MAX)));
+                }
+                Err(e) => proptest::prop_assert!(e.to_string().contains("rate")),
+            }
         }
     }
 

@@ -212,3 +212,252 @@ async fn records_carry_their_trace_into_the_handler_and_on_to_what_it_sends() {
         assert_ne!(tp.span_id(), "53995c3f42cd8ad8");
     }
 }
+
+// ---------------------------------------------------------------- the invocation deadline
+
+/// Counts its drops: held by a handler's future, it shows the future was dropped (cancelled).
+struct DropCount(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// "ok" succeeds at once, "hang" never returns (until its future is dropped, counted in
+/// `dropped`); every start is counted in `started`.
+fn hanging(
+    started: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Processor<String> {
+    Processor::raw(move |m: Message<String>| {
+        let (started, guard) = (started.clone(), DropCount(dropped.clone()));
+        async move {
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if m.body == "hang" {
+                std::future::pending::<()>().await;
+            }
+            drop(guard);
+            Ok(())
+        }
+    })
+}
+
+fn offline(p: Processor<String>) -> LambdaAdapter<String> {
+    let conf = aws_sdk_sqs::Config::builder().behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest()).build();
+    LambdaAdapter::new(p, aws_sdk_sqs::Client::from_conf(conf)).with_context(QueueContext::default())
+}
+
+/// `handle_with_deadline` with `deadline` from now, given 30 s to answer at all (the adapter
+/// before the fix waited for running handlers: a handler that never returns kept it forever).
+/// Returns the response as JSON, the summary, and whether it answered before the deadline.
+async fn handle_within(
+    adapter: &LambdaAdapter<String>,
+    ev: SqsEvent,
+    deadline: Duration,
+) -> (Value, sqskit::lambda::BatchSummary, bool) {
+    let deadline = std::time::SystemTime::now() + deadline;
+    let (resp, summary) =
+        tokio::time::timeout(Duration::from_secs(30), adapter.handle_with_deadline(ev, Some(deadline)))
+            .await
+            .expect("an answer within 30 s")
+            .expect("handled");
+    let in_time = std::time::SystemTime::now() < deadline;
+    (serde_json::to_value(resp).unwrap(), summary, in_time)
+}
+
+fn counters() -> [std::sync::Arc<std::sync::atomic::AtomicUsize>; 2] {
+    [Default::default(), Default::default()]
+}
+
+fn count(c: &std::sync::atomic::AtomicUsize) -> usize {
+    c.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn handlers_still_running_at_the_margin_are_dropped_and_listed_before_the_deadline() {
+    let [started, dropped] = counters();
+    let adapter = offline(hanging(started.clone(), dropped.clone()));
+    let bodies = ["ok", "hang", "ok", "hang", "ok"];
+    let ev = event(bodies.iter().enumerate().map(|(i, b)| record(&format!("m{i}"), b, None, ARN, "h")).collect());
+    let (resp, summary, in_time) = handle_within(&adapter, ev, Duration::from_secs(4)).await;
+    assert!(in_time, "answered after the deadline");
+    assert_eq!(resp, json!({"batchItemFailures": [{"itemIdentifier": "m1"}, {"itemIdentifier": "m3"}]}));
+    assert_eq!((summary.succeeded, summary.failed.get("timeout").copied()), (3, Some(2)), "{summary:?}");
+    assert_eq!((count(&started), count(&dropped)), (5, 5), "every handler ran; the hanging ones were dropped");
+}
+
+#[tokio::test]
+async fn fifo_lists_the_message_running_at_the_margin_and_every_later_one() {
+    let [started, dropped] = counters();
+    let adapter = offline(hanging(started.clone(), dropped.clone()));
+    let arn = "arn:aws:sqs:us-east-1:000000000000:cut.fifo";
+    let ev = event(
+        ["ok", "hang", "ok", "ok"]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| record(&format!("f{i}"), b, Some("A"), arn, "h"))
+            .collect(),
+    );
+    let (resp, summary, in_time) = handle_within(&adapter, ev, Duration::from_secs(4)).await;
+    assert!(in_time, "answered after the deadline");
+    assert_eq!(
+        resp,
+        json!({"batchItemFailures": [{"itemIdentifier": "f1"}, {"itemIdentifier": "f2"}, {"itemIdentifier": "f3"}]})
+    );
+    assert_eq!(count(&started), 2, "nothing after the cut message started");
+    assert_eq!(summary.failed.get("timeout"), Some(&1), "{summary:?}");
+}
+
+#[tokio::test]
+async fn a_batch_handler_still_running_at_the_margin_is_dropped_and_its_batch_listed() {
+    let [dropped] = [std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0))];
+    let d = dropped.clone();
+    let p = Processor::raw_batch(move |batch: Vec<Message<String>>| {
+        let guard = DropCount(d.clone());
+        async move {
+            std::future::pending::<()>().await;
+            drop(guard);
+            batch.iter().map(|_| Ok(())).collect()
+        }
+    });
+    let ev = event(vec![record("b1", "x", None, ARN, "h1"), record("b2", "y", None, ARN, "h2")]);
+    let (resp, _, in_time) = handle_within(&offline(p), ev, Duration::from_secs(4)).await;
+    assert!(in_time, "answered after the deadline");
+    assert_eq!(resp, json!({"batchItemFailures": [{"itemIdentifier": "b1"}, {"itemIdentifier": "b2"}]}));
+    assert_eq!(count(&dropped), 1);
+}
+
+/// The claim of a message cut at the deadline is released: its redelivery runs at once, instead
+/// of waiting behind an `INPROGRESS` record.
+#[tokio::test]
+async fn the_claim_of_a_message_cut_at_the_deadline_is_released_for_its_redelivery() {
+    use sqskit::idempotency::{Idempotency, MemoryStore};
+    let store = MemoryStore::new();
+    let hang = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (h, r) = (hang.clone(), runs.clone());
+    let p = Processor::raw(move |_m: Message<String>| {
+        let (hang, runs) = (h.clone(), r.clone());
+        async move {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if hang.load(std::sync::atomic::Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    })
+    .with_idempotency(Idempotency::new(store.clone()));
+    let adapter = offline(p);
+    let (resp, summary, in_time) =
+        handle_within(&adapter, event(vec![record("m1", "order-1", None, ARN, "h1")]), Duration::from_secs(4)).await;
+    assert!(in_time);
+    assert_eq!(resp, json!({"batchItemFailures": [{"itemIdentifier": "m1"}]}));
+    assert_eq!(summary.idempotency.claimed, 1);
+    let key = format!("sqskit#{}", sqskit::idempotency::hash_value(&json!("order-1")));
+    assert_eq!(store.get(&key), None, "the claim was released");
+    // the redelivery (another receipt of the same message) is claimed and runs
+    hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (resp, summary) = adapter.handle(event(vec![record("m1", "order-1", None, ARN, "h1b")])).await.unwrap();
+    assert_eq!(serde_json::to_value(resp).unwrap(), json!({"batchItemFailures": []}));
+    assert_eq!((summary.succeeded, summary.idempotency.in_progress), (1, 0));
+    assert_eq!(count(&runs), 2);
+}
+
+/// An idempotency store whose claims never return: the message is stuck before its handler,
+/// where cancelling handlers cannot reach it.
+struct StuckStore;
+
+impl sqskit::idempotency::IdempotencyStore for StuckStore {
+    fn kind(&self) -> &'static str {
+        "stuck"
+    }
+    fn claim<'a>(
+        &'a self,
+        _: &'a sqskit::idempotency::Record,
+        _: std::time::SystemTime,
+    ) -> sqskit::idempotency::StoreFuture<'a, sqskit::idempotency::Claim> {
+        Box::pin(std::future::pending())
+    }
+    fn complete<'a>(&'a self, _: &'a sqskit::idempotency::Record) -> sqskit::idempotency::StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn delete<'a>(&'a self, _: &'a str) -> sqskit::idempotency::StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn extend<'a>(&'a self, _: &'a str, _: std::time::SystemTime) -> sqskit::idempotency::StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[tokio::test]
+async fn messages_stuck_outside_their_handler_are_abandoned_and_listed_before_the_deadline() {
+    let [started, dropped] = counters();
+    let p = hanging(started.clone(), dropped).with_idempotency(sqskit::idempotency::Idempotency::new(StuckStore));
+    let ev = event(vec![record("s1", "ok", None, ARN, "h1"), record("s2", "ok", None, ARN, "h2")]);
+    let (resp, summary, in_time) = handle_within(&offline(p), ev, Duration::from_secs(4)).await;
+    assert!(in_time, "answered after the deadline");
+    assert_eq!(resp, json!({"batchItemFailures": [{"itemIdentifier": "s1"}, {"itemIdentifier": "s2"}]}));
+    assert_eq!(summary.failed.get("abandoned"), Some(&2), "{summary:?}");
+    assert_eq!(count(&started), 0);
+}
+
+#[tokio::test]
+async fn a_margin_longer_than_the_invocation_starts_nothing_and_answers_at_once() {
+    let [started, dropped] = counters();
+    let adapter = offline(hanging(started.clone(), dropped)).with_deadline_margin(Duration::from_secs(u64::MAX));
+    let ev = event(vec![record("x1", "ok", None, ARN, "h1")]);
+    let (resp, summary, in_time) = handle_within(&adapter, ev, Duration::from_secs(4)).await;
+    assert!(in_time);
+    assert_eq!(resp, json!({"batchItemFailures": [{"itemIdentifier": "x1"}]}));
+    assert_eq!((count(&started), summary.failed.get("released").copied()), (0, Some(1)));
+}
+
+// ---------------------------------------------------------------- concurrent invocations
+
+/// Two invocations at once through one adapter (Lambda Managed Instances): each keeps its own
+/// deadline (one is cut, the other's slow handler runs on across that cut), its own failures and
+/// its own idempotency counts.
+#[tokio::test]
+async fn two_invocations_at_once_keep_their_own_deadlines_failures_and_counts() {
+    use sqskit::idempotency::{Idempotency, MemoryStore};
+    // "meet": waits until the other invocation's "meet" started too (proof they overlap)
+    let meet = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let p = Processor::raw(move |m: Message<String>| {
+        let meet = meet.clone();
+        async move {
+            match m.body.split(':').next() {
+                Some("meet") => {
+                    tokio::time::timeout(Duration::from_secs(20), meet.wait())
+                        .await
+                        .map_err(|_| HandlerError::retryable("the other invocation never started"))?;
+                }
+                Some("hang") => std::future::pending::<()>().await,
+                Some("slow") => tokio::time::sleep(Duration::from_secs(6)).await,
+                Some("fail") => return Err(HandlerError::retryable("503")),
+                _ => {}
+            }
+            Ok(())
+        }
+    })
+    .with_idempotency(Idempotency::new(MemoryStore::new()));
+    let adapter = std::sync::Arc::new(offline(p));
+    let ev =
+        |records: &[(&str, &str)]| event(records.iter().map(|(id, body)| record(id, body, None, ARN, id)).collect());
+    let a = ev(&[("a1", "meet:a"), ("a2", "fail:a"), ("a3", "slow:a"), ("a4", "ok:a")]);
+    let b = ev(&[("b1", "meet:b"), ("b2", "hang:b")]);
+    let (a_deadline, b_deadline) = (Duration::from_secs(60), Duration::from_secs(4));
+    let ((a_resp, a_sum, a_in_time), (b_resp, b_sum, b_in_time)) =
+        tokio::join!(handle_within(&adapter, a, a_deadline), handle_within(&adapter, b, b_deadline));
+    assert!(a_in_time && b_in_time);
+    assert_eq!(
+        a_resp,
+        json!({"batchItemFailures": [{"itemIdentifier": "a2"}]}),
+        "only its own failure; a3 ran on past the other's cut"
+    );
+    assert_eq!(b_resp, json!({"batchItemFailures": [{"itemIdentifier": "b2"}]}), "its own deadline cut b2");
+    assert_eq!((a_sum.succeeded, a_sum.failed.get("retryable").copied()), (3, Some(1)), "{a_sum:?}");
+    assert_eq!((b_sum.succeeded, b_sum.failed.get("timeout").copied()), (1, Some(1)), "{b_sum:?}");
+    assert_eq!((a_sum.idempotency.claimed, b_sum.idempotency.claimed), (4, 2), "each counts its own claims");
+    assert!(a_sum.duration_ms >= 6_000 && b_sum.duration_ms < 4_000, "{} / {}", a_sum.duration_ms, b_sum.duration_ms);
+}

@@ -48,8 +48,8 @@ pub struct ListArgs {
     /// The dead-letter queue URL, or its name.
     #[arg(long)]
     pub dlq_url: String,
-    /// Look at this many messages at most.
-    #[arg(short = 'n', long, default_value_t = 1000)]
+    /// Look at this many messages at most (1–100000).
+    #[arg(short = 'n', long, default_value_t = 1000, value_parser = crate::args::count(1..=100_000))]
     pub count: usize,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]

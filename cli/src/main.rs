@@ -1,6 +1,7 @@
 //! `sqskit`: run an SQS worker (`poll`) and operate queues.
 //! Thin: parsing, wiring and output; every behaviour lives in the library.
 
+mod args;
 mod common;
 #[cfg(feature = "console")]
 mod console;
@@ -56,8 +57,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // what clap cannot check alone, as usage errors too (exit 2)
     let invalid = match &cli.command {
         Command::Redrive(args) => args.validate().err().map(|e| ("redrive", e)),
+        Command::Send(args) => args.validate().err().map(|e| ("send", e)),
         #[cfg(feature = "console")]
         Command::Console(args) => args.validate().err().map(|e| ("console", e)),
         _ => None,

@@ -9,8 +9,8 @@ pub struct Args {
     /// Queue URL, or its name (looked up with GetQueueUrl).
     #[arg(long, env = "SQSKIT_QUEUE_URL")]
     pub queue_url: String,
-    /// How many messages at most.
-    #[arg(short = 'n', long, default_value_t = 10)]
+    /// How many messages at most (1–100000).
+    #[arg(short = 'n', long, default_value_t = 10, value_parser = crate::args::count(1..=100_000))]
     pub count: usize,
     /// Show whole bodies (default: the first 200 characters).
     #[arg(long)]

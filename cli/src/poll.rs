@@ -17,6 +17,7 @@ use sqskit::config::IdempotencySettings;
 use sqskit::retry::Backoff;
 use sqskit::{Processor, ProcessorConfig, Queue};
 
+use crate::args::{self, TWELVE_HOURS};
 use crate::common::{aws_config, Global};
 
 #[derive(Debug, clap::Args)]
@@ -26,30 +27,30 @@ pub struct Args {
     /// (in the env var: comma-separated).
     #[arg(long = "queue-url", env = "SQSKIT_QUEUE_URL", value_delimiter = ',', required = true, value_parser = parse_spec)]
     pub queue_urls: Vec<QueueArg>,
-    /// Messages in flight at most (independent of the receive batch size of 10).
-    #[arg(long, env = "SQSKIT_CONCURRENCY", default_value_t = 32)]
+    /// Messages in flight at most, 1–100000 (independent of the receive batch size of 10).
+    #[arg(long, env = "SQSKIT_CONCURRENCY", default_value_t = 32, value_parser = args::count(1..=100_000))]
     pub concurrency: usize,
-    /// Visibility timeout requested on receive, in seconds; the heartbeat extends it while a handler runs.
-    #[arg(long, env = "SQSKIT_VISIBILITY_TIMEOUT", default_value_t = 30)]
+    /// Visibility timeout requested on receive, in seconds (1–43200); the heartbeat extends it while a handler runs.
+    #[arg(long, env = "SQSKIT_VISIBILITY_TIMEOUT", default_value_t = 30, value_parser = args::secs(1..=TWELVE_HOURS))]
     pub visibility_timeout: u64,
-    /// Longest total invisibility since receipt the heartbeat may give a message, in seconds (≤ 43200).
-    #[arg(long, env = "SQSKIT_MAX_VISIBILITY_EXTENSION", default_value_t = 3600)]
+    /// Longest total invisibility since receipt the heartbeat may give a message, in seconds (0–43200).
+    #[arg(long, env = "SQSKIT_MAX_VISIBILITY_EXTENSION", default_value_t = 3600, value_parser = args::secs(0..=TWELVE_HOURS))]
     pub max_visibility_extension: u64,
-    /// Backoff base for retryable failures, in seconds: the delay after receive n is between
-    /// half and all of base × 2^(n−1), capped by --backoff-max (see README "Reliability").
-    #[arg(long, env = "SQSKIT_BACKOFF_BASE", default_value_t = 15)]
+    /// Backoff base for retryable failures, in seconds (0–43200): the delay after receive n is
+    /// between half and all of base × 2^(n−1), capped by --backoff-max (see README "Reliability").
+    #[arg(long, env = "SQSKIT_BACKOFF_BASE", default_value_t = 15, value_parser = args::secs(0..=TWELVE_HOURS))]
     pub backoff_base: u64,
-    /// Backoff cap, in seconds.
-    #[arg(long, env = "SQSKIT_BACKOFF_MAX", default_value_t = 900)]
+    /// Backoff cap, in seconds (0–43200).
+    #[arg(long, env = "SQSKIT_BACKOFF_MAX", default_value_t = 900, value_parser = args::secs(0..=TWELVE_HOURS))]
     pub backoff_max: u64,
-    /// Seconds running handlers get to finish after SIGTERM (keep it below ECS's stopTimeout).
-    #[arg(long, env = "SQSKIT_SHUTDOWN_TIMEOUT", default_value_t = 25)]
+    /// Seconds running handlers get to finish after SIGTERM, 0–43200 (keep it below ECS's stopTimeout).
+    #[arg(long, env = "SQSKIT_SHUTDOWN_TIMEOUT", default_value_t = 25, value_parser = args::secs(0..=TWELVE_HOURS))]
     pub shutdown_timeout: u64,
-    /// Per-message handler timeout in seconds (overrun = retryable failure); none by default.
-    #[arg(long, env = "SQSKIT_HANDLER_TIMEOUT")]
+    /// Per-message handler timeout in seconds, 1–43200 (overrun = retryable failure); none by default.
+    #[arg(long, env = "SQSKIT_HANDLER_TIMEOUT", value_parser = args::secs(1..=TWELVE_HOURS))]
     pub handler_timeout: Option<u64>,
     /// Long-poll wait in seconds (0–20).
-    #[arg(long, env = "SQSKIT_WAIT_TIME", default_value_t = 20)]
+    #[arg(long, env = "SQSKIT_WAIT_TIME", default_value_t = 20, value_parser = args::secs(0..=20))]
     pub wait_time: u64,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090), health at
     /// /healthz (liveness) and /readyz (readiness), and the poller's state as JSON at /status
@@ -58,42 +59,52 @@ pub struct Args {
     pub metrics_addr: Option<SocketAddr>,
     /// Longest delay hop in seconds when re-sending a message that is not due yet (sent with
     /// `sqskit send --delay/--deliver-at` or `Queue::send_at`); 1–900, default 900.
-    #[arg(long, env = "SQSKIT_DELAY_HOP", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=900),
+    #[arg(long, env = "SQSKIT_DELAY_HOP", default_value_t = 900, value_parser = args::secs(1..=900),
           value_name = "SECONDS", help_heading = "Flow control")]
     pub delay_hop: u64,
     /// Messages received ahead of free handler slots, so a slot that frees up starts the next
-    /// message without waiting for a receive (default: 10 per receiver; 0 = off). They are
-    /// in flight: heart-beaten, and released at shutdown without running.
-    #[arg(long, env = "SQSKIT_PREFETCH", value_name = "N", help_heading = "Flow control")]
+    /// message without waiting for a receive (default: 10 per receiver; 0 = off; at most
+    /// 100000). They are in flight: heart-beaten, and released at shutdown without running.
+    #[arg(long, env = "SQSKIT_PREFETCH", value_name = "N", help_heading = "Flow control",
+          value_parser = args::count(0..=100_000))]
     pub prefetch: Option<usize>,
     /// Fair queues (standard queues whose messages carry a MessageGroupId naming a tenant):
     /// count messages per tenant and outcome (sqskit_tenant_messages_total), with labels of
-    /// their own for the first N tenants seen and `other` for the rest. 0 = off.
-    #[arg(long, env = "SQSKIT_TENANT_METRICS", default_value_t = 0, value_name = "N", requires = "metrics_addr")]
+    /// their own for the first N tenants seen and `other` for the rest. 0 = off; at most 10000.
+    #[arg(long, env = "SQSKIT_TENANT_METRICS", default_value_t = 0, value_name = "N", requires = "metrics_addr",
+          value_parser = args::count(0..=10_000))]
     pub tenant_metrics: usize,
     /// Start at most N messages per second, over all queues (e.g. 50, or 0.5 for one every
-    /// 2 s). Receives are sized so that nothing waits invisible for its turn for long.
-    #[arg(long, env = "SQSKIT_RATE", value_name = "N", value_parser = parse_rate, help_heading = "Flow control")]
+    /// 2 s; 0.001–100000). Receives are sized so that nothing waits invisible for its turn for long.
+    #[arg(long, env = "SQSKIT_RATE", value_name = "N", value_parser = args::rate, help_heading = "Flow control")]
     pub rate: Option<f64>,
     /// Start at most N messages per second from each queue (with --rate, both hold).
-    #[arg(long, env = "SQSKIT_RATE_PER_QUEUE", value_name = "N", value_parser = parse_rate, help_heading = "Flow control")]
+    #[arg(long, env = "SQSKIT_RATE_PER_QUEUE", value_name = "N", value_parser = args::rate, help_heading = "Flow control")]
     pub rate_per_queue: Option<f64>,
     /// Liveness: SQS must have answered a receive within 2 × --wait-time + this many seconds
-    /// (unless every slot is busy or the poller drains).
-    #[arg(long, env = "SQSKIT_LIVENESS_MARGIN", default_value_t = 10)]
+    /// (0–3600; unless every slot is busy or the poller drains).
+    #[arg(long, env = "SQSKIT_LIVENESS_MARGIN", default_value_t = 10, value_parser = args::secs(0..=3600))]
     pub liveness_margin: u64,
     /// DLQ for permanent failures when the queue's redrive policy names none.
     #[arg(long, env = "SQSKIT_DLQ_URL")]
     pub dlq_url: Option<String>,
-    /// Handler: POST each message to this URL (Elastic Beanstalk worker / sqsd style).
-    #[arg(long, env = "SQSKIT_HTTP")]
+    /// Handler: POST each message to this URL (Elastic Beanstalk worker / sqsd style); an
+    /// http(s) URL with a host.
+    #[arg(long, env = "SQSKIT_HTTP", value_parser = args::http_url)]
     pub http: Option<String>,
-    /// Timeout of each --http request, in seconds.
-    #[arg(long, env = "SQSKIT_HTTP_TIMEOUT", default_value_t = 30)]
+    /// Timeout of each --http request, in seconds (1–43200).
+    #[arg(long, env = "SQSKIT_HTTP_TIMEOUT", default_value_t = 30, value_parser = args::secs(1..=TWELVE_HOURS))]
     pub http_timeout: u64,
     /// Handler: run this command per message (split like a shell would), body on stdin.
-    /// Exit 0 = success, 65 = permanent failure (DLQ), other = retry.
-    #[arg(long, env = "SQSKIT_EXEC")]
+    /// Exit 0 = success, 65 = permanent failure (DLQ), other = retry. Checked at start-up,
+    /// before any receive: the program must be found (PATH) and executable, with its #!
+    /// interpreter; for `sh -c SCRIPT` the script's first command too, when it is a plain
+    /// program. Environment: SQSKIT_MESSAGE_ID, SQSKIT_QUEUE_URL, SQSKIT_RECEIVE_COUNT,
+    /// SQSKIT_GROUP_ID, …, SQSKIT_ATTRIBUTES (every String and Number attribute as a JSON
+    /// object under its exact name) and SQSKIT_ATTR_<NAME> per attribute (upper-cased, other
+    /// characters as _; not set when two attributes map to the same name: read those from
+    /// SQSKIT_ATTRIBUTES).
+    #[arg(long, env = "SQSKIT_EXEC", value_parser = args::exec)]
     pub exec: Option<String>,
     /// Exit by itself once the queues are empty (nothing visible, in flight or delayed).
     #[arg(long, env = "SQSKIT_UNTIL_EMPTY")]
@@ -108,36 +119,32 @@ pub struct Args {
     /// Idempotency: keep claims in this Redis (redis://host:port/db).
     #[arg(long, env = "SQSKIT_IDEMPOTENCY_REDIS", help_heading = "Idempotency")]
     pub idempotency_redis: Option<String>,
-    /// Where the key comes from: a JSON Pointer into the body (/order_id), a message attribute
-    /// (attr:NAME) or the whole body (body, the default).
+    /// Where the key comes from: a JSON Pointer into the body (/order_id; RFC 6901: `~0` is
+    /// `~`, `~1` is `/`), a message attribute (attr:NAME) or the whole body (body, the default).
     #[arg(long, env = "SQSKIT_IDEMPOTENCY_KEY", value_parser = parse_key, help_heading = "Idempotency")]
     pub idempotency_key: Option<String>,
     /// Key prefix (keys are PREFIX#md5); Powertools' `key_prefix`.
     #[arg(long, env = "SQSKIT_IDEMPOTENCY_PREFIX", default_value = "sqskit", help_heading = "Idempotency")]
     pub idempotency_prefix: String,
-    /// Seconds a completed key keeps later copies from running.
+    /// Seconds a completed key keeps later copies from running (1 to 315360000, 10 years).
     #[arg(long, env = "SQSKIT_IDEMPOTENCY_TTL", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(1..), help_heading = "Idempotency")]
+          value_parser = args::secs(1..=sqskit::idempotency::MAX_TTL.as_secs()), help_heading = "Idempotency")]
     pub idempotency_ttl: u64,
     /// Run the handler without a claim when the store fails (default: retry the message).
     #[arg(long, env = "SQSKIT_IDEMPOTENCY_FAIL_OPEN", help_heading = "Idempotency")]
     pub idempotency_fail_open: bool,
-    /// Claim check: resolve messages whose body is in S3 (Amazon SQS Extended Client pointers).
-    /// Pointers name their own bucket; this one is the bucket the poller's own sends would use.
+    /// Claim check: the payload bucket, needed for --payload-cleanup. Messages whose body is in
+    /// S3 (Amazon SQS Extended Client pointers) are resolved with or without it: each pointer
+    /// names its own bucket (needs s3:GetObject on it).
     #[arg(long, env = "SQSKIT_PAYLOAD_BUCKET", help_heading = "Large payloads")]
     pub payload_bucket: Option<String>,
     /// Delete a claim-checked message's S3 object once its delete from the queue succeeded
     /// (never for dead-lettered ones). Needs s3:DeleteObject.
     #[arg(long, env = "SQSKIT_PAYLOAD_CLEANUP", requires = "payload_bucket", help_heading = "Large payloads")]
     pub payload_cleanup: bool,
-    /// Seconds between progress log lines (0 = none).
-    #[arg(long, env = "SQSKIT_PROGRESS_INTERVAL", default_value_t = 10)]
+    /// Seconds between progress log lines (0 = none; at most 86400).
+    #[arg(long, env = "SQSKIT_PROGRESS_INTERVAL", default_value_t = 10, value_parser = args::secs(0..=86_400))]
     pub progress_interval: u64,
-}
-
-fn parse_rate(s: &str) -> Result<f64, String> {
-    let rate: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number"))?;
-    sqskit::rate::RateLimit::per_second(rate).map(|_| rate).map_err(|e| e.to_string())
 }
 
 fn parse_key(s: &str) -> Result<String, String> {
@@ -180,9 +187,13 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .with_shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .with_until_empty(args.until_empty)
         .with_dead_letter_url(args.dlq_url.clone());
-    let claim_check = args.payload_bucket.as_ref().map(|bucket| {
-        sqskit::payload::ClaimCheck::new(sqskit::payload::s3_client(&config), bucket).with_cleanup(args.payload_cleanup)
-    });
+    let s3 = sqskit::payload::s3_client(&config);
+    let claim_check = args
+        .payload_bucket
+        .as_ref()
+        .map(|bucket| sqskit::payload::ClaimCheck::new(s3.clone(), bucket).with_cleanup(args.payload_cleanup));
+    // pointers are resolved with or without a bucket (each names its own): never handed to the handler
+    let resolver = claim_check.clone().unwrap_or_else(|| sqskit::payload::ClaimCheck::reader(s3));
     let queues: Vec<QueueSpec> = args
         .queue_urls
         .iter()
@@ -204,7 +215,8 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         let words = shlex::split(line).with_context(|| format!("--exec {line:?} is not valid shell syntax"))?;
         Processor::raw(ExecHandler::new(words, first.clone())?)
     }
-    .with_config(processor_config);
+    .with_config(processor_config)
+    .with_claim_check(resolver);
     let mut idempotency = IdempotencySettings::default();
     idempotency.table = args.idempotency_table.clone();
     idempotency.redis = args.idempotency_redis.clone();

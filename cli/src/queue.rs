@@ -14,14 +14,14 @@ pub struct CreateArgs {
     /// Also create `<name>-dlq` and a redrive policy to it.
     #[arg(long)]
     pub dlq: bool,
-    /// Receives before SQS moves a message to the DLQ.
-    #[arg(long, default_value_t = 5)]
+    /// Receives before SQS moves a message to the DLQ (1–1000).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_receive_count: u32,
     /// Create FIFO queues (content-based deduplication on).
     #[arg(long)]
     pub fifo: bool,
-    /// Queue visibility timeout in seconds.
-    #[arg(long, default_value_t = 30)]
+    /// Queue visibility timeout in seconds (0–43200).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=43_200))]
     pub visibility_timeout: u32,
 }
 

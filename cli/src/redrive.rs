@@ -15,11 +15,11 @@ pub struct Args {
     /// Target queue URL or name (default: each message's source queue).
     #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub to: Option<String>,
-    /// Move at most N messages (with --filter: N matching ones).
-    #[arg(long, conflicts_with_all = ["use_move_task", "status", "cancel"])]
+    /// Move at most N messages (with --filter: N matching ones); at least 1.
+    #[arg(long, conflicts_with_all = ["use_move_task", "status", "cancel"], value_parser = crate::args::count(1..=u64::MAX))]
     pub max: Option<usize>,
-    /// At most R messages per second (with --use-move-task: a whole number, 1-500).
-    #[arg(long, conflicts_with_all = ["status", "cancel"])]
+    /// At most R messages per second, 0.001–100000 (with --use-move-task: a whole number, 1-500).
+    #[arg(long, conflicts_with_all = ["status", "cancel"], value_parser = crate::args::rate)]
     pub rate: Option<f64>,
     /// Move only messages matching EXPR: `/json/pointer=value` (the body parsed as JSON has
     /// this value there; a JSON literal, else a string), `kind=<error kind>` (permanent,

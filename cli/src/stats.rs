@@ -13,8 +13,8 @@ pub struct Args {
     /// Queue URL or name (repeatable).
     #[arg(long = "queue-url", env = "SQSKIT_QUEUE_URL", value_delimiter = ',', required = true)]
     pub queue_urls: Vec<String>,
-    /// Refresh every SECS seconds until interrupted.
-    #[arg(long, value_name = "SECS")]
+    /// Refresh every SECS seconds (1–86400) until interrupted.
+    #[arg(long, value_name = "SECS", value_parser = crate::args::secs(1..=86_400))]
     pub watch: Option<u64>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]

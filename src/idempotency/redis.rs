@@ -146,7 +146,7 @@ fn decode(key: &str, text: &str) -> Result<Record, StoreError> {
 
 /// Milliseconds from `now` until `t`, at least 1 (a Redis expiry must be positive).
 fn ttl_ms(t: SystemTime, now: SystemTime) -> u64 {
-    t.duration_since(now).map(|d| d.as_millis() as u64).unwrap_or(0).max(1)
+    t.duration_since(now).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0).max(1)
 }
 
 impl IdempotencyStore for RedisStore {
