@@ -147,8 +147,8 @@ pub struct ReplayArgs {
     /// Send to this queue (URL or name) instead of each record's source queue.
     #[arg(long)]
     pub to: Option<String>,
-    /// At most this many records (from --source / --all; newest day first).
-    #[arg(long, default_value_t = 1000)]
+    /// At most this many records (from --source / --all; newest day first; 1–100000).
+    #[arg(long, default_value_t = 1000, value_parser = crate::args::count(1..=100_000))]
     pub max: usize,
     /// Show what would be sent and send nothing.
     #[arg(long)]

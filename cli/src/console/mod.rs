@@ -54,7 +54,7 @@ pub struct Args {
     /// Sample every queue's depth for the charts this often, in seconds, while nobody watches
     /// (an open overview refreshes every few seconds). Each sample is one GetQueueAttributes per
     /// queue (plus ListQueues with --queue-prefix).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600), value_name = "SECS")]
+    #[arg(long, default_value_t = 30, value_parser = crate::args::secs(2..=3600), value_name = "SECS")]
     pub sample_every: u64,
 }
 
