@@ -648,6 +648,7 @@ impl<T> Idempotency<T> {
 
     /// The same settings, store and in-process holds, with counts of its own starting at zero
     /// (the Lambda adapter counts each invocation apart, even when several run at once).
+    #[cfg(feature = "lambda")]
     pub(crate) fn with_own_counts(&self) -> Self {
         Self { counters: Arc::default(), ..self.clone() }
     }

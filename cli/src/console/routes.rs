@@ -271,8 +271,8 @@ async fn dlq_page(State(app): AppState, Path(name): Path<String>, Query(q): Para
     Ok((status, pages::dlq(&ctx(&app), &page)).into_response())
 }
 
-fn to_job(id: u64) -> Page {
-    Ok(Redirect::to(&format!("/jobs/{id}")).into_response())
+fn to_job(id: u64) -> Response {
+    Redirect::to(&format!("/jobs/{id}")).into_response()
 }
 
 async fn redrive(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Page {
@@ -318,7 +318,7 @@ async fn redrive(State(app): AppState, Path(name): Path<String>, body: Bytes) ->
             report.failed.len()
         ))
     });
-    to_job(job.id)
+    Ok(to_job(job.id))
 }
 
 async fn move_task(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Page {
@@ -349,7 +349,7 @@ async fn move_task(State(app): AppState, Path(name): Path<String>, body: Bytes) 
         }
         Ok("Stopped following the task (see the DLQ page for its status).".into())
     });
-    to_job(job.id)
+    Ok(to_job(job.id))
 }
 
 async fn delete(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Page {
@@ -373,7 +373,7 @@ async fn delete(State(app): AppState, Path(name): Path<String>, body: Bytes) -> 
         });
         Ok(format!("Deleted {} message(s).", report.deleted.len()))
     });
-    to_job(job.id)
+    Ok(to_job(job.id))
 }
 
 async fn archive(State(app): AppState, Query(q): Params) -> Response {
@@ -444,7 +444,7 @@ async fn replay(State(app): AppState, body: Bytes) -> Page {
             });
             Ok(format!("Replayed {} record(s); {} failed.", report.replayed.len(), report.failed.len()))
         });
-    to_job(job.id)
+    Ok(to_job(job.id))
 }
 
 /// Each poller's `/status`, one after the other (a few pollers; each call times out after 3 s).
