@@ -103,7 +103,7 @@ pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
 }
 
 /// Error attributes the processor attached: (kind, error, source queue, receive count).
-fn error_info(m: &ReceivedMessage) -> (Option<String>, Option<String>, Option<String>, Option<String>) {
+pub(crate) fn error_info(m: &ReceivedMessage) -> (Option<String>, Option<String>, Option<String>, Option<String>) {
     if let Some(kind) = m.attribute_str(dl::ERROR_KIND) {
         return (
             Some(kind.to_string()),

@@ -35,11 +35,15 @@
 //!   delete_batch, change_visibility_batch, attributes; the home of the claim check and the
 //!   delay hop.
 //! - [`context`]: the queue context (source queue, DLQ, FIFO, redrive policy, lease, start limits).
+//! - [`inventory`]: list queues, their depth and their DLQ's, settings and tags (`sqskit stats`).
 //! - [`settle`]: the one path that turns outcomes into SQS actions (delete, visibility, DLQ).
 //! - [`processor`]: handlers and the engine that decides every message, the FIFO rules.
 //! - [`dlq`]: archive dead letters to S3 with one aggregated SNS alert, redrive, move tasks.
+//! - [`dead_letters`]: look at a DLQ (counts by kind and source, one row per message), delete chosen ones.
+//! - [`archive_replay`]: browse the DLQ archive in S3 and replay records to their source queue.
 //! - [`config`]: processor and idempotency settings from the environment (for the Lambdas).
 //! - [`poller`]: the long-running consumer (concurrency, heartbeat, ack batching, shutdown).
+//! - [`status`]: a poller's state as one snapshot (`/status` next to `/metrics`).
 //! - [`handlers`]: ready-made exec / HTTP handlers for the poller.
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
 //!
@@ -55,6 +59,8 @@
 //! - [Handlers without Rust](guide::handlers): `--exec` and `--http`.
 //! - [Lambda](guide::lambda): the adapter, the worker and the DLQ monitor.
 //! - [The sqskit command](guide::cli): every command, redrive, exit codes.
+//! - [The web console](guide::console): queues, dead letters, the archive and the pollers in a
+//!   browser; what a look costs; security.
 //! - [Rate limits](guide::rate_limits), [Delays past 15 minutes](guide::delays),
 //!   [Tenants (fair queues)](guide::fair_queues).
 //! - [Large messages](guide::large_messages): bodies over 1 MiB through S3.
@@ -68,12 +74,12 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (core) | always | [`client`], [`message`], [`limits`], [`outcome`], [`context`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`env`](mod@env), [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`] |
-//! | `poller` | yes | [`poller`], [`health`] (liveness / readiness) and [`shutdown_signal`] |
+//! | (core) | always | [`client`], [`message`], [`limits`], [`outcome`], [`context`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`env`](mod@env), [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`], [`inventory`] |
+//! | `poller` | yes | [`poller`], [`health`] (liveness / readiness), [`status`] and [`shutdown_signal`] |
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
 //! | `payload` | no | [`payload`]: bodies over 1 MiB through S3 (claim check, Extended Client format) |
-//! | `dlq` | no | [`dlq`]: archive to S3, one SNS alert, redrive (enables `payload`) |
+//! | `dlq` | no | [`dlq`]: archive to S3, one SNS alert, redrive; [`dead_letters`], [`archive_replay`] (enables `payload`) |
 //! | `prometheus` | no | `metrics::install_prometheus` |
 //! | `idempotency-dynamodb` | no | `idempotency::DynamoDbStore` (Powertools' record layout) |
 //! | `idempotency-redis` | no | `idempotency::RedisStore` |
@@ -91,9 +97,13 @@ macro_rules! guide_links {
     () => {
         concat!(
             "[../README.md]: https://github.com/sqskit/sqskit/blob/HEAD/README.md\n",
+            "[../src/archive_replay.rs]: crate::archive_replay\n",
+            "[../src/dead_letters.rs]: crate::dead_letters\n",
             "[../src/delay.rs]: crate::delay\n",
+            "[../src/dlq.rs]: crate::dlq\n",
             "[../src/handlers.rs]: crate::handlers\n",
             "[../src/idempotency.rs]: crate::idempotency\n",
+            "[../src/inventory.rs]: crate::inventory\n",
             "[../src/lambda.rs]: crate::lambda\n",
             "[../src/otel.rs]: crate::otel\n",
             "[../src/payload.rs]: crate::payload\n",
@@ -103,6 +113,7 @@ macro_rules! guide_links {
             "[../template.yaml]: https://github.com/sqskit/sqskit/blob/HEAD/template.yaml\n",
             "[../test-support/src/lambda_rt.rs]: https://github.com/sqskit/sqskit/blob/HEAD/test-support/src/lambda_rt.rs\n",
             "[cli.md]: crate::guide::cli\n",
+            "[console.md]: crate::guide::console\n",
             "[delays.md]: crate::guide::delays\n",
             "[deploying.md]: crate::guide::deploying\n",
             "[exactly-once.md]: crate::guide::exactly_once\n",
@@ -113,6 +124,8 @@ macro_rules! guide_links {
             "[guarantees.md#retries-against-maxreceivecount]: crate::guide::guarantees#retries-against-maxreceivecount\n",
             "[guarantees.md#what-counts-as-success]: crate::guide::guarantees#what-counts-as-success\n",
             "[handlers.md]: crate::guide::handlers\n",
+            "[img/console-dlq.png]: https://github.com/sqskit/sqskit/blob/HEAD/docs/img/console-dlq.png\n",
+            "[img/console-overview.png]: https://github.com/sqskit/sqskit/blob/HEAD/docs/img/console-overview.png\n",
             "[lambda.md]: crate::guide::lambda\n",
             "[lambda.md#the-adapter]: crate::guide::lambda#the-adapter\n",
             "[lambda.md#the-dlq-monitor]: crate::guide::lambda#the-dlq-monitor\n",
@@ -131,9 +144,13 @@ macro_rules! guide_links {
 }
 // END guide_links
 
+#[cfg(feature = "dlq")]
+pub mod archive_replay;
 pub mod client;
 pub mod config;
 pub mod context;
+#[cfg(feature = "dlq")]
+pub mod dead_letters;
 pub mod delay;
 #[cfg(feature = "dlq")]
 pub mod dlq;
@@ -144,6 +161,7 @@ pub mod handlers;
 #[cfg(feature = "poller")]
 pub mod health;
 pub mod idempotency;
+pub mod inventory;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 pub mod limits;
@@ -161,6 +179,8 @@ pub mod rate;
 pub mod retry;
 pub mod settle;
 mod span;
+#[cfg(feature = "poller")]
+pub mod status;
 pub mod trace;
 
 pub use client::{load_aws_config, BatchReport, Queue, QueueAttributes, RedrivePolicy, SendBatchReport, SentMessage};
@@ -193,6 +213,9 @@ pub mod guide {
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/cli.md")]
     pub mod cli {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/console.md")]
+    pub mod console {}
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/rate-limits.md")]
     pub mod rate_limits {}

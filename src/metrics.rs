@@ -3,7 +3,8 @@
 //!
 //! The library records through the `metrics` facade (no-ops until a recorder is
 //! installed); `install_prometheus` (feature `prometheus`) installs one with an HTTP `/metrics` listener
-//! (`install_prometheus_with_health` adds the poller's `/healthz` and `/readyz`).
+//! (`install_prometheus_with_health` adds the poller's `/healthz` and `/readyz`,
+//! `install_prometheus_with_status` also its `/status`).
 //! [`emf_line`] formats one EMF JSON line for stdout, so Lambdas publish metrics
 //! without a CloudWatch API call on the hot path.
 
@@ -128,23 +129,58 @@ pub fn install_prometheus_with_health(
     addr: SocketAddr,
     health: std::sync::Arc<crate::health::Health>,
 ) -> Result<(), ExporterError> {
+    serve(addr, Some(Box::new(move |path: &str, _: &Prometheus| health_route(path, &health))))
+}
+
+/// What `GET /status` and the health routes of [`install_prometheus_with_status`] answer from:
+/// implemented by [`StatusBoard`](crate::status::StatusBoard). A trait here, so that the exporter
+/// does not depend on the poller's status (which reads this module's metric names).
+#[cfg(all(feature = "prometheus", feature = "poller"))]
+pub trait StatusSource: Send + Sync + 'static {
+    /// The health behind `/healthz` and `/readyz`.
+    fn health(&self) -> &crate::health::Health;
+    /// The `/status` body (JSON), given this recorder's counters as Prometheus text.
+    fn status_json(&self, prometheus_text: &str) -> String;
+}
+
+/// As [`install_prometheus_with_health`] with the board's health, and `GET /status` answers the
+/// poller's [`PollerStatus`](crate::status::PollerStatus) as JSON (failures by kind read from
+/// this recorder's counters).
+///
+/// # Errors
+/// As [`install_prometheus`].
+#[cfg(all(feature = "prometheus", feature = "poller"))]
+pub fn install_prometheus_with_status<B: StatusSource>(
+    addr: SocketAddr,
+    board: std::sync::Arc<B>,
+) -> Result<(), ExporterError> {
     serve(
         addr,
-        Some(Box::new(move |path: &str| {
-            let report = health.report();
-            let ok = match path {
-                "/healthz" => report.live,
-                "/readyz" => report.ready,
-                _ => return None,
-            };
-            Some((if ok { 200 } else { 503 }, serde_json::to_string(&report).unwrap_or_default()))
+        Some(Box::new(move |path: &str, prometheus: &Prometheus| match path {
+            "/status" => Some((200, board.status_json(&prometheus.render()))),
+            _ => health_route(path, board.health()),
         })),
     )
 }
 
-/// Extra routes: path → (status, JSON body).
+/// `/healthz` and `/readyz`: 200 or 503 with the health report.
+#[cfg(all(feature = "prometheus", feature = "poller"))]
+fn health_route(path: &str, health: &crate::health::Health) -> Option<(u16, String)> {
+    let report = health.report();
+    let ok = match path {
+        "/healthz" => report.live,
+        "/readyz" => report.ready,
+        _ => return None,
+    };
+    Some((if ok { 200 } else { 503 }, serde_json::to_string(&report).unwrap_or_default()))
+}
+
 #[cfg(feature = "prometheus")]
-type Routes = Box<dyn Fn(&str) -> Option<(u16, String)> + Send + Sync>;
+type Prometheus = metrics_exporter_prometheus::PrometheusHandle;
+
+/// Extra routes: (path, the recorder) → (status, JSON body).
+#[cfg(feature = "prometheus")]
+type Routes = Box<dyn Fn(&str, &Prometheus) -> Option<(u16, String)> + Send + Sync>;
 
 #[cfg(feature = "prometheus")]
 fn serve(addr: SocketAddr, routes: Option<Routes>) -> Result<(), ExporterError> {
@@ -182,7 +218,7 @@ fn serve(addr: SocketAddr, routes: Option<Routes>) -> Result<(), ExporterError> 
             let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let (status, content_type, body) = match (req.method(), req.uri().path()) {
                     (&hyper::Method::GET, "/metrics") => (200, "text/plain; version=0.0.4", handle.render()),
-                    (&hyper::Method::GET, path) => match routes.as_ref().as_ref().and_then(|r| r(path)) {
+                    (&hyper::Method::GET, path) => match routes.as_ref().as_ref().and_then(|r| r(path, &handle)) {
                         Some((status, body)) => (status, "application/json", body),
                         None => (404, "text/plain", "not found\n".to_string()),
                     },

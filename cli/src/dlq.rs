@@ -1,6 +1,5 @@
-//! `sqskit dlq drain | list`.
+//! `sqskit dlq drain | list | replay`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqskit::dlq::{DlqError, DlqMonitor, MonitorConfig};
@@ -11,8 +10,11 @@ use crate::common::{aws_config, Global, Output};
 pub enum Command {
     /// Archive every message of a DLQ to S3, delete them, send one SNS alert.
     Drain(DrainArgs),
-    /// Error kinds and source queues of a DLQ's messages (left in place).
+    /// Error kinds and source queues of a DLQ's messages (left in place; each message looked
+    /// at is received once, which raises its receive count).
     List(ListArgs),
+    /// Send archived dead letters (the DLQ monitor's S3 archive) back to their source queue.
+    Replay(ReplayArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,30 +101,104 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         }
         Command::List(a) => {
             let dlq = crate::common::queue(&sqs, &a.dlq_url).await?;
-            let msgs = dlq.peek(a.count, Duration::from_secs(30)).await?;
-            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
-            let mut sources: BTreeMap<String, usize> = BTreeMap::new();
-            for m in &msgs {
-                *kinds.entry(sqskit::dlq::error_kind(m)).or_default() += 1;
-                *sources.entry(sqskit::dlq::source_queue(m).unwrap_or_else(|| "unknown".into())).or_default() += 1;
-            }
+            let msgs = sqskit::dead_letters::look(&dlq, a.count).await?;
+            let counts = sqskit::dead_letters::count(&msgs);
             match a.output {
-                Output::Json => {
-                    println!("{}", serde_json::json!({"messages": msgs.len(), "kinds": kinds, "sources": sources}))
-                }
+                Output::Json => println!("{}", serde_json::to_string(&counts)?),
                 Output::Text => {
-                    println!("{} message(s) in {}", msgs.len(), dlq.name());
+                    println!("{} message(s) in {}", counts.messages, dlq.name());
                     println!("error kinds:");
-                    for (k, n) in &kinds {
+                    for (k, n) in &counts.kinds {
                         println!("  {k:<14} {n}");
                     }
                     println!("source queues:");
-                    for (k, n) in &sources {
+                    for (k, n) in &counts.sources {
                         println!("  {k:<40} {n}");
                     }
                 }
             }
             Ok(())
         }
+        Command::Replay(a) => replay(&sdk, &sqs, a).await,
     }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["key", "source", "all"])))]
+pub struct ReplayArgs {
+    /// S3 bucket of the archive (the DLQ monitor's ARCHIVE_BUCKET).
+    #[arg(long)]
+    pub bucket: String,
+    /// Key prefix of the archive (ARCHIVE_PREFIX).
+    #[arg(long, default_value = "dead-letters")]
+    pub prefix: String,
+    /// Replay this record (its S3 key; repeatable).
+    #[arg(long)]
+    pub key: Vec<String>,
+    /// Replay the records of this source queue (with --day: of that day only).
+    #[arg(long)]
+    pub source: Option<String>,
+    /// With --source: only the records of this day (YYYY-MM-DD, the day the message was sent, UTC).
+    #[arg(long, requires = "source", value_parser = parse_day)]
+    pub day: Option<String>,
+    /// Replay every record of the archive.
+    #[arg(long, conflicts_with_all = ["key", "source"])]
+    pub all: bool,
+    /// Send to this queue (URL or name) instead of each record's source queue.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// At most this many records (from --source / --all; newest day first; 1–100000).
+    #[arg(long, default_value_t = 1000, value_parser = crate::args::count(1..=100_000))]
+    pub max: usize,
+    /// Show what would be sent and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+fn parse_day(s: &str) -> Result<String, String> {
+    let ok = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a day as YYYY-MM-DD"))
+    }
+}
+
+/// Records are sent, never deleted: a record replayed twice is sent twice.
+async fn replay(sdk: &aws_config::SdkConfig, sqs: &aws_sdk_sqs::Client, a: ReplayArgs) -> anyhow::Result<()> {
+    let archive = sqskit::archive_replay::Archive::new(sdk, &a.bucket, &a.prefix);
+    let mut keys = a.key.clone();
+    if a.all || a.source.is_some() {
+        let listed = archive.list(a.source.as_deref(), a.day.as_deref(), a.max).await?;
+        keys.extend(listed.into_iter().map(|e| e.key));
+    }
+    let to = match &a.to {
+        Some(t) => Some(crate::common::queue(sqs, t).await?),
+        None => None,
+    };
+    let report = archive.replay(sqs, &keys, to.as_ref(), a.dry_run, |_| {}).await?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string(&report)?),
+        Output::Text => {
+            let verb = if a.dry_run { "would replay" } else { "replayed" };
+            println!(
+                "{verb} {} record(s) from s3://{}, {} failed",
+                report.replayed.len(),
+                a.bucket,
+                report.failed.len()
+            );
+            for r in &report.replayed {
+                println!("  {}  {} -> {}", r.message_id, r.key, r.queue);
+            }
+            for f in &report.failed {
+                println!("  failed: {f}");
+            }
+        }
+    }
+    anyhow::ensure!(report.failed.is_empty(), "{} record(s) could not be replayed", report.failed.len());
+    Ok(())
 }

@@ -3,6 +3,8 @@
 
 mod args;
 mod common;
+#[cfg(feature = "console")]
+mod console;
 mod dlq;
 mod health;
 mod peek;
@@ -44,6 +46,10 @@ enum Command {
     Stats(stats::Args),
     /// Create a queue (optionally with a dead-letter queue and redrive policy); prints its URL.
     CreateQueue(queue::CreateArgs),
+    /// A web console for the queues, their dead letters, the DLQ archive and the pollers
+    /// (127.0.0.1:8080 by default; any other address needs --token).
+    #[cfg(feature = "console")]
+    Console(console::Args),
     /// Check a running poller's health endpoint (for container health checks without curl):
     /// exit 0 when /healthz (or /readyz) answers 200.
     Health(health::Args),
@@ -55,6 +61,8 @@ fn main() -> std::process::ExitCode {
     let invalid = match &cli.command {
         Command::Redrive(args) => args.validate().err().map(|e| ("redrive", e)),
         Command::Send(args) => args.validate().err().map(|e| ("send", e)),
+        #[cfg(feature = "console")]
+        Command::Console(args) => args.validate().err().map(|e| ("console", e)),
         _ => None,
     };
     if let Some((name, e)) = invalid {
@@ -85,6 +93,8 @@ fn main() -> std::process::ExitCode {
             Command::Dlq(cmd) => dlq::run(&cli.global, cmd).await,
             Command::Purge(args) => purge::run(&cli.global, args).await,
             Command::Health(args) => health::run(args).await,
+            #[cfg(feature = "console")]
+            Command::Console(args) => console::run(&cli.global, args).await,
         }
     });
     drop(runtime);

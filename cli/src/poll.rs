@@ -52,9 +52,9 @@ pub struct Args {
     /// Long-poll wait in seconds (0–20).
     #[arg(long, env = "SQSKIT_WAIT_TIME", default_value_t = 20, value_parser = args::secs(0..=20))]
     pub wait_time: u64,
-    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090), and health at
-    /// /healthz (liveness) and /readyz (readiness); off by default. `sqskit health --addr`
-    /// checks them.
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9090), health at
+    /// /healthz (liveness) and /readyz (readiness), and the poller's state as JSON at /status
+    /// (what `sqskit console --poller` shows); off by default. `sqskit health --addr` checks them.
     #[arg(long, env = "SQSKIT_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Longest delay hop in seconds when re-sending a message that is not due yet (sent with
@@ -157,9 +157,10 @@ fn parse_spec(s: &str) -> Result<QueueArg, String> {
 
 pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     let health = std::sync::Arc::new(sqskit::health::Health::default());
+    let board = std::sync::Arc::new(sqskit::status::StatusBoard::new(env!("CARGO_PKG_VERSION"), health.clone()));
     if let Some(addr) = args.metrics_addr {
-        sqskit::metrics::install_prometheus_with_health(addr, health.clone())?;
-        tracing::info!(%addr, "serving Prometheus metrics at /metrics, health at /healthz and /readyz");
+        sqskit::metrics::install_prometheus_with_status(addr, board.clone())?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics, health at /healthz and /readyz, state at /status");
     }
     let config = aws_config(global).await?;
     let client = aws_sdk_sqs::Client::new(&config);
@@ -229,6 +230,10 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     };
     let poller = Poller::new(processor, queues, poller_config).await.context("starting the poller")?;
     let stats = poller.stats();
+    board.attach(
+        stats.clone(),
+        args.queue_urls.iter().map(|q| q.url.rsplit('/').next().unwrap_or(&q.url).to_string()).collect(),
+    );
     let progress = tokio::spawn(report_progress(stats.clone(), args.progress_interval));
     let summary = poller.run(sqskit::shutdown_signal()).await;
     progress.abort();

@@ -19,11 +19,12 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["use_move_task", "status", "cancel"], value_parser = crate::args::count(1..=u64::MAX))]
     pub max: Option<usize>,
     /// At most R messages per second, 0.001–100000 (with --use-move-task: a whole number, 1-500).
-    #[arg(long, conflicts_with_all = ["status", "cancel"], value_parser = crate::args::rate)]
+    #[arg(long, conflicts_with_all = ["status", "cancel"], value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Move only messages matching EXPR: `/json/pointer=value` (the body parsed as JSON has
-    /// this value there; a JSON literal, else a string) or `kind=<error kind>` (permanent,
-    /// undecodable, ..., max-receives). Repeat to require all.
+    /// this value there; a JSON literal, else a string), `kind=<error kind>` (permanent,
+    /// undecodable, ..., max-receives), `source=<queue name>` or `id=<id>,<id>...` (DLQ message
+    /// ids). Repeat to require all.
     #[arg(long, value_name = "EXPR", value_parser = parse_filter,
           conflicts_with_all = ["use_move_task", "status", "cancel"])]
     pub filter: Vec<RedriveFilter>,
@@ -48,11 +49,23 @@ fn parse_filter(s: &str) -> Result<RedriveFilter, String> {
     s.parse().map_err(|e: sqskit::dlq::DlqError| e.to_string())
 }
 
+/// Any number here; its range depends on the mode and is checked in [`Args::validate`] (a move
+/// task takes a whole number 1..=500, the client-side redrive the process rate range).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    s.trim().parse::<f64>().ok().filter(|r| r.is_finite()).ok_or_else(|| format!("{s:?} is not a number"))
+}
+
 impl Args {
     /// Checks clap cannot express; run before any call (a usage error).
     pub fn validate(&self) -> Result<(), String> {
-        if let (true, Some(rate)) = (self.use_move_task, self.rate) {
-            sqskit::dlq::move_task_rate(rate).map_err(|e| format!("'--rate {rate}' with --use-move-task: {e}"))?;
+        match (self.use_move_task, self.rate) {
+            (true, Some(rate)) => {
+                sqskit::dlq::move_task_rate(rate).map_err(|e| format!("'--rate {rate}' with --use-move-task: {e}"))?;
+            }
+            (false, Some(rate)) => {
+                crate::args::rate(&rate.to_string()).map_err(|e| format!("'--rate {rate}': {e}"))?;
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use sqskit::inventory::QueueStats;
 use sqskit::Queue;
 
 use crate::common::{sqs, Global, Output};
@@ -20,43 +21,7 @@ pub struct Args {
     pub output: Output,
 }
 
-#[derive(serde::Serialize)]
-struct Row {
-    queue: String,
-    visible: u64,
-    in_flight: u64,
-    delayed: u64,
-    dlq: Option<String>,
-    dlq_visible: Option<u64>,
-    max_receive_count: Option<u32>,
-}
-
-async fn rows(queues: &[Queue]) -> anyhow::Result<Vec<Row>> {
-    let mut out = Vec::new();
-    for q in queues {
-        let a = q.attributes().await?;
-        let mut row = Row {
-            queue: q.name().to_string(),
-            visible: a.visible,
-            in_flight: a.in_flight,
-            delayed: a.delayed,
-            dlq: None,
-            dlq_visible: None,
-            max_receive_count: None,
-        };
-        if let Some(r) = a.redrive {
-            row.max_receive_count = Some(r.max_receive_count);
-            row.dlq = Some(r.dead_letter_arn.rsplit(':').next().unwrap_or_default().to_string());
-            if let Some(url) = r.dead_letter_url {
-                row.dlq_visible = Queue::new(q.client().clone(), url).attributes().await.ok().map(|d| d.visible);
-            }
-        }
-        out.push(row);
-    }
-    Ok(out)
-}
-
-fn render(rows: &[Row]) -> String {
+fn render(rows: &[QueueStats]) -> String {
     let mut s = format!(
         "{:<40} {:>9} {:>9} {:>9}  {}\n",
         "QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "DLQ (visible, maxReceiveCount)"
@@ -78,7 +43,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         queues.push(crate::common::queue(&client, given).await?);
     }
     loop {
-        let rows = rows(&queues).await?;
+        let rows = sqskit::inventory::stats(&queues).await?;
         match args.output {
             Output::Json => println!("{}", serde_json::to_string(&rows)?),
             Output::Text => {

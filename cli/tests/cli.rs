@@ -155,7 +155,7 @@ async fn a_missing_queue_exits_1_naming_it() {
     ] {
         let (code, _, err) = run(&args);
         assert_eq!(code, 1, "{args:?}: {err}");
-        assert!(err.contains(&name) && err.contains("does not exist"), "{err}");
+        assert!(err.contains(&name) && err.contains("names no queue"), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
 }

@@ -59,3 +59,50 @@ async fn dlq_drain_files_redriven_messages_under_their_source_queue() {
     assert!(keys[0].starts_with(&format!("dead-letters/{}/", src.name())), "filed under the source queue: {keys:?}");
     assert_eq!(depth(&dlq).await, (0, 0, 0));
 }
+
+#[tokio::test]
+async fn dlq_replay_sends_archived_records_back_to_their_source_queue_and_a_dry_run_sends_nothing() {
+    use sqskit::processor::{dead_letter_message, Failure, FailureKind};
+    let cap = capture().await;
+    let (src, dlq) = queue_with_dlq("replayed", 3, false, 30).await;
+    for i in 0..2 {
+        let original = sqskit::ReceivedMessage {
+            message_id: format!("orig-{i}"),
+            receipt_handle: String::new(),
+            body: format!("{{\"order\":{i}}}"),
+            attributes: [("tenant".to_string(), sqskit::AttributeValue::string("acme"))].into_iter().collect(),
+            system_attributes: Default::default(),
+            received_at: std::time::Instant::now(),
+            queue_url: None,
+        };
+        let failure = Failure { kind: FailureKind::Permanent, error: "bad order".into(), retry_after: None };
+        dlq.send(dead_letter_message(&original, &failure, src.name(), false)).await.unwrap();
+    }
+    let out = drain_cmd(&dlq, &cap).output().expect("run sqskit");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replay = |extra: &[&str]| {
+        let mut c = sqskit(None);
+        c.args(["dlq", "replay", "--bucket", &cap.bucket, "--source", src.name(), "--output", "json"]).args(extra);
+        let out = c.stdin(std::process::Stdio::null()).output().expect("run sqskit");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let dry = replay(&["--dry-run"]);
+    assert_eq!(dry["replayed"].as_array().unwrap().len(), 2, "{dry}");
+    assert_eq!(depth(&src).await, (0, 0, 0), "a dry run sends nothing");
+    let done = replay(&[]);
+    assert_eq!(done["replayed"].as_array().unwrap().len(), 2, "{done}");
+    assert!(done["failed"].as_array().unwrap().is_empty(), "{done}");
+    let back = drain(&src, Duration::from_secs(1)).await;
+    let mut bodies: Vec<&str> = back.iter().map(|m| m.body.as_str()).collect();
+    bodies.sort();
+    assert_eq!(bodies, ["{\"order\":0}", "{\"order\":1}"]);
+    for m in &back {
+        assert_eq!(m.attribute_str("tenant"), Some("acme"), "attributes kept");
+        assert!(
+            m.attribute_str(sqskit::processor::dead_letter_attributes::ERROR_KIND).is_none(),
+            "error attributes dropped"
+        );
+    }
+    assert_eq!(cap.keys().await.len(), 2, "the records stay in the archive");
+}

@@ -42,6 +42,8 @@ pub fn redriven_message(m: &ReceivedMessage, fifo_target: bool) -> crate::Outgoi
 /// - `kind=<error kind>`: the error kind the processor recorded when it dead-lettered the message
 ///   ([`FailureKind::as_str`](crate::FailureKind::as_str): `permanent`, `undecodable`, ...), or
 ///   `max-receives` for a message without one (moved by SQS's redrive policy).
+/// - `source=<queue name>`: the message's [`source_queue`].
+/// - `id=<message id>[,<message id>...]`: one of these DLQ message ids.
 ///
 /// # Example
 /// ```
@@ -65,6 +67,10 @@ pub enum RedriveFilter {
     },
     /// The dead letter's error kind (see [`error_kind`]).
     Kind(String),
+    /// The dead letter's source queue (see [`source_queue`]).
+    Source(String),
+    /// One of these DLQ message ids.
+    MessageIds(std::collections::BTreeSet<String>),
 }
 
 impl RedriveFilter {
@@ -72,6 +78,8 @@ impl RedriveFilter {
     pub fn matches(&self, m: &ReceivedMessage) -> bool {
         match self {
             RedriveFilter::Kind(kind) => error_kind(m) == *kind,
+            RedriveFilter::Source(name) => source_queue(m).as_deref() == Some(name.as_str()),
+            RedriveFilter::MessageIds(ids) => ids.contains(&m.message_id),
             RedriveFilter::Pointer { pointer, value } => serde_json::from_str::<serde_json::Value>(&m.body)
                 .ok()
                 .and_then(|body| body.pointer(pointer).map(|found| json_equal(found, value)))
@@ -105,8 +113,21 @@ impl std::str::FromStr for RedriveFilter {
                 known().collect::<Vec<_>>().join(", ")
             )));
         }
+        if let Some(name) = s.strip_prefix("source=").filter(|n| !n.is_empty()) {
+            return Ok(RedriveFilter::Source(name.to_string()));
+        }
+        if let Some(ids) = s.strip_prefix("id=") {
+            let ids: std::collections::BTreeSet<String> =
+                ids.split(',').map(str::trim).filter(|i| !i.is_empty()).map(str::to_string).collect();
+            return match ids.is_empty() {
+                true => Err(invalid("no message id after `id=`".into())),
+                false => Ok(RedriveFilter::MessageIds(ids)),
+            };
+        }
         if !s.starts_with('/') {
-            return Err(invalid("expected /json/pointer=value or kind=<error kind>".into()));
+            return Err(invalid(
+                "expected /json/pointer=value or kind=<error kind> (or source=<queue>, id=<id>,<id>...)".into(),
+            ));
         }
         let Some((pointer, value)) = s.split_once('=') else {
             return Err(invalid("no `=value` after the JSON pointer (expected /json/pointer=value)".into()));
@@ -126,6 +147,8 @@ impl std::fmt::Display for RedriveFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RedriveFilter::Kind(kind) => write!(f, "kind={kind}"),
+            RedriveFilter::Source(name) => write!(f, "source={name}"),
+            RedriveFilter::MessageIds(ids) => write!(f, "id={}", ids.iter().cloned().collect::<Vec<_>>().join(",")),
             RedriveFilter::Pointer { pointer, value } => write!(f, "{pointer}={value}"),
         }
     }
