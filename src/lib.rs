@@ -39,6 +39,8 @@
 //! - [`settle`]: the one path that turns outcomes into SQS actions (delete, visibility, DLQ).
 //! - [`processor`]: handlers and the engine that decides every message, the FIFO rules.
 //! - [`dlq`]: archive dead letters to S3 with one aggregated SNS alert, redrive, move tasks.
+//! - [`flow`]: flow control as plain policies: the circuit breaker, the pause flag (a queue
+//!   tag), the adaptive concurrency limit.
 //! - [`dead_letters`]: look at a DLQ (counts by kind and source, one row per message), delete chosen ones.
 //! - [`archive_replay`]: browse the DLQ archive in S3 and replay records to their source queue.
 //! - [`config`]: processor and idempotency settings from the environment (for the Lambdas).
@@ -74,7 +76,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (core) | always | [`client`], [`message`], [`limits`], [`outcome`], [`context`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`env`](mod@env), [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`], [`inventory`] |
+//! | (core) | always | [`client`], [`message`], [`limits`], [`outcome`], [`context`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`flow`], [`env`](mod@env), [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`], [`inventory`] |
 //! | `poller` | yes | [`poller`], [`health`] (liveness / readiness), [`status`] and [`shutdown_signal`] |
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
@@ -156,6 +158,7 @@ pub mod delay;
 pub mod dlq;
 pub mod env;
 pub mod error;
+pub mod flow;
 #[cfg(feature = "handlers")]
 pub mod handlers;
 #[cfg(feature = "poller")]
