@@ -8,7 +8,8 @@
 //!   that has been unable to reach SQS for longer than the window (a network partition, credentials that no longer work, a
 //!   wedged task) is not live; an orchestrator then replaces it.
 //! - **Ready**: the queues were resolved (the poller started), the last `ReceiveMessage` call
-//!   succeeded, and the poller is not draining.
+//!   succeeded, the poller is not draining, and its circuit breaker is closed (an open breaker
+//!   means the downstream is down: see [`crate::flow`]).
 //!
 //! Before the poller's first receive, the window counts from when the [`Health`] was made.
 //!
@@ -40,6 +41,7 @@ pub struct Health {
     resolved: AtomicBool,
     last_call_ok: AtomicBool,
     draining: AtomicBool,
+    breaker_open: AtomicBool,
 }
 
 /// A snapshot of [`Health`], as the health endpoints print it (JSON).
@@ -64,6 +66,8 @@ pub struct HealthReport {
     pub last_receive_ok: bool,
     /// Whether the poller is draining after a shutdown signal.
     pub draining: bool,
+    /// Whether its circuit breaker is open or half-open (the downstream is down).
+    pub breaker_open: bool,
 }
 
 impl Default for Health {
@@ -85,6 +89,7 @@ impl Health {
             resolved: AtomicBool::new(false),
             last_call_ok: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            breaker_open: AtomicBool::new(false),
         }
     }
 
@@ -136,6 +141,11 @@ impl Health {
         self.draining.store(true, Ordering::Relaxed);
     }
 
+    /// The circuit breaker opened (`true`: not ready) or closed again.
+    pub fn breaker_open(&self, open: bool) {
+        self.breaker_open.store(open, Ordering::Relaxed);
+    }
+
     /// See the module docs.
     pub fn live(&self) -> bool {
         self.report().live
@@ -157,10 +167,11 @@ impl Health {
         let draining = self.draining.load(Ordering::Relaxed);
         let resolved = self.resolved.load(Ordering::Relaxed);
         let last_ok = self.last_call_ok.load(Ordering::Relaxed);
+        let breaker_open = self.breaker_open.load(Ordering::Relaxed);
         let all_waiting = receivers > 0 && waiting >= receivers;
         HealthReport {
             live: draining || all_waiting || since <= window,
-            ready: resolved && last_ok && !draining,
+            ready: resolved && last_ok && !draining && !breaker_open,
             since_last_receive_s: since as f64 / 1000.0,
             window_s: window as f64 / 1000.0,
             waiting_for_slots: waiting,
@@ -168,6 +179,7 @@ impl Health {
             queues_resolved: resolved,
             last_receive_ok: last_ok,
             draining,
+            breaker_open,
         }
     }
 }
@@ -198,6 +210,10 @@ mod tests {
         h.waiting(false);
         h.receive_succeeded();
         assert!(h.live());
+        h.breaker_open(true);
+        assert!(h.live() && !h.ready(), "an open breaker: live, not ready");
+        h.breaker_open(false);
+        assert!(h.ready());
         h.draining();
         assert!(h.live() && !h.ready());
     }

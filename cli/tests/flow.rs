@@ -86,8 +86,7 @@ async fn a_downstream_outage_dead_letters_no_good_message_and_does_not_hammer_it
     }
     let dead = drain(&dlq, Duration::from_secs(1)).await;
     let dead_good: Vec<&str> = dead.iter().map(|m| m.body.as_str()).filter(|b| b.starts_with("good")).collect();
-    let dead_poison: HashSet<&str> =
-        dead.iter().map(|m| m.body.as_str()).filter(|b| b.starts_with("poison")).collect();
+    let dead_poison: HashSet<&str> = dead.iter().map(|m| m.body.as_str()).filter(|b| b.starts_with("poison")).collect();
     let late = deliveries.values().filter_map(|d| d.iter().min()).filter(|d| **d > Duration::from_secs(45)).count();
     let last = deliveries.values().filter_map(|d| d.iter().min()).max().copied().unwrap_or_default();
     let report = format!(

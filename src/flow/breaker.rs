@@ -395,8 +395,7 @@ impl Breaker {
         self.failures += usize::from(entry.failed);
         self.window.push_back(entry);
         // only a failure can open it
-        if !entry.failed || self.given_up || self.failures < self.config.threshold() || !self.several_tenants_fail()
-        {
+        if !entry.failed || self.given_up || self.failures < self.config.threshold() || !self.several_tenants_fail() {
             return None;
         }
         let reason = format!(

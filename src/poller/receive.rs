@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::acker::Ack;
+use super::flow::Gate;
 use super::stats::PollStats;
 use super::unit::run_unit;
 use super::{lock, Defer, PollerConfig, Source};
@@ -141,9 +142,31 @@ pub(super) async fn receiver<T: Send + 'static>(
             None => lock(&picker).next(),
         };
         let source = sources[idx].clone();
+        // Flow control: a paused queue is skipped, an open breaker stops every receive, a
+        // half-open one lets one message through (its probe).
+        let gate = source.flow.gate(idx);
+        if gate == Gate::Wait {
+            drop(permits);
+            if lead.take().is_some() {
+                source.idle_lead.store(false, Ordering::Release);
+                wake.notify_waiters();
+            }
+            if !source.flow.all_gated() {
+                lock(&picker).empty(idx);
+                continue;
+            }
+            health.waiting(true);
+            source.flow.changed(&stop).await;
+            health.waiting(false);
+            continue;
+        }
+        let want = if gate == Gate::Probe { 1 } else { permits.num_permits() };
         // Under a rate limit, receive only what can start within about a second.
-        let max = reserve(&source.ctx.rates, permits.num_permits());
+        let max = reserve(&source.ctx.rates, want);
         if max == 0 {
+            if gate == Gate::Probe {
+                source.flow.probe_received(&[]);
+            }
             drop(permits);
             let pause =
                 source.ctx.rates.iter().map(|r| Duration::from_secs_f64(1.0 / r.rate())).min().unwrap_or_default();
@@ -166,11 +189,17 @@ pub(super) async fn receiver<T: Send + 'static>(
         PollStats::add(&stats.receive_calls, 1);
         let messages = match received {
             Ok(m) => {
+                if gate == Gate::Probe {
+                    source.flow.probe_received(&m);
+                }
                 health.receive_succeeded();
                 failures = 0;
                 m
             }
             Err(e) => {
+                if gate == Gate::Probe {
+                    source.flow.probe_received(&[]);
+                }
                 health.receive_failed();
                 failures += 1;
                 let pause = retry.ceiling(failures).max(Duration::from_millis(100));
@@ -197,7 +226,7 @@ pub(super) async fn receiver<T: Send + 'static>(
                 lead = Some(idx);
                 continue;
             }
-            if !sources.iter().all(|s| s.idle_lead.load(Ordering::Acquire)) {
+            if !sources.iter().all(|s| s.idle_lead.load(Ordering::Acquire) || s.flow.paused(s.index)) {
                 // another queue has nobody long-polling it: go there (the picker skips this
                 // one for a second)
                 continue;
@@ -209,6 +238,8 @@ pub(super) async fn receiver<T: Send + 'static>(
             health.waiting(true);
             let stopped = tokio::select! {
                 _ = woken => false,
+                // a queue paused or resumed (nobody long-polls a paused one)
+                _ = source.flow.pauses_changed() => false,
                 _ = stop.cancelled() => true,
             };
             health.waiting(false);
@@ -226,8 +257,8 @@ pub(super) async fn receiver<T: Send + 'static>(
         lock(&picker).busy(idx);
         PollStats::add(&stats.received, messages.len());
         metrics::counter!(names::RECEIVED, "queue" => source.queue.name().to_string()).increment(messages.len() as u64);
-        if stop.is_cancelled() {
-            // Received as the shutdown began: hand them back at once.
+        if stop.is_cancelled() || (gate != Gate::Probe && source.flow.halted()) {
+            // Received as the shutdown began, or after the breaker opened: hand them back at once.
             PollStats::add(&stats.released, messages.len());
             unreserve(messages.len());
             let v = ghosts.release_visibility();

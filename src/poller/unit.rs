@@ -38,10 +38,15 @@ pub(super) async fn run_unit<T: Send + 'static>(
     source: Arc<Source>,
     config: Arc<PollerConfig>,
     stats: Arc<PollStats>,
-    stop: CancellationToken,
+    _stop: CancellationToken,
     ghosts: Arc<Ghosts>,
 ) {
     let n = unit.len();
+    // what the unit starts, it starts under flow control's halt: the breaker opening stops it
+    // like the shutdown does (the rest goes back unstarted)
+    let stop = source.flow.halt();
+    // when the current message got its slot (or the one before it was decided)
+    let mark = Mutex::new(Instant::now());
     stats.in_flight.fetch_add(n as u64, Ordering::Relaxed);
     metrics::gauge!(names::IN_FLIGHT).increment(n as f64);
     let pending = Arc::new(Mutex::new(unit.clone()));
@@ -50,6 +55,8 @@ pub(super) async fn run_unit<T: Send + 'static>(
     // each decided message: out of the heartbeat, its delete to the acker at once
     let hand_over = |d: &Decision| {
         lock(&pending).retain(|m| m.message_id != d.message.message_id);
+        let started = std::mem::replace(&mut *lock(&mark), Instant::now());
+        source.flow.settled(&source, d, started);
         let delete = match &d.outcome {
             Outcome::Succeeded => Some(Deletion::Succeeded),
             Outcome::Duplicate => Some(Deletion::Duplicate),
@@ -108,6 +115,7 @@ pub(super) async fn run_unit<T: Send + 'static>(
             }
         };
         let _slots = slots;
+        *lock(&mark) = Instant::now();
         if processor.is_batch() {
             // a batch handler gets the whole receive at once
             // boxed: the batch path's future is ~10 KB, and inline it would make every

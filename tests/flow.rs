@@ -1,0 +1,110 @@
+//! Flow control through the library's poller against LocalStack: the circuit breaker around an
+//! outage (standard and FIFO queues), the adaptive limit, the pause flag.
+use sqskit_test_support as support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqskit::flow::BreakerConfig;
+use sqskit::poller::{PollSummary, Poller, PollerConfig, QueueSpec};
+use sqskit::{HandlerError, Message, Processor};
+use support::*;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Run `poller` until the sender is used (or dropped).
+fn start(poller: Poller<String>) -> (oneshot::Sender<()>, JoinHandle<PollSummary>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let run = tokio::spawn(poller.run(async {
+        let _ = rx.await;
+    }));
+    (tx, run)
+}
+
+/// A downstream that is down (every call a retryable failure) while `down` is set; records
+/// every call: (when, body, succeeded).
+type Calls = Arc<Mutex<Vec<(Instant, String, bool)>>>;
+
+fn downstream(down: Arc<AtomicBool>, calls: Calls) -> Processor<String> {
+    Processor::raw(move |m: Message<String>| {
+        let (down, calls) = (down.clone(), calls.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let ok = !down.load(Ordering::SeqCst);
+            calls.lock().unwrap().push((Instant::now(), m.body.clone(), ok));
+            if ok {
+                Ok(())
+            } else {
+                Err(HandlerError::retryable("503"))
+            }
+        }
+    })
+}
+
+fn config() -> PollerConfig {
+    PollerConfig::default()
+        .with_wait_time(Duration::from_secs(1))
+        .with_depth_interval(Duration::ZERO)
+        .with_shutdown_timeout(Duration::from_secs(10))
+}
+
+/// An outage of 8 s: the breaker opens after a few failures, probes about once a second at
+/// most, and once the downstream is back every message is handled once; nothing is
+/// dead-lettered and the poller ends with nothing in flight.
+#[tokio::test]
+async fn the_breaker_opens_during_an_outage_and_everything_is_handled_after_it() {
+    logs();
+    let (q, dlq) = queue_with_dlq("brk", 4, false, 30).await;
+    send_numbered(&q, 200, "m").await;
+    let down = Arc::new(AtomicBool::new(true));
+    let calls: Calls = Arc::default();
+    let poller = Poller::new(
+        downstream(down.clone(), calls.clone()),
+        [QueueSpec::new(q.clone())],
+        config().with_breaker(Some(BreakerConfig::default())),
+    )
+    .await
+    .unwrap();
+    let stats = poller.stats();
+    let (tx, run) = start(poller);
+    let began = Instant::now();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    down.store(false, Ordering::SeqCst);
+    let back = Instant::now();
+    let during = calls.lock().unwrap().len();
+    let flow = stats.flow();
+    let breaker = flow.breaker.clone().unwrap();
+    assert_ne!(breaker.state, "closed", "open or probing while down: {breaker:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ok = || calls.lock().unwrap().iter().filter(|c| c.2).count();
+    while ok() < 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = tx.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let mut delivered: Vec<&str> = calls.iter().filter(|c| c.2).map(|c| c.1.as_str()).collect();
+    delivered.sort();
+    let n = delivered.len();
+    delivered.dedup();
+    eprintln!(
+        "{during} calls in the {:?} outage; {n} deliveries after it, the last {:?} after recovery; {summary:?}",
+        back - began,
+        calls.iter().filter(|c| c.2).map(|c| c.0 - back).max().unwrap_or_default()
+    );
+    assert!(during <= 60, "{during} calls while down");
+    assert_eq!(delivered.len(), 200, "every message delivered");
+    assert_eq!(n, 200, "none twice");
+    assert_eq!(summary.dead_lettered, 0, "{summary:?}");
+    assert_eq!(depth(&dlq).await.0, 0);
+    assert_eq!(summary.in_flight, 0);
+    assert_eq!(stats.flow().breaker.unwrap().state, "closed");
+}
