@@ -112,3 +112,140 @@ async fn a_downstream_outage_dead_letters_no_good_message_and_does_not_hammer_it
     assert!(!stderr.contains("panicked"), "{}", tail(&stderr, 40));
     assert_eq!(depth(&q).await, (0, 0, 0), "{report}");
 }
+
+/// The poller's `/status` at `addr` (blocking, HTTP/1.0).
+fn status(addr: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return serde_json::Value::Null };
+    let _ = write!(s, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_once("\r\n\r\n").and_then(|(_, body)| serde_json::from_str(body).ok()).unwrap_or_default()
+}
+
+fn paused_in(addr: &str) -> bool {
+    status(addr)["paused"].as_array().is_some_and(|p| !p.is_empty())
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = sqskit(None).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Two poller processes on one queue, `sqskit pause`: both stop receiving within 30 s (the
+/// default pause check); what is sent meanwhile stays in the queue, unhandled; `sqskit stats`
+/// shows the queue paused with the reason, for the queue and for each poller; `sqskit resume`:
+/// everything is handled, once. Paused again, SIGTERM: both drain and exit 0, nothing lost.
+#[tokio::test]
+async fn pause_and_resume_a_fleet_of_two_pollers() {
+    let q = queue("pause").await;
+    let (url, posts) = downstream(|_, _| 200);
+    let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", support::stores::free_port())).collect();
+    let mut pollers: Vec<_> = addrs
+        .iter()
+        .map(|a| spawn(poll_http(&q, &url, &["--wait-time", "1", "--metrics-addr", a, "--concurrency", "4"])))
+        .collect();
+    let handled =
+        |posts: &Posts, prefix: &str| posts.lock().unwrap().iter().filter(|p| p.1.starts_with(prefix)).count();
+    send_bodies(&q, (0..20).map(|i| format!("before-{i}"))).await;
+    support::proc::wait_until(Duration::from_secs(30), "the first messages", || handled(&posts, "before") == 20);
+
+    let (code, out, err) = run(&["pause", "--queue-url", q.url(), "--reason", "deploy of the billing service"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("paused") && out.contains("within 30 s"), "{out}");
+    let paused_at = Instant::now();
+    support::proc::wait_until(Duration::from_secs(35), "both pollers to see the pause flag", || {
+        addrs.iter().all(|a| paused_in(a))
+    });
+    let seen_after = paused_at.elapsed();
+    // a long poll already waiting when the flag was read ends within the wait time (1 s)
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    send_bodies(&q, (0..50).map(|i| format!("while-{i}"))).await;
+    let (code, out, err) = run(&["stats", "--queue-url", q.url(), "--poller", &addrs[0], "--poller", &addrs[1]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.contains("deploy of the billing service")), "{out}");
+    assert_eq!(out.matches("paused: ").count(), 2, "each poller reports the pause: {out}");
+    assert!(out.contains("breaker closed"), "{out}");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(handled(&posts, "while"), 0, "nothing handled while paused");
+    assert_eq!(depth(&q).await.0, 50, "nothing received while paused");
+
+    let (code, out, err) = run(&["resume", "--queue-url", q.url()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("was paused: deploy of the billing service"), "{out}");
+    let resumed_at = Instant::now();
+    support::proc::wait_until(Duration::from_secs(40), "the messages sent while paused", || {
+        handled(&posts, "while") >= 50
+    });
+    let handled_after = resumed_at.elapsed();
+    let (_, out, _) = run(&["resume", "--queue-url", q.url()]);
+    assert!(out.contains("was not paused"), "{out}");
+    let bodies: Vec<String> = posts.lock().unwrap().iter().map(|p| p.1.clone()).collect();
+    let unique: HashSet<&String> = bodies.iter().collect();
+    assert_eq!(unique.len(), bodies.len(), "nothing handled twice");
+    assert_eq!(bodies.len(), 70);
+
+    // paused again, with messages waiting: SIGTERM drains, exits 0, loses nothing
+    run(&["pause", "--queue-url", q.url()]);
+    support::proc::wait_until(Duration::from_secs(35), "the pause again", || addrs.iter().all(|a| paused_in(a)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    send_bodies(&q, (0..5).map(|i| format!("last-{i}"))).await;
+    for p in &pollers {
+        p.signal("TERM");
+    }
+    for p in &mut pollers {
+        let status = p.wait(EXIT_LIMIT);
+        assert!(status.success(), "exit {status}: {}", tail(&p.stderr(), 20));
+        assert!(!p.stderr().contains("panicked"));
+        assert!(p.stderr().contains("queue paused"), "the pause is logged: {}", tail(&p.stderr(), 20));
+    }
+    assert_eq!(depth(&q).await, (5, 0, 0), "the messages sent while paused are all there");
+    eprintln!("pause seen by both pollers after {seen_after:?}; resumed work done {handled_after:?} after resume");
+}
+
+/// 10 % of POSTs answered 503 at random: the breaker never opens (no transition in /status or
+/// the logs), every message is delivered.
+#[tokio::test]
+async fn a_ten_percent_random_failure_rate_never_opens_the_breaker() {
+    let q = queue("random503").await;
+    // xorshift64, seeded: 10 % of answers 503, at random
+    let rng = Mutex::new(0x9E37_79B9_7F4A_7C15u64);
+    let (url, posts) = downstream(move |_, _| {
+        let mut x = rng.lock().unwrap();
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        if *x % 10 == 0 {
+            503
+        } else {
+            200
+        }
+    });
+    send_bodies(&q, (0..1500).map(|i| format!("m-{i}"))).await;
+    let addr = format!("127.0.0.1:{}", support::stores::free_port());
+    let mut p = spawn(poll_http(
+        &q,
+        &url,
+        &["--backoff-base", "1", "--backoff-max", "1", "--wait-time", "1", "--metrics-addr", &addr],
+    ));
+    let ok = |posts: &Posts| {
+        posts.lock().unwrap().iter().filter(|p| p.2 == 200).map(|p| p.1.clone()).collect::<HashSet<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ok(&posts).len() < 1500 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let st = status(&addr);
+    p.signal("TERM");
+    assert!(p.wait(EXIT_LIMIT).success());
+    let failed = posts.lock().unwrap().iter().filter(|p| p.2 == 503).count();
+    assert_eq!(ok(&posts).len(), 1500, "all delivered ({failed} 503s)");
+    assert!(failed >= 100, "the downstream did fail about 10 %: {failed}");
+    assert_eq!(st["breaker"]["state"], "closed", "{st}");
+    assert_eq!(st["breaker"]["transitions"], 0, "{st}");
+    assert!(!p.stderr().contains("circuit breaker open"), "{}", tail(&p.stderr(), 20));
+}

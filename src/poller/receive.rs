@@ -151,6 +151,9 @@ pub(super) async fn receiver<T: Send + 'static>(
                 source.idle_lead.store(false, Ordering::Release);
                 wake.notify_waiters();
             }
+            if stop.is_cancelled() {
+                return;
+            }
             if !source.flow.all_gated() {
                 lock(&picker).empty(idx);
                 continue;
@@ -158,6 +161,9 @@ pub(super) async fn receiver<T: Send + 'static>(
             health.waiting(true);
             source.flow.changed(&stop).await;
             health.waiting(false);
+            if stop.is_cancelled() {
+                return;
+            }
             continue;
         }
         let want = if gate == Gate::Probe { 1 } else { permits.num_permits() };
