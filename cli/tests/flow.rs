@@ -249,3 +249,76 @@ async fn a_ten_percent_random_failure_rate_never_opens_the_breaker() {
     assert_eq!(st["breaker"]["transitions"], 0, "{st}");
     assert!(!p.stderr().contains("circuit breaker open"), "{}", tail(&p.stderr(), 20));
 }
+
+fn http_status(addr: &str, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// The downstream is down for good: the breaker opens (/readyz answers 503, `sqskit stats
+/// --poller` shows it), SIGTERM drains and exits 0, and every message is still in the queue,
+/// none dead-lettered.
+#[tokio::test]
+async fn sigterm_while_the_breaker_is_open_drains_and_loses_nothing() {
+    let (q, dlq) = queue_with_dlq("open-term", 4, false, 30).await;
+    send_bodies(&q, (0..40).map(|i| format!("m-{i}"))).await;
+    let (url, posts) = downstream(|_, _| 503);
+    let addr = format!("127.0.0.1:{}", support::stores::free_port());
+    let mut p = spawn(poll_http(&q, &url, &["--backoff-base", "1", "--backoff-max", "1", "--metrics-addr", &addr]));
+    support::proc::wait_until(Duration::from_secs(30), "the breaker to open", || {
+        status(&addr)["breaker"]["state"].as_str().is_some_and(|s| s != "closed")
+    });
+    assert_eq!(http_status(&addr, "/readyz"), 503, "not ready while open");
+    assert_eq!(http_status(&addr, "/healthz"), 200, "but live");
+    let (_, out, _) = run(&["stats", "--queue-url", q.url(), "--poller", &addr]);
+    assert!(out.contains("breaker open") || out.contains("breaker half-open"), "{out}");
+    assert!(out.contains("of the last") || out.contains("probe"), "the reason is shown: {out}");
+    let posts_at_open = posts.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    p.signal("TERM");
+    let status = p.wait(EXIT_LIMIT);
+    let stderr = p.stderr();
+    assert!(status.success(), "exit {status}: {}", tail(&stderr, 20));
+    assert!(stderr.contains("circuit breaker open") && stderr.contains("reason="), "{}", tail(&stderr, 20));
+    assert!(!stderr.contains("panicked"));
+    // the failed ones come back after their 1 s backoff, the released ones at once
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while depth(&q).await.0 < 40 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(depth(&q).await, (40, 0, 0), "nothing lost");
+    assert_eq!(depth(&dlq).await.0, 0, "nothing dead-lettered");
+    let posts = posts.lock().unwrap().len();
+    assert!(posts <= posts_at_open + 3, "at most a probe a second while open: {posts_at_open} then {posts}");
+}
+
+/// `--breaker-max-outage 5` and a downstream down for good: the breaker opens, stands aside once
+/// the outage outlasts 5 s, and the messages then follow the normal rules (retries, then the
+/// DLQ as retries-exhausted).
+#[tokio::test]
+async fn an_outage_longer_than_max_outage_follows_the_normal_rules() {
+    let (q, dlq) = queue_with_dlq("max-outage", 3, false, 30).await;
+    send_bodies(&q, (0..30).map(|i| format!("m-{i}"))).await;
+    let (url, _posts) = downstream(|_, _| 503);
+    let mut p = spawn(poll_http(
+        &q,
+        &url,
+        &["--backoff-base", "1", "--backoff-max", "1", "--wait-time", "1", "--breaker-max-outage", "5"],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while depth(&dlq).await.0 < 30 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    p.signal("TERM");
+    assert!(p.wait(EXIT_LIMIT).success());
+    let stderr = p.stderr();
+    assert!(stderr.contains("circuit breaker open"), "{}", tail(&stderr, 20));
+    assert!(stderr.contains("outage outlasted"), "{}", tail(&stderr, 20));
+    let dead = drain(&dlq, Duration::from_secs(1)).await;
+    assert_eq!(dead.len(), 30, "all dead-lettered by the normal rules");
+    assert_eq!(depth(&q).await, (0, 0, 0));
+}

@@ -274,6 +274,11 @@ impl Flow {
         h.clone()
     }
 
+    /// Handler slots flow control allows now (a unit never asks for more).
+    pub(super) fn slots(&self) -> usize {
+        *self.exec.target.borrow()
+    }
+
     /// Whether a retryable failure of `m` on its last allowed receive is flow control's to
     /// carry over (the breaker is open: the failure is the outage's, not the message's). Marks
     /// it so: [`Flow::take_held`].

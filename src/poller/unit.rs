@@ -101,7 +101,8 @@ pub(super) async fn run_unit<T: Send + 'static>(
     let work = async {
         // a handler slot (prefetched messages wait here, heart-beaten; at shutdown they are
         // released below without running); a unit takes as many as it has messages, up to all
-        let want = n.min(config.concurrency).max(1) as u32;
+        // (never more than flow control allows now: a slow start or an adaptive limit below it)
+        let want = n.min(config.concurrency).min(source.flow.slots()).max(1) as u32;
         let slots = match exec.clone().try_acquire_many_owned(want) {
             Ok(p) => Some(p),
             Err(_) => {
