@@ -322,3 +322,83 @@ async fn an_outage_longer_than_max_outage_follows_the_normal_rules() {
     assert_eq!(dead.len(), 30, "all dead-lettered by the normal rules");
     assert_eq!(depth(&q).await, (0, 0, 0));
 }
+
+/// `sqskit pause --function` disables a Lambda function's event source mapping from the queue,
+/// `sqskit resume --function` enables it again (and the queue's pause tag goes and comes with
+/// it). LocalStack here runs without Lambda (no Docker, `SERVICES` without it), so this runs
+/// against moto, which implements the Lambda API's event source mappings (not invocations):
+/// the queue, an IAM role, a function and its mapping are made there with boto3.
+#[tokio::test]
+async fn pause_with_a_function_disables_and_enables_its_event_source_mapping() {
+    let moto = support::stores::dynamodb_url();
+    let name = support::unique("esm");
+    let setup = format!(
+        r##"
+import boto3, io, json, zipfile
+kw = dict(endpoint_url="{moto}", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+sqs, lam, iam = boto3.client("sqs", **kw), boto3.client("lambda", **kw), boto3.client("iam", **kw)
+url = sqs.create_queue(QueueName="{name}")["QueueUrl"]
+arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+trust = {{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Principal": {{"Service": "lambda.amazonaws.com"}}, "Action": "sts:AssumeRole"}}]}}
+role = iam.create_role(RoleName="{name}", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+z = io.BytesIO()
+with zipfile.ZipFile(z, "w") as f:
+    f.writestr("bootstrap", "#!/bin/sh\n")
+lam.create_function(FunctionName="{name}", Runtime="provided.al2023", Role=role, Handler="bootstrap", Code={{"ZipFile": z.getvalue()}})
+m = lam.create_event_source_mapping(EventSourceArn=arn, FunctionName="{name}", BatchSize=10)
+print(url, m["UUID"])
+"##
+    );
+    let py = |script: &str| {
+        let out = std::process::Command::new(support::stores::python()).args(["-c", script]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let made = py(&setup);
+    let (url, uuid) = made.split_once(' ').unwrap();
+    let state = || {
+        py(&format!(
+            r#"
+import boto3
+kw = dict(endpoint_url="{moto}", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+m = boto3.client("lambda", **kw).get_event_source_mapping(UUID="{uuid}")
+t = boto3.client("sqs", **kw).list_queue_tags(QueueUrl="{url}").get("Tags", {{}})
+print(m["State"], t.get("sqskit:paused", "-"))
+"#
+        ))
+    };
+    let at_moto = |args: &[&str]| {
+        let out = sqskit(Some(&moto)).args(args).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    };
+    assert_eq!(state(), "Enabled -");
+    let (code, out) = at_moto(&["pause", "--queue-url", url, "--function", &name, "--reason", "deploy"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("disabled the event source mapping {uuid}")), "{out}");
+    assert_eq!(state(), "Disabled deploy");
+    let (code, out) = at_moto(&["resume", "--queue-url", url, "--function", &name]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("enabled the event source mapping"), "{out}");
+    assert_eq!(state(), "Enabled -");
+    // a function with no mapping from the queue, and no such function: clear errors, nothing changed
+    let (code, out) = at_moto(&["pause", "--queue-url", url, "--function", "no-such-function-here"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no-such-function-here"), "{out}");
+    assert_eq!(state(), "Enabled -", "nothing paused when the function part fails");
+    // a bad reason is a usage error naming the flag
+    let (code, out) = at_moto(&["pause", "--queue-url", url, "--reason", "deploy #42"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--reason") && out.contains("'#'"), "{out}");
+    py(&format!(
+        r#"
+import boto3
+kw = dict(endpoint_url="{moto}", region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+lam = boto3.client("lambda", **kw)
+lam.delete_event_source_mapping(UUID="{uuid}")
+lam.delete_function(FunctionName="{name}")
+boto3.client("iam", **kw).delete_role(RoleName="{name}")
+boto3.client("sqs", **kw).delete_queue(QueueUrl="{url}")
+"#
+    ));
+}
