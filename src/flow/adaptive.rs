@@ -6,7 +6,7 @@
 //! beyond that requests queue in it and latency grows with the excess. So the limit grows while
 //! the latency stays near the unloaded one and shrinks in proportion when it rises:
 //!
-//! - Samples are taken in windows of at least `max(limit, 16)` handler runs, each window's
+//! - Samples are taken in windows of at least `max(limit, 16)` handler runs (4 while starting), each window's
 //!   **median** latency compared with the **baseline**, the unloaded latency (the median is
 //!   robust to the odd message that takes a fast path, which a minimum is not).
 //! - Ratio below 1.1 and the limit in use (at least half of it running): grow, doubling while
@@ -103,8 +103,10 @@ pub struct Sample {
     pub in_flight: usize,
 }
 
-/// Fewest samples in a window.
+/// Fewest samples in a window; while starting (slow start), fewer: the limit doubles each
+/// window, and from a floor of 1 sixteen samples a window would take sixteen round trips.
 const MIN_WINDOW: usize = 16;
+const MIN_WINDOW_STARTING: usize = 4;
 /// Windows the limit holds after shrinking before it may grow again.
 const HOLD: u8 = 3;
 /// Below this latency ratio the limit grows; above [`HIGH`] it shrinks towards [`TARGET`].
@@ -175,7 +177,8 @@ impl AdaptiveLimit {
         }
         self.busiest = self.busiest.max(sample.in_flight);
         let n = self.drops + self.latencies.len();
-        if n < MIN_WINDOW.max(self.limit.ceil() as usize) {
+        let least = if self.slow_start { MIN_WINDOW_STARTING } else { MIN_WINDOW };
+        if n < least.max(self.limit.ceil() as usize) {
             return None;
         }
         let before = self.limit();

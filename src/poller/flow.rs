@@ -350,6 +350,7 @@ impl Flow {
             };
             let changed = lock(a).on_sample(now, sample);
             if let Some(limit) = changed {
+                tracing::debug!(limit, latency_ms = sample.latency.as_millis() as u64, "adaptive concurrency limit");
                 self.base.store(limit, Ordering::Relaxed);
                 lock(&self.stats.flow).limit = Some(limit);
                 self.resize();
