@@ -63,6 +63,8 @@
 //! - [The sqskit command](guide::cli): every command, redrive, exit codes.
 //! - [The web console](guide::console): queues, dead letters, the archive and the pollers in a
 //!   browser; what a look costs; security.
+//! - [Flow control](guide::flow_control): the circuit breaker, pausing a fleet, adaptive
+//!   concurrency.
 //! - [Rate limits](guide::rate_limits), [Delays past 15 minutes](guide::delays),
 //!   [Tenants (fair queues)](guide::fair_queues).
 //! - [Large messages](guide::large_messages): bodies over 1 MiB through S3.
@@ -103,6 +105,7 @@ macro_rules! guide_links {
             "[../src/dead_letters.rs]: crate::dead_letters\n",
             "[../src/delay.rs]: crate::delay\n",
             "[../src/dlq.rs]: crate::dlq\n",
+            "[../src/flow.rs]: crate::flow\n",
             "[../src/handlers.rs]: crate::handlers\n",
             "[../src/idempotency.rs]: crate::idempotency\n",
             "[../src/inventory.rs]: crate::inventory\n",
@@ -121,6 +124,8 @@ macro_rules! guide_links {
             "[exactly-once.md]: crate::guide::exactly_once\n",
             "[exactly-once.md#what-this-guarantees-and-what-it-does-not]: crate::guide::exactly_once#what-this-guarantees-and-what-it-does-not\n",
             "[fair-queues.md]: crate::guide::fair_queues\n",
+            "[flow-control.md]: crate::guide::flow_control\n",
+            "[flow-control.md#lambda]: crate::guide::flow_control#lambda\n",
             "[guarantees.md]: crate::guide::guarantees\n",
             "[guarantees.md#fifo-order-per-group]: crate::guide::guarantees#fifo-order-per-group\n",
             "[guarantees.md#retries-against-maxreceivecount]: crate::guide::guarantees#retries-against-maxreceivecount\n",
@@ -219,6 +224,9 @@ pub mod guide {
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/console.md")]
     pub mod console {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/flow-control.md")]
+    pub mod flow_control {}
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/rate-limits.md")]
     pub mod rate_limits {}
