@@ -43,7 +43,7 @@ pub struct Args {
     /// The circuit breaker, `on` (default) or `off`: when most recent messages fail retryably
     /// (HTTP 5xx / 429 / timeouts, retryable exits), stop receiving, probe, and start again
     /// slowly once the downstream answers; failures seen meanwhile are not dead-lettered.
-    #[arg(long, env = sqskit::flow::breaker_env::SWITCH, default_value = "on", value_parser = on_off,
+    #[arg(long, env = sqskit::flow::breaker_env::SWITCH, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set,
           value_name = "on|off", help_heading = "Flow control")]
     pub breaker: bool,
     /// Breaker: outcomes looked at (the last N), 2–1000.
@@ -74,7 +74,7 @@ pub struct Args {
     pub breaker_max_outage: u64,
     /// Breaker: probe the downstream with `GET URL` (healthy: 2xx) while half-open, instead of
     /// with one message at a time. With --http.
-    #[arg(long, env = "SQSKIT_PROBE_URL", requires = "http", value_parser = args::http_url, help_heading = "Flow control")]
+    #[arg(long, env = "SQSKIT_PROBE_URL", value_parser = args::http_url, help_heading = "Flow control")]
     pub probe_url: Option<String>,
     /// Seconds between reads of each queue's pause flag (`sqskit pause`), 0–3600; 0 = never.
     /// Every read is one ListQueueTags call: 120 an hour per queue at the default 30.
@@ -227,6 +227,9 @@ fn on_off(s: &str) -> Result<bool, String> {
 impl Args {
     /// What clap cannot check alone (a usage error, exit 2).
     pub fn validate(&self) -> Result<(), String> {
+        if self.probe_url.is_some() && self.http.is_none() {
+            return Err("--probe-url needs --http (it probes the --http downstream)".into());
+        }
         if self.breaker_probe_max < self.breaker_probe_interval {
             return Err(format!(
                 "--breaker-probe-max {} is below --breaker-probe-interval {}",
