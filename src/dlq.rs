@@ -1,12 +1,19 @@
 //! Dead letters: archive and alert, redrive, message move tasks.
 //!
-//! It owns what is done with a dead-letter queue's messages once they are there, in three
-//! parts: `archive.rs` ([`DlqMonitor`]: archive to S3, one aggregated SNS alert, drain),
-//! `redrive.rs` ([`Redriver`], [`redrive`]: client-side, filtered, each message deleted from the
-//! DLQ only after it was sent back), `move_task.rs` (SQS's own `StartMessageMoveTask`, list and
-//! cancel) and `task_redrive.rs` ([`plan_move_task_redrive`], [`move_task_redrive`]: a move task
-//! for what SQS moved, the client-side redrive for what sqskit dead-lettered). This file holds
-//! what they share: the one error type [`DlqError`] and how a dead letter says where it came
+//! It owns what is done with a dead-letter queue's messages once they are there, in six parts:
+//!
+//! - [`inspect`]: look at a DLQ (counts by error kind and source queue, one row per message) and
+//!   delete chosen messages (`sqskit dlq list`, the console's dead-letter page);
+//! - `archive.rs` ([`DlqMonitor`]): archive to S3, one aggregated SNS alert, drain;
+//! - [`replay`]: browse that archive and replay records to their source queue (`sqskit dlq
+//!   replay`, the console's archive page);
+//! - `redrive.rs` ([`Redriver`], [`redrive`]): the client-side redrive, filtered, each message
+//!   deleted from the DLQ only after it was sent back;
+//! - `move_task.rs`: SQS's own `StartMessageMoveTask`, list and cancel;
+//! - `task_redrive.rs` ([`plan_move_task_redrive`], [`move_task_redrive`]): a move task for what
+//!   SQS moved, the client-side redrive for what sqskit dead-lettered.
+//!
+//! This file holds what they share: the one error type [`DlqError`] and how a dead letter says where it came
 //! from and why ([`origin`], [`source_queue`], [`error_kind`]). It does not dead-letter
 //! anything: the processor does, through [`settle`](crate::settle), which defines the error
 //! attributes read here.
@@ -15,8 +22,10 @@ use crate::message::ReceivedMessage;
 use crate::settle::dead_letter_attributes as dl;
 
 mod archive;
+pub mod inspect;
 mod move_task;
 mod redrive;
+pub mod replay;
 mod task_redrive;
 
 pub use archive::{
@@ -62,6 +71,28 @@ pub enum DlqError {
         topic: String,
         /// The SNS error.
         message: String,
+    },
+    /// An S3 call reading the archive failed (see [`replay::Archive`]).
+    #[error("S3 {operation} on s3://{bucket}/{key} failed: {message}")]
+    ArchiveRead {
+        /// The S3 operation.
+        operation: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The key or prefix.
+        key: String,
+        /// The S3 error.
+        message: String,
+    },
+    /// An object of the archive is not an archive record (see [`replay::Archive::read`]).
+    #[error("s3://{bucket}/{key} is not an archive record: {reason}")]
+    NotARecord {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
     },
     /// A redrive filter expression that does not parse (see [`RedriveFilter`]).
     #[error("invalid filter {expr:?}: {reason}")]
@@ -189,6 +220,7 @@ impl std::fmt::Display for Origin {
 ///     queue_url: None,
 /// };
 /// assert_eq!(origin(&m), Origin::Unrecorded);
+/// m.attributes.insert("sqskit-error-kind".into(), sqskit::AttributeValue::string("permanent"));
 /// m.attributes.insert("sqskit-source-queue".into(), sqskit::AttributeValue::string("orders"));
 /// assert_eq!(origin(&m), Origin::Sqskit);
 /// m.system_attributes.insert("DeadLetterQueueSourceArn".into(), "arn:aws:sqs:us-east-1:1:orders".into());

@@ -107,27 +107,13 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     }
     let total = dlq.attributes().await?.visible;
     let limit = args.max.unwrap_or(usize::MAX);
-    let bar = (std::io::stderr().is_terminal() && !args.dry_run).then(|| {
-        let b = indicatif::ProgressBar::new(total.min(limit as u64));
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} moved  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    let bar = Bar::new(!args.dry_run, total.min(limit as u64), "moved");
     let mut options = RedriveOptions::default().with_max(args.max).with_rate(args.rate).with_dry_run(args.dry_run);
     for f in args.filter {
         options = options.with_filter(f);
     }
-    let report = sqskit::dlq::redrive(&dlq, to, &options, |moved| {
-        if let Some(b) = &bar {
-            b.set_position(moved as u64);
-        }
-    })
-    .await?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let report = sqskit::dlq::redrive(&dlq, to, &options, |moved| bar.set(moved)).await?;
+    bar.finish();
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&report)?),
         Output::Text => print_report(&report, dlq.name()),
@@ -138,6 +124,36 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         report.failed.len()
     );
     Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal (and `on`).
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(on: bool, len: u64, what: &str) -> Self {
+        Bar((on && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(len);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(&format!(
+                    "{{bar:40}} {{pos}}/{{len}} {what}  {{per_sec}}  eta {{eta}}"
+                ))
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        }))
+    }
+
+    fn set(&self, n: usize) {
+        if let Some(b) = &self.0 {
+            b.set_position(n as u64);
+        }
+    }
+
+    fn finish(self) {
+        if let Some(b) = self.0 {
+            b.finish_and_clear();
+        }
+    }
 }
 
 /// `--use-move-task --to`: one task moves every message there, whatever its origin.
@@ -183,23 +199,9 @@ async fn move_task_back(dlq: &Queue, rate: Option<u32>, args: &Args) -> anyhow::
         anyhow::ensure!(left == 0, "{left} message(s) have no recorded source and would stay in the DLQ");
         return Ok(());
     }
-    let bar = (std::io::stderr().is_terminal() && args.output == Output::Text).then(|| {
-        let b = indicatif::ProgressBar::new(plan.client_side() as u64);
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} moved here  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
-    let report = sqskit::dlq::move_task_redrive(dlq, plan, rate, |moved| {
-        if let Some(b) = &bar {
-            b.set_position(moved as u64);
-        }
-    })
-    .await?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let bar = Bar::new(true, plan.client_side() as u64, "moved here");
+    let report = sqskit::dlq::move_task_redrive(dlq, plan, rate, |moved| bar.set(moved)).await?;
+    bar.finish();
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&report)?),
         Output::Text => print_move_task_report(&report, dlq),

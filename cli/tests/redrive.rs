@@ -460,7 +460,7 @@ async fn a_move_task_redrive_leaves_and_names_a_message_with_no_source_and_exits
     assert_eq!(bodies(&drain(&a, Duration::from_secs(1)).await), HashSet::from(["sqs-moved".to_string()]));
     assert_eq!(bodies(&drain(&b, Duration::from_secs(1)).await), HashSet::from(["sqskit".to_string()]));
     let rest = drain(&dlq, Duration::from_secs(1)).await;
-    assert_eq!(rest.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(), [stray.clone()], "kept, visible");
+    assert_eq!(rest.iter().map(|m| m.message_id.as_str()).collect::<Vec<_>>(), [stray.as_str()], "kept, visible");
 
     // in text: named, and how to move it
     dlq.send(OutgoingMessage::new("stray 2")).await.unwrap();

@@ -239,15 +239,15 @@ async fn dlq_page(State(app): AppState, Path(name): Path<String>, Query(q): Para
     let (shown, parsed) = filters(|k| q.get(k).cloned());
     let settings = sqskit::inventory::settings(&dlq).await;
     let attrs = dlq.attributes().await.map_err(|e| failed(&app, e))?;
-    let (msgs, error) = match sqskit::dead_letters::look(&dlq, n).await {
+    let (msgs, error) = match sqskit::dlq::inspect::look(&dlq, n).await {
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(format!("looking at the messages failed: {e}"))),
     };
     tracing::info!(queue = %name, looked = msgs.len(), "console: looked at a dead-letter queue");
-    let counts = sqskit::dead_letters::count(&msgs);
+    let counts = sqskit::dlq::inspect::count(&msgs);
     let (rows, filter_error) = match &parsed {
         Ok(f) => (
-            sqskit::dead_letters::filtered(&msgs, f).into_iter().map(sqskit::dead_letters::DeadLetter::from).collect(),
+            sqskit::dlq::inspect::filtered(&msgs, f).into_iter().map(sqskit::dlq::inspect::DeadLetter::from).collect(),
             None,
         ),
         Err(e) => (Vec::new(), Some(e.clone())),
@@ -366,7 +366,7 @@ async fn delete(State(app): AppState, Path(name): Path<String>, body: Bytes) -> 
     tracing::warn!(queue = %name, messages = ids.len(), "console: deleting dead letters");
     let (title, total) = (format!("Delete {} message(s) from {name}", ids.len()), Some(ids.len() as u64));
     let job = app.jobs.start(title, format!("/dlq/{name}"), total, move |job| async move {
-        let report = sqskit::dead_letters::delete(&dlq, &ids, |n| job.update(|s| s.progress = n as u64)).await?;
+        let report = sqskit::dlq::inspect::delete(&dlq, &ids, |n| job.update(|s| s.progress = n as u64)).await?;
         job.update(|s| {
             s.lines.extend(report.not_found.iter().map(|id| format!("not found (gone already, or in flight): {id}")));
             s.lines.extend(report.failed.iter().map(|f| format!("not deleted: {f}")));
