@@ -117,6 +117,15 @@ pub enum DlqError {
         /// Status of the DLQ's most recent task, if it has any.
         latest: Option<String>,
     },
+    /// A message move task of the DLQ is running: a redrive with a move task would take its
+    /// messages while it runs, and could not start its own.
+    #[error("a message move task is running on {queue} (task handle {handle}); wait for it or cancel it")]
+    MoveTaskRunning {
+        /// The DLQ's name.
+        queue: String,
+        /// The running task's handle.
+        handle: String,
+    },
     /// An SQS call failed, or an argument was refused before any call
     /// ([`Error::Limit`](crate::Error::Limit), [`Error::Invalid`](crate::Error::Invalid)).
     #[error(transparent)]

@@ -208,6 +208,14 @@ async fn status_lists_the_running_task_and_cancel_stops_it() {
     assert!(out.contains("RUNNING") && out.contains(&format!("task handle: {handle}")), "{out}");
     assert!(out.contains(&format!("to {}", other.name())) && out.contains("/20"), "{out}");
 
+    // a redrive with a move task refuses to start while one runs (it would take the task's messages)
+    let (code, out, err) = run(&["redrive", "--dlq-url", dlq.url(), "--use-move-task", "--to", other.url()]);
+    assert_eq!(code, 1, "SQS refuses a second task: {out}{err}");
+    let (code, out, err) = run(&["redrive", "--dlq-url", dlq.url(), "--use-move-task"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&format!("a message move task is running on {} (task handle {handle})", dlq.name())), "{err}");
+    assert!(out.is_empty(), "nothing looked at, nothing moved: {out}");
+
     let (code, out, err) = run(&["redrive", "--dlq-url", dlq.url(), "--cancel", "--output", "json"]);
     assert_eq!(code, 0, "{out}{err}");
     let cancelled = json(&out);

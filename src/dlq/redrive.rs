@@ -336,8 +336,15 @@ async fn redrive_loop(
             // Nothing visible. Messages held by an interrupted run (or another consumer) come
             // back when their visibility ends: wait for them, within reason. Those this run
             // holds itself are not waited for.
-            let in_flight = redriver.dlq.attributes().await?.in_flight.saturating_sub(redriver.held.len() as u64);
+            let attrs = redriver.dlq.attributes().await?;
+            let in_flight = attrs.in_flight.saturating_sub(redriver.held.len() as u64);
             let waited = idle_since.get_or_insert_with(Instant::now).elapsed();
+            // A message whose visibility ended between the empty receive and this count is
+            // visible now: receive again. (Not on a FIFO DLQ: there, visible messages behind a
+            // held one in their group cannot be received by this run.)
+            if attrs.visible > 0 && !redriver.dlq.is_fifo() && waited <= options.in_flight_patience {
+                continue;
+            }
             if in_flight == 0 || waited > options.in_flight_patience {
                 if in_flight > 0 {
                     report.failed.push(format!(

@@ -160,8 +160,19 @@ impl MoveTaskRedriveReport {
 /// received once and made visible again at the end).
 ///
 /// # Errors
-/// [`DlqError::Sqs`] for a failed receive on the DLQ.
+/// [`DlqError::MoveTaskRunning`] when a move task of the DLQ is running (checked first, with
+/// `ListMessageMoveTasks`; when that call fails, the look goes on), [`DlqError::Sqs`] for a
+/// failed receive on the DLQ.
 pub async fn plan_move_task_redrive(dlq: &crate::Queue) -> Result<MoveTaskPlan, DlqError> {
+    match super::list_move_tasks(dlq, 1).await {
+        Ok(tasks) => {
+            if let Some(t) = tasks.iter().find(|t| t.is_running()) {
+                let handle = t.task_handle.clone().unwrap_or_default();
+                return Err(DlqError::MoveTaskRunning { queue: dlq.name().to_string(), handle });
+            }
+        }
+        Err(e) => tracing::warn!(queue = dlq.name(), error = %e, "could not list the DLQ's message move tasks"),
+    }
     let look = redrive(dlq, None, &RedriveOptions::default().with_dry_run(true), |_| {}).await?;
     let count = |o: Origin| look.would_move.iter().filter(|m| m.origin == o).count();
     let no_source_target = look.would_move.iter().find(|m| m.origin == Origin::Unrecorded).map(|m| m.target.clone());
