@@ -162,10 +162,12 @@ impl Config {
             };
             events.push((at, event));
         }
+        // a slow handler stays 1.5 s under the handler timeout (it never fails by itself)
+        let slowest = handler_timeout * 10 - 15;
         let plans = (0..messages)
             .map(|_| match r.range(0, 99) {
                 0..=49 => Plan::Ok,
-                50..=64 => Plan::Slow(r.range(1, 30)),
+                50..=64 => Plan::Slow(r.range(1, slowest)),
                 65..=76 => Plan::Retry(r.range(1, 3)),
                 77..=84 => Plan::Permanent,
                 85..=89 => Plan::Crash,
@@ -266,7 +268,6 @@ fn seeds() -> (Vec<u64>, bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "WIP: seeds 3 and 5 fail on main (messages released at shutdown on their last receive are dead-lettered by SQS unrun); enabled with the poller fixes"]
 async fn every_message_is_accounted_for_under_random_configurations_and_events() {
     let (seeds, full) = seeds();
     let mut failed = Vec::new();
