@@ -295,6 +295,18 @@ async fn every_message_is_accounted_for_under_random_configurations_and_events()
             }
         }
     }
+    if let Some(out) = std::env::var_os("SQSKIT_CHAOS_OUT") {
+        // `scripts/bench --chaos`: what ran and what it found
+        let report = serde_json::json!({
+            "seeds": seeds.len(),
+            "full_ranges": full,
+            "first_seed": seeds.first(),
+            "last_seed": seeds.last(),
+            "failed": failed.len(),
+            "failures": failed,
+        });
+        std::fs::write(out, serde_json::to_string_pretty(&report).unwrap()).expect("write SQSKIT_CHAOS_OUT");
+    }
     assert!(failed.is_empty(), "{} seed(s) broke an invariant:\n{}", failed.len(), failed.join("\n"));
 }
 
