@@ -20,7 +20,9 @@
 //! no new receive goes out; open long polls are let return (they live on at SQS whatever the
 //! client does) and what they bring goes back unstarted, as does every message that has not
 //! started (prefetched, or waiting for its rate turn); running handlers finish; all of it
-//! within `shutdown_timeout`; then pending acks are flushed. "Back unstarted" is a release
+//! within `shutdown_timeout`. At that deadline what is still going is cut like a lease that
+//! ends (running handlers stop as retryable timeouts, waiting messages go back) and settled
+//! within 3 s more; then pending acks are flushed. "Back unstarted" is a release
 //! (visibility 0), except for a message on its last allowed receive, which SQS would move to
 //! the DLQ unrun: on a standard queue it is carried over as a fresh copy
 //! ([`settle::carry_over`](crate::settle::carry_over)), in a FIFO group it runs through.
@@ -212,6 +214,7 @@ impl<T: Send + 'static> Poller<T> {
         let config = Arc::new(config);
         let stop = CancellationToken::new();
         let drain_acks = CancellationToken::new();
+        let cut = CancellationToken::new();
         let mut ackers = JoinSet::new();
         let tenants =
             (config.tenant_metrics > 0).then(|| Arc::new(crate::metrics::TenantLabels::new(config.tenant_metrics)));
@@ -250,6 +253,7 @@ impl<T: Send + 'static> Poller<T> {
                 config.clone(),
                 stats.clone(),
                 stop.clone(),
+                cut.clone(),
                 tracker.clone(),
                 wake.clone(),
                 returned.clone(),
@@ -292,11 +296,20 @@ impl<T: Send + 'static> Poller<T> {
         side.abort_all();
         tracker.close();
         if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
+            // the deadline: cut what is still going (running handlers end as retryable
+            // timeouts, waiting messages go back unstarted) and settle it, briefly
             tracing::warn!(
                 still_running = tracker.len(),
                 deadline = ?config.shutdown_timeout,
-                "handlers still running at the shutdown deadline; their messages come back after the visibility timeout"
+                "handlers still running at the shutdown deadline; cancelling them (retryable timeouts)"
             );
+            cut.cancel();
+            if tokio::time::timeout(CUT_GRACE, tracker.wait()).await.is_err() {
+                tracing::warn!(
+                    still_running = tracker.len(),
+                    "messages still being settled after the cut; they come back after their visibility timeout"
+                );
+            }
         }
         drop(sources);
         drain_acks.cancel();
@@ -306,6 +319,9 @@ impl<T: Send + 'static> Poller<T> {
         summary
     }
 }
+
+/// How long the units cut at the drain's deadline get to settle their outcomes.
+const CUT_GRACE: Duration = Duration::from_secs(3);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

@@ -487,7 +487,10 @@ impl<T: Send + 'static> Processor<T> {
             _ = cancel.cancelled() => {
                 return failed(
                     FailureKind::TimedOut,
-                    format!("{what} cancelled: its lease reached the longest visibility extension allowed"),
+                    format!(
+                        "{what} cancelled: its lease ended (the longest visibility extension allowed, the shutdown \
+                         deadline or the invocation's deadline)"
+                    ),
                 )
             }
         };

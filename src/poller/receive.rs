@@ -84,6 +84,7 @@ pub(super) async fn receiver<T: Send + 'static>(
     config: Arc<PollerConfig>,
     stats: Arc<PollStats>,
     stop: CancellationToken,
+    cut: CancellationToken,
     tracker: TaskTracker,
     wake: Arc<Notify>,
     returned: Returned,
@@ -258,6 +259,7 @@ pub(super) async fn receiver<T: Send + 'static>(
                     config.clone(),
                     stats.clone(),
                     stop.clone(),
+                    cut.clone(),
                 ));
             }
             continue;
@@ -287,6 +289,7 @@ pub(super) async fn receiver<T: Send + 'static>(
                 config.clone(),
                 stats.clone(),
                 stop.clone(),
+                cut.clone(),
             ));
         }
         // unused permits go back to the semaphore here

@@ -71,7 +71,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Handle one message (standard queue) or one FIFO group, with a heartbeat; hand each
+/// Handle one message (standard queue) or one FIFO group, with a heartbeat, until `stop` (start
+/// nothing more) or `cut` (the drain's deadline: end everything, see the lease below); hand each
 /// message's delete to the acker as soon as its outcome is known, and the visibility changes
 /// of the unit (a failure first, the messages held behind it after) in one piece at the end.
 #[allow(clippy::too_many_arguments)]
@@ -84,12 +85,16 @@ pub(super) async fn run_unit<T: Send + 'static>(
     config: Arc<PollerConfig>,
     stats: Arc<PollStats>,
     stop: CancellationToken,
+    cut: CancellationToken,
 ) {
     let n = unit.len();
     let health = config.health.clone().unwrap_or_default();
     let _in_flight = InFlight::new(&stats, &health, n);
     let state = Arc::new(Mutex::new(Lease { pending: unit.clone(), running_since: None }));
-    let lease = CancellationToken::new();
+    // the lease ends when the heartbeat can extend it no further, or when the drain's deadline
+    // cuts every unit still going (`cut`): running handlers stop as retryable timeouts,
+    // waiting messages go back unstarted, and every outcome is settled before the poller exits
+    let lease = cut.child_token();
     let beat = heartbeat(state.clone(), &processor, &source, &config, &stats, &lease);
     // A FIFO unit holding a message on its last allowed receive is not released at shutdown (SQS
     // would dead-letter it unrun, and a copy would lose its place): it runs through it.
