@@ -11,7 +11,7 @@
 //! - every message either succeeded (its handler logged `end ok` and it left the queue) or sits
 //!   in the DLQ; nothing is left on the queue;
 //! - no message reaches the DLQ without having run, unless SQS moved it (no sqskit attributes)
-//!   after a SIGKILL, or (FIFO) after a drain that reached its deadline or after being held
+//!   after a SIGKILL or an outage, or (FIFO) after a drain that reached its deadline or after being held
 //!   behind a failure of its group often enough (SQS counts those receives); a dead-lettered
 //!   message carries sqskit's error attributes with the kind its plan calls for, with the same
 //!   exceptions;
@@ -512,19 +512,20 @@ fn check(
         let succeeded = oks.get(&id).map_or(0, Vec::len);
         match in_dlq.get(&id) {
             Some((kind, m)) => {
-                if succeeded > 0 {
+                // a SIGKILL (its handler may even finish, orphaned) or an outage (no delete, no
+                // DLQ send, no heartbeat gets through) leaves a message to SQS's redrive policy
+                if succeeded > 0 && !killed && !outage {
                     problems.push(format!("message {id} ({plan:?}) succeeded {succeeded}× and is in the DLQ too"));
                 }
+                let explained = killed
+                    || outage
+                    || (c.kind == Kind::Fifo && (deadline_hit || held_behind_a_failure(c, id, &starts)));
                 match kind {
-                    None if !killed
-                        && !(c.kind == Kind::Fifo && (deadline_hit || held_behind_a_failure(c, id, &starts))) =>
-                    {
-                        problems.push(format!(
+                    None if !explained => problems.push(format!(
                         "message {id} ({plan:?}, ran {ran}×) was moved to the DLQ by SQS without sqskit's attributes, \
-                         and no SIGKILL explains it (receive count {})",
+                         and no SIGKILL, outage or FIFO rule explains it (receive count {})",
                         m.receive_count()
-                    ))
-                    }
+                    )),
                     None => {}
                     Some(kind) => {
                         if ran == 0 {
@@ -564,7 +565,11 @@ fn check(
                 let (a, b) = (pair[0], pair[1]);
                 let Some(&b_first) = starts.get(&b).and_then(|v| v.first()) else { continue };
                 let a_done = if in_dlq.contains_key(&a) {
-                    starts.get(&a).and_then(|v| v.first()).copied()
+                    match starts.get(&a).and_then(|v| v.first()) {
+                        Some(&first) => Some(first),
+                        // SQS moved it unrun (an exception checked above): no order to check
+                        None => continue,
+                    }
                 } else {
                     oks.get(&a).and_then(|v| v.first()).copied()
                 };
