@@ -71,6 +71,7 @@ impl<'a, T: Send + 'static> Sequence<'a, T> {
     }
 
     /// Tell `started` right before each message's handler starts (after its rate turn).
+    #[cfg(feature = "poller")]
     pub(crate) fn on_start(mut self, started: &'a (dyn Fn(&ReceivedMessage) + Send + Sync)) -> Self {
         self.drive.started = Some(started);
         self
@@ -81,6 +82,7 @@ impl<'a, T: Send + 'static> Sequence<'a, T> {
     /// be re-sent without losing its place in the group. So at `stop`, the sequence goes on
     /// (in order) up to the last such message, and releases only what comes after it; the
     /// lease still ends it.
+    #[cfg(feature = "poller")]
     pub(crate) fn run_through_at_stop(mut self) -> Self {
         self.run_through = true;
         self
