@@ -121,6 +121,7 @@ macro_rules! guide_links {
             "[fair-queues.md]: crate::guide::fair_queues\n",
             "[guarantees.md]: crate::guide::guarantees\n",
             "[guarantees.md#fifo-order-per-group]: crate::guide::guarantees#fifo-order-per-group\n",
+            "[guarantees.md#leases]: crate::guide::guarantees#leases\n",
             "[guarantees.md#retries-against-maxreceivecount]: crate::guide::guarantees#retries-against-maxreceivecount\n",
             "[guarantees.md#what-counts-as-success]: crate::guide::guarantees#what-counts-as-success\n",
             "[handlers.md]: crate::guide::handlers\n",
