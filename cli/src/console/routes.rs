@@ -331,9 +331,32 @@ async fn move_task(State(app): AppState, Path(name): Path<String>, body: Bytes) 
             Some(sqskit::dlq::move_task_rate(r).map_err(|e| bad(&app, &e.to_string()))?)
         }
     };
-    let handle = sqskit::dlq::start_move_task(&dlq, None, rate).await.map_err(|e| failed(&app, e))?;
-    tracing::info!(queue = %name, task = %handle, "console: message move task started");
+    // the same path as `sqskit redrive --use-move-task`: sqskit's own dead letters (no
+    // DeadLetterQueueSourceArn) moved here first, a move task for what SQS moved
+    let plan = sqskit::dlq::plan_move_task_redrive(&dlq).await.map_err(|e| failed(&app, e))?;
     let job = app.jobs.start(format!("Move task on {name}"), format!("/dlq/{name}"), None, move |job| async move {
+        for line in plan.lines() {
+            job.update(|s| s.lines.push(line.clone()));
+        }
+        let report =
+            sqskit::dlq::move_task_redrive(&dlq, plan, rate, |n| job.update(|s| s.progress = n as u64)).await?;
+        if let Some(r) = &report.client_side {
+            job.update(|s| s.lines.push(format!("moved here (client side): {}", r.moved)));
+        }
+        if let Some(why) = &report.move_task_skipped {
+            job.update(|s| s.lines.push(why.clone()));
+        }
+        if !report.left.is_empty() {
+            job.update(|s| s.lines.push(format!("left in the DLQ (no recorded source): {}", report.left.join(", "))));
+        }
+        let Some(task) = &report.move_task else {
+            return Ok(format!(
+                "{} message(s) moved; no move task was needed.",
+                report.client_side.map_or(0, |r| r.moved)
+            ));
+        };
+        let handle = task.task_handle.clone();
+        tracing::info!(queue = %name, task = %handle, "console: message move task started");
         job.update(|s| s.lines.push(format!("task handle {handle}")));
         for _ in 0..3600 {
             let tasks = sqskit::dlq::list_move_tasks(&dlq, 1).await?;
