@@ -38,8 +38,10 @@ use sqskit::{OutgoingMessage, Queue};
 use support::proc::{spawn, sqskit, tail, temp_dir, Running};
 use support::proxy::Proxy;
 
-/// Seeds run by `scripts/test` (each a few tens of seconds).
-const FIXED_SEEDS: &[u64] = &[1, 2, 3, 4, 5, 6];
+/// Seeds run by `scripts/test` (each a few tens of seconds). 3 and 5 found the release of
+/// messages on their last allowed receive at shutdown (SQS dead-lettered them unrun), 30 a drain
+/// that ended at its deadline with messages still in flight (FIFO, `maxReceiveCount` 1).
+const FIXED_SEEDS: &[u64] = &[1, 2, 3, 4, 5, 6, 30];
 
 /// splitmix64: small, deterministic, good enough to pick configurations.
 struct Rng(u64);
