@@ -348,7 +348,7 @@ mod tests {
     fn a_downstream_that_gets_slower_for_good_is_measured_again() {
         let mut a = AdaptiveLimit::new(AdaptiveConfig::default().with_range(1, 1000));
         let mut now = Instant::now();
-        let mut run = |a: &mut AdaptiveLimit, now: &mut Instant, unloaded: Duration, capacity: usize, rounds| {
+        let run = |a: &mut AdaptiveLimit, now: &mut Instant, unloaded: Duration, capacity: usize, rounds| {
             for _ in 0..rounds {
                 let c = a.limit();
                 let took = unloaded.mul_f64((c as f64 / capacity as f64).max(1.0));

@@ -283,7 +283,7 @@ impl Flow {
     /// carry over (the breaker is open: the failure is the outage's, not the message's). Marks
     /// it so: [`Flow::take_held`].
     pub(super) fn hold(&self, m: &ReceivedMessage) -> bool {
-        if !self.halted() {
+        if !self.halted() || self.breaker.as_ref().is_some_and(|b| lock(b).given_up()) {
             return false;
         }
         lock(&self.held).insert(m.message_id.clone());
@@ -295,9 +295,9 @@ impl Flow {
         lock(&self.held).remove(&m.message_id)
     }
 
-    /// A decision is known: feed the breaker and the adaptive limit (`started`: when the
-    /// message got its slot, or the previous one of its unit was decided).
-    pub(super) fn settled(&self, source: &Source, d: &Decision, started: Instant) {
+    /// A decision is known: feed the breaker and the adaptive limit (`started`: when its
+    /// handler started, if it did).
+    pub(super) fn settled(&self, source: &Source, d: &Decision, started: Option<Instant>) {
         let now = Instant::now();
         let failure = match &d.outcome {
             Outcome::Retry { failure, .. } | Outcome::DeadLetter { failure } => Some(failure),
@@ -341,7 +341,7 @@ impl Flow {
                 self.resize();
             }
         }
-        if let (Some(a), true) = (&self.adaptive, ran) {
+        if let (Some(a), true, Some(started)) = (&self.adaptive, ran, started) {
             let sample = Sample {
                 started,
                 latency: now.saturating_duration_since(started),
