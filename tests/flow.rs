@@ -150,3 +150,45 @@ async fn fifo_groups_keep_their_order_through_an_outage() {
     assert_eq!(summary.dead_lettered, 0);
     assert_eq!(depth(&dlq).await.0, 0);
 }
+
+/// Every message on its last allowed receive once retried (`maxReceiveCount` 2): the probes of
+/// an 8-s outage fail on messages whose next failure SQS or sqskit would dead-letter. Those
+/// failures are the outage's: they are carried over as fresh copies, and once the downstream is
+/// back every message is delivered, none dead-lettered.
+#[tokio::test]
+async fn failures_on_the_last_allowed_receive_during_an_outage_are_carried_over_not_dead_lettered() {
+    logs();
+    let (q, dlq) = queue_with_dlq("brk-held", 2, false, 30).await;
+    send_numbered(&q, 40, "h").await;
+    let down = Arc::new(AtomicBool::new(true));
+    let calls: Calls = Arc::default();
+    let processor =
+        downstream(down.clone(), calls.clone()).with_config(sqskit::ProcessorConfig::default().with_backoff(
+            sqskit::retry::Backoff::default().with_base(Duration::from_secs(1)).with_max(Duration::from_secs(1)),
+        ));
+    let poller = Poller::new(processor, [QueueSpec::new(q.clone())], config()).await.unwrap();
+    let (tx, run) = start(poller);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    down.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let delivered = |calls: &Calls| {
+        let mut v: Vec<String> = calls.lock().unwrap().iter().filter(|c| c.2).map(|c| c.1.clone()).collect();
+        v.sort();
+        v
+    };
+    while delivered(&calls).len() < 40 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = tx.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
+    let got = delivered(&calls);
+    let mut unique = got.clone();
+    unique.dedup();
+    let failed_at_last = calls.lock().unwrap().iter().filter(|c| !c.2).count();
+    eprintln!("{failed_at_last} failed calls; {summary:?}");
+    assert_eq!(unique.len(), 40, "every message delivered: {summary:?}");
+    assert_eq!(got.len(), 40, "each once");
+    assert_eq!(summary.dead_lettered, 0, "{summary:?}");
+    assert_eq!(depth(&dlq).await.0, 0, "nothing in the DLQ");
+    assert!(summary.carried_over >= 1, "the failed probes on their last receive were carried over: {summary:?}");
+}

@@ -455,9 +455,12 @@ impl Flow {
 
     /// Read the pause flags every `every`.
     async fn watch_pauses(self: Arc<Self>, mut sources: Vec<(usize, Arc<Source>)>, every: Duration) {
+        // fixed-rate ticks (the first was the read at start): exactly 3600 / every reads an hour
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(every) => {},
+                _ = tick.tick() => {},
                 _ = self.stop.cancelled() => return,
             }
             let mut kept = Vec::with_capacity(sources.len());
