@@ -192,3 +192,48 @@ async fn failures_on_the_last_allowed_receive_during_an_outage_are_carried_over_
     assert_eq!(depth(&dlq).await.0, 0, "nothing in the DLQ");
     assert!(summary.carried_over >= 1, "the failed probes on their last receive were carried over: {summary:?}");
 }
+
+/// `with_adaptive_concurrency(1, 64)` in front of a handler that can serve 8 at once (beyond 8
+/// its calls queue): every message is handled once, the limit settles between the floor and the
+/// ceiling near the capacity (never running more handlers than the ceiling), and `FlowStatus`
+/// reports it.
+#[tokio::test]
+async fn the_adaptive_limit_settles_near_the_capacity_of_the_downstream() {
+    logs();
+    let q = queue("adaptive").await;
+    send_numbered(&q, 600, "a").await;
+    let room = Arc::new(tokio::sync::Semaphore::new(8));
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (r2, m2, d2, room2) = (running.clone(), most.clone(), done.clone(), room.clone());
+    let processor = Processor::raw(move |_m: Message<String>| {
+        let (running, most, done, room) = (r2.clone(), m2.clone(), d2.clone(), room2.clone());
+        async move {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            {
+                let _slot = room.acquire().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            running.fetch_sub(1, Ordering::SeqCst);
+            done.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let poller =
+        Poller::new(processor, [QueueSpec::new(q.clone())], config().with_adaptive_concurrency(1, 64)).await.unwrap();
+    let stats = poller.stats();
+    let (tx, run) = start(poller);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while done.load(Ordering::SeqCst) < 600 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let limit = stats.flow().concurrency_limit.expect("an adaptive limit is reported");
+    let _ = tx.send(());
+    let summary = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap();
+    eprintln!("limit {limit}, at most {} running at once; {summary:?}", most.load(Ordering::SeqCst));
+    assert_eq!(summary.succeeded, 600, "{summary:?}");
+    assert!(most.load(Ordering::SeqCst) <= 64, "never more handlers than the ceiling");
+    assert!((4..=24).contains(&limit), "the limit settles near the capacity of 8: {limit}");
+}
