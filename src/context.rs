@@ -52,7 +52,9 @@ pub struct QueueContext {
 /// assert!(!format!("{:?}", ExhaustionHold::default()).is_empty());
 /// ```
 #[derive(Clone, Default)]
-pub struct ExhaustionHold(Option<Arc<dyn Fn(&ReceivedMessage) -> bool + Send + Sync>>);
+pub struct ExhaustionHold(Option<Arc<HoldFn>>);
+
+type HoldFn = dyn Fn(&ReceivedMessage) -> bool + Send + Sync;
 
 impl ExhaustionHold {
     /// A hold answering with `f`.

@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the worker: receive, handle (via --exec or --http), settle, until SIGTERM.
-    Poll(poll::Args),
+    Poll(Box<poll::Args>),
     /// Send one message, or many from JSON Lines (batched, with progress).
     Send(send::Args),
     /// Show messages without consuming them (each peek counts as a receive).
@@ -93,7 +93,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Poll(args) => poll::run(&cli.global, args).await,
+            Command::Poll(args) => poll::run(&cli.global, *args).await,
             Command::CreateQueue(args) => queue::create(&cli.global, args).await,
             Command::Send(args) => send::run(&cli.global, args).await,
             Command::Stats(args) => stats::run(&cli.global, args).await,

@@ -219,7 +219,7 @@ async fn a_ten_percent_random_failure_rate_never_opens_the_breaker() {
         *x ^= *x << 13;
         *x ^= *x >> 7;
         *x ^= *x << 17;
-        if *x % 10 == 0 {
+        if (*x).is_multiple_of(10) {
             503
         } else {
             200
