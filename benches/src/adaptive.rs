@@ -25,7 +25,7 @@ use serde::Serialize;
 use sqskit::handlers::HttpHandler;
 use sqskit::poller::{Poller, PollerConfig};
 use sqskit::{Handler, HandlerError, Message, OutgoingMessage, Processor, Queue};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 
 /// Requests the downstream serves at once.
@@ -73,28 +73,7 @@ impl Downstream {
                     let (r, mut w) = sock.into_split();
                     let mut r = BufReader::new(r);
                     loop {
-                        let mut len = 0usize;
-                        let mut line = String::new();
-                        if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        loop {
-                            let mut h = String::new();
-                            if r.read_line(&mut h).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let h = h.trim_end();
-                            if h.is_empty() {
-                                break;
-                            }
-                            if let Some((k, v)) = h.split_once(':') {
-                                if k.eq_ignore_ascii_case("content-length") {
-                                    len = v.trim().parse().unwrap_or(0);
-                                }
-                            }
-                        }
-                        let mut body = vec![0u8; len];
-                        if r.read_exact(&mut body).await.is_err() {
+                        if sqskit_test_support::http::read_request(&mut r).await.is_none() {
                             return;
                         }
                         let status = match kind {

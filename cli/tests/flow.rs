@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sqskit::{OutgoingMessage, Queue};
 use support::http::{serve_with, Reply};
-use support::proc::{spawn, sqskit, tail};
+use support::proc::{run, spawn, sqskit, tail};
 use support::*;
 
 const EXIT_LIMIT: Duration = Duration::from_secs(60);
@@ -113,27 +113,24 @@ async fn a_downstream_outage_dead_letters_no_good_message_and_does_not_hammer_it
     assert_eq!(depth(&q).await, (0, 0, 0), "{report}");
 }
 
-/// The poller's `/status` at `addr` (blocking, HTTP/1.0).
-fn status(addr: &str) -> serde_json::Value {
+/// `GET path` of the poller's metrics listener at `addr` (blocking, HTTP/1.0): (status, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return serde_json::Value::Null };
-    let _ = write!(s, "GET /status HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new()) };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
-    text.split_once("\r\n\r\n").and_then(|(_, body)| serde_json::from_str(body).ok()).unwrap_or_default()
+    let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// The poller's `/status` at `addr`.
+fn status(addr: &str) -> serde_json::Value {
+    serde_json::from_str(&get(addr, "/status").1).unwrap_or_default()
 }
 
 fn paused_in(addr: &str) -> bool {
     status(addr)["paused"].as_array().is_some_and(|p| !p.is_empty())
-}
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = sqskit(None).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Two poller processes on one queue, `sqskit pause`: both stop receiving within 30 s (the
@@ -250,15 +247,6 @@ async fn a_ten_percent_random_failure_rate_never_opens_the_breaker() {
     assert!(!p.stderr().contains("circuit breaker open"), "{}", tail(&p.stderr(), 20));
 }
 
-fn http_status(addr: &str, path: &str) -> u16 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
-    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
-
 /// The downstream is down for good: the breaker opens (/readyz answers 503, `sqskit stats
 /// --poller` shows it), SIGTERM drains and exits 0, and every message is still in the queue,
 /// none dead-lettered.
@@ -272,8 +260,8 @@ async fn sigterm_while_the_breaker_is_open_drains_and_loses_nothing() {
     support::proc::wait_until(Duration::from_secs(30), "the breaker to open", || {
         status(&addr)["breaker"]["state"].as_str().is_some_and(|s| s != "closed")
     });
-    assert_eq!(http_status(&addr, "/readyz"), 503, "not ready while open");
-    assert_eq!(http_status(&addr, "/healthz"), 200, "but live");
+    assert_eq!(get(&addr, "/readyz").0, 503, "not ready while open");
+    assert_eq!(get(&addr, "/healthz").0, 200, "but live");
     let (_, out, _) = run(&["stats", "--queue-url", q.url(), "--poller", &addr]);
     assert!(out.contains("breaker open") || out.contains("breaker half-open"), "{out}");
     assert!(out.contains("of the last") || out.contains("probe"), "the reason is shown: {out}");
