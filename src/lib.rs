@@ -155,6 +155,8 @@ pub mod delay;
 #[cfg(feature = "dlq")]
 pub mod dlq;
 pub mod env;
+#[cfg(feature = "events")]
+pub mod envelope;
 pub mod error;
 #[cfg(feature = "handlers")]
 pub mod handlers;
@@ -177,6 +179,10 @@ pub mod poller;
 pub mod processor;
 pub mod rate;
 pub mod retry;
+#[cfg(feature = "events")]
+pub mod router;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod settle;
 mod span;
 #[cfg(feature = "poller")]

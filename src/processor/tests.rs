@@ -695,6 +695,7 @@ fn failure_kind_all_lists_every_kind_once() {
         FailureKind::KeyReuse => 7,
         FailureKind::IdempotencyStore => 8,
         FailureKind::PayloadMissing => 9,
+        FailureKind::Unrouted => 10,
     };
     let positions: Vec<usize> = FailureKind::ALL.iter().map(|k| position(*k)).collect();
     assert_eq!(positions, (0..FailureKind::ALL.len()).collect::<Vec<_>>());
