@@ -541,6 +541,9 @@ impl<T: Send + 'static> Processor<T> {
                     let mut out = Vec::with_capacity(items.len());
                     for (i, payload) in items.into_iter().enumerate() {
                         let body = self.decode_payload(&payload.text).map_err(|f| {
+                            if f.kind != FailureKind::Undecodable {
+                                return f; // a schema's verdict: its paths are the payload's
+                            }
                             // "body is not a valid T": name the payload inside the envelope instead
                             let what = match kind {
                                 crate::envelope::EnvelopeKind::Sns => "Message".to_string(),

@@ -37,7 +37,7 @@ use crate::outcome::{Failure, FailureKind};
 #[derive(Clone)]
 pub struct Schema {
     validator: Arc<jsonschema::Validator>,
-    name: Arc<str>,
+    name: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Schema {
@@ -68,7 +68,7 @@ impl Schema {
     /// [`Error::Invalid`] naming `schema` when it is not a valid schema or a `$ref` cannot be
     /// resolved within it.
     pub fn new(schema: &Value) -> Result<Self, Error> {
-        Self::named(schema, "schema")
+        Self::named(schema, None)
     }
 
     /// Read and compile the JSON Schema in the file at `path` (`--schema FILE`).
@@ -82,21 +82,21 @@ impl Schema {
         let invalid = |reason: String| Error::Invalid { what: "schema", reason: format!("{shown}: {reason}") };
         let text = std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
         let value: Value = serde_json::from_str(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
-        Self::named(&value, &shown).map_err(|e| match e {
+        Self::named(&value, Some(&shown)).map_err(|e| match e {
             Error::Invalid { reason, .. } => invalid(reason),
             other => other,
         })
     }
 
-    fn named(schema: &Value, name: &str) -> Result<Self, Error> {
+    fn named(schema: &Value, name: Option<&str>) -> Result<Self, Error> {
         let validator = jsonschema::validator_for(schema)
             .map_err(|e| Error::Invalid { what: "schema", reason: format!("not a valid JSON Schema: {e}") })?;
-        Ok(Self { validator: Arc::new(validator), name: name.into() })
+        Ok(Self { validator: Arc::new(validator), name: name.map(Into::into) })
     }
 
-    /// Where the schema came from (the file name, or `schema`).
-    pub fn name(&self) -> &str {
-        &self.name
+    /// The file the schema was read from ([`Schema::from_file`]).
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 
     /// Check `payload`: the first violation found, if any.
@@ -136,7 +136,10 @@ impl Schema {
     /// The `permanent` [`Failure`] to record.
     pub fn check(&self, payload: &Value, full: bool) -> Result<(), Failure> {
         self.validate(payload).map_err(|v| {
-            let mut error = format!("schema {}: {v}", self.name);
+            let mut error = match &self.name {
+                Some(name) => format!("schema {name}: {v}"),
+                None => format!("schema: {v}"),
+            };
             if full {
                 if let Err(e) = self.validator.validate(payload) {
                     error = format!("{error} ({e})");

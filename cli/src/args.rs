@@ -146,3 +146,14 @@ mod tests {
         }
     }
 }
+
+/// `--envelope`: sns, eventbridge, s3 or cloudevents.
+pub fn envelope(s: &str) -> Result<sqskit::envelope::EnvelopeKind, String> {
+    s.trim().parse()
+}
+
+/// `--schema FILE`: read and compiled while the flags are parsed, so that a missing file or a
+/// bad schema is a usage error naming the flag, before anything starts.
+pub fn schema(s: &str) -> Result<sqskit::schema::Schema, String> {
+    sqskit::schema::Schema::from_file(s).map_err(|e| e.to_string())
+}

@@ -159,6 +159,7 @@ pub mod http;
 pub mod lambda_rt;
 pub mod lambda_rt_concurrent;
 pub mod proc;
+pub mod producers;
 pub mod proxy;
 pub mod stores;
 pub mod tls;
