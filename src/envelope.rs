@@ -412,7 +412,9 @@ fn json_error(e: &serde_json::Error, full: bool) -> String {
     }
     match e.classify() {
         serde_json::error::Category::Data => safe_data_error(&e.to_string()),
-        serde_json::error::Category::Syntax => format!("not JSON (syntax error at line {} column {})", e.line(), e.column()),
+        serde_json::error::Category::Syntax => {
+            format!("not JSON (syntax error at line {} column {})", e.line(), e.column())
+        }
         serde_json::error::Category::Eof => "not JSON (it ends early)".to_string(),
         serde_json::error::Category::Io => "not JSON (read error)".to_string(),
     }
@@ -576,7 +578,8 @@ mod tests {
         assert!(fields.contains(&("SNS_TOPIC_ARN", sns.topic_arn.clone())));
         assert!(fields.contains(&("SNS_SUBJECT", "hello".into())));
         assert!(fields.iter().all(|(k, _)| FIELD_NAMES.contains(k)), "{fields:?}");
-        let attrs: Value = serde_json::from_str(&fields.iter().find(|(k, _)| *k == "SNS_ATTRIBUTES").unwrap().1).unwrap();
+        let attrs: Value =
+            serde_json::from_str(&fields.iter().find(|(k, _)| *k == "SNS_ATTRIBUTES").unwrap().1).unwrap();
         assert_eq!(attrs, serde_json::json!({"kind": "order", "n": "3"}));
     }
 
@@ -624,7 +627,8 @@ mod tests {
         assert_eq!(p[0].envelope.attribute("tenant"), Some("acme"));
         let b64 = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/json","data_base64":"eyJhIjoxfQ=="}"#;
         assert_eq!(payloads(EnvelopeKind::CloudEvents, b64)[0].text, r#"{"a":1}"#);
-        let text = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"text/plain","data":"hello"}"#;
+        let text =
+            r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"text/plain","data":"hello"}"#;
         assert_eq!(payloads(EnvelopeKind::CloudEvents, text)[0].text, "hello");
         let json_string = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","data":"hello"}"#;
         assert_eq!(payloads(EnvelopeKind::CloudEvents, json_string)[0].text, r#""hello""#);
@@ -642,21 +646,40 @@ mod tests {
         let secret = "4111-1111-1111-1111";
         for (kind, body, want) in [
             (EnvelopeKind::Sns, format!(r#"{{"card":"{secret}"}}"#), "sns envelope: missing field `Type`"),
-            (EnvelopeKind::Sns, format!(r#""{secret}""#), "sns envelope: invalid type: string, expected struct SnsMessage"),
-            (EnvelopeKind::Sns, format!("{secret} not json"), "sns envelope: not JSON (syntax error at line 1 column 5)"),
             (
                 EnvelopeKind::Sns,
-                SNS.replace(r#""TopicArn": "arn:aws:sns:us-east-1:000000000000:probe""#, &format!(r#""TopicArn": 5, "x": "{secret}""#)),
+                format!(r#""{secret}""#),
+                "sns envelope: invalid type: string, expected struct SnsMessage",
+            ),
+            (
+                EnvelopeKind::Sns,
+                format!("{secret} not json"),
+                "sns envelope: not JSON (syntax error at line 1 column 5)",
+            ),
+            (
+                EnvelopeKind::Sns,
+                SNS.replace(
+                    r#""TopicArn": "arn:aws:sns:us-east-1:000000000000:probe""#,
+                    &format!(r#""TopicArn": 5, "x": "{secret}""#),
+                ),
                 "sns envelope: TopicArn: invalid type: integer, expected a string",
             ),
-            (EnvelopeKind::EventBridge, format!(r#"{{"detail":"{secret}"}}"#), "eventbridge envelope: missing field `detail-type`"),
+            (
+                EnvelopeKind::EventBridge,
+                format!(r#"{{"detail":"{secret}"}}"#),
+                "eventbridge envelope: missing field `detail-type`",
+            ),
             (
                 EnvelopeKind::EventBridge,
                 format!(r#"{{"detail-type":"x","source":"s","time":"{secret}","detail":{{}}}}"#),
                 "eventbridge envelope: time: does not match (data error)",
             ),
             (EnvelopeKind::S3, format!(r#"{{"order":"{secret}"}}"#), "s3 envelope: missing field `Records`"),
-            (EnvelopeKind::CloudEvents, format!(r#"{{"specversion":"1.0","id":"{secret}"}}"#), "cloudevents envelope: missing field `source`"),
+            (
+                EnvelopeKind::CloudEvents,
+                format!(r#"{{"specversion":"1.0","id":"{secret}"}}"#),
+                "cloudevents envelope: missing field `source`",
+            ),
         ] {
             let err = kind.open(&body, false).unwrap_err().to_string();
             assert_eq!(err, want, "{body}");
@@ -670,7 +693,14 @@ mod tests {
     #[test]
     fn s3_keys_decode_and_bad_escapes_stay_as_they_are() {
         let mut r = S3EventRecord::default();
-        for (raw, want) in [("a+b", Some("a b")), ("100%25", Some("100%")), ("50%", Some("50%")), ("%zz", Some("%zz")), ("%C3%A9", Some("é")), ("%FF", None)] {
+        for (raw, want) in [
+            ("a+b", Some("a b")),
+            ("100%25", Some("100%")),
+            ("50%", Some("50%")),
+            ("%zz", Some("%zz")),
+            ("%C3%A9", Some("é")),
+            ("%FF", None),
+        ] {
             r.s3.object.key = Some(raw.into());
             assert_eq!(s3_key(&r).as_deref(), want, "{raw}");
         }

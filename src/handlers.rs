@@ -414,11 +414,8 @@ impl HttpHandler {
         let raw = msg.raw();
         let content_type = ["Content-Type", "content-type", "ContentType"].iter().find_map(|k| raw.attribute_str(k));
         #[cfg(feature = "events")]
-        let content_type = msg
-            .envelope()
-            .and_then(|e| e.cloud_event())
-            .and_then(|c| c.datacontenttype.as_deref())
-            .or(content_type);
+        let content_type =
+            msg.envelope().and_then(|e| e.cloud_event()).and_then(|c| c.datacontenttype.as_deref()).or(content_type);
         let content_type = content_type.unwrap_or("application/json").to_string();
         let mut req = self
             .client

@@ -42,8 +42,8 @@ mod batch;
 mod handler;
 mod sequence;
 
-pub(crate) use handler::{failure_of, Dispatch, DispatchBatch};
 use handler::Handlers;
+pub(crate) use handler::{failure_of, Dispatch, DispatchBatch};
 pub use handler::{BatchHandler, BoxFuture, Handler, HandlerError, ResultExt, Source};
 pub(crate) use sequence::fifo_groups;
 #[cfg(any(feature = "poller", feature = "lambda"))]

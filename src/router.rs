@@ -223,14 +223,13 @@ impl Router {
         self.routes.values().any(|r| matches!(r, Route::Batch(_)))
     }
 
-    /// The route for `msg`: `Ok(Some(name, route))`, `Ok(None)` for the fallback, or the
-    /// `unrouted` failure. Checks the route's schema.
-    fn pick(&self, msg: &Message<Value>) -> Result<Option<(String, Route)>, Failure> {
+    /// Where `msg` goes: its route (its schema checked), else the fallback, else the `unrouted`
+    /// failure.
+    fn pick(&self, msg: &Message<Value>) -> Result<Target, Failure> {
         let key = self.key.of(msg);
-        let found = key.as_deref().and_then(|k| self.routes.get_key_value(k));
-        let Some((name, route)) = found else {
-            if self.fallback.is_some() {
-                return Ok(None);
+        let Some((name, route)) = key.as_deref().and_then(|k| self.routes.get_key_value(k)) else {
+            if let Some(fallback) = &self.fallback {
+                return Ok(Target::One(fallback.clone()));
             }
             let what: String = match &key {
                 Some(k) => format!("no route for `{}`", k.chars().take(100).collect::<String>()),
@@ -241,11 +240,29 @@ impl Router {
         };
         #[cfg(feature = "schema")]
         if let Some(schema) = self.schemas.get(name) {
-            schema.check(&msg.body, false).map_err(|f| Failure { error: format!("route `{name}`: {}", f.error), ..f })?;
+            schema
+                .check(&msg.body, false)
+                .map_err(|f| Failure { error: format!("route `{name}`: {}", f.error), ..f })?;
         }
-        Ok(Some((name.clone(), route.clone())))
+        Ok(match route {
+            Route::One(r) => Target::One(r.clone()),
+            Route::Batch(r) => Target::Batch(name.clone(), r.clone()),
+        })
     }
 }
+
+/// Where one message goes.
+enum Target {
+    /// A one-message route or the fallback.
+    One(Arc<dyn Dispatch<Value>>),
+    /// A batch route (its name: messages of one route share a call).
+    Batch(String, Arc<dyn DispatchBatch<Value>>),
+}
+
+/// A message's result, with its position in the batch.
+type Placed = (usize, Result<(), Failure>);
+/// A batch route and its messages, with their positions.
+type RouteBatch = (Arc<dyn DispatchBatch<Value>>, Vec<(usize, Message<Value>)>);
 
 impl Processor<Value> {
     /// A processor that sends each message to `router`'s route for its type (see
@@ -268,20 +285,13 @@ impl Dispatch<Value> for Router {
     fn call(&self, msg: Message<Value>) -> BoxFuture<Result<(), Failure>> {
         match self.pick(&msg) {
             Err(f) => failed(f),
-            Ok(None) => match &self.fallback {
-                Some(fallback) => fallback.call(msg),
-                None => failed(Failure { kind: FailureKind::Unrouted, error: "no route".into(), retry_after: None }),
-            },
-            Ok(Some((_, Route::One(route)))) => route.call(msg),
-            Ok(Some((_, Route::Batch(route)))) => {
+            Ok(Target::One(route)) => route.call(msg),
+            Ok(Target::Batch(_, route)) => {
                 let fut = route.call(vec![msg]);
                 Box::pin(async move {
                     fut.await.pop().unwrap_or_else(|| {
-                        Err(Failure {
-                            kind: FailureKind::Retryable,
-                            error: "the batch handler returned no result".into(),
-                            retry_after: None,
-                        })
+                        let error = "the batch handler returned no result".to_string();
+                        Err(Failure { kind: FailureKind::Retryable, error, retry_after: None })
                     })
                 })
             }
@@ -294,34 +304,25 @@ impl DispatchBatch<Value> for Router {
         let n = batch.len();
         let mut results: Vec<Option<Result<(), Failure>>> = vec![None; n];
         // the batch routes' messages, by route, in order; the others one by one
-        let mut batches: BTreeMap<String, (Arc<dyn DispatchBatch<Value>>, Vec<(usize, Message<Value>)>)> =
-            BTreeMap::new();
-        let mut singles: Vec<(usize, Arc<dyn Dispatch<Value>>, Message<Value>)> = Vec::new();
+        let mut batches: BTreeMap<String, RouteBatch> = BTreeMap::new();
+        let mut single_calls: Vec<BoxFuture<Placed>> = Vec::new();
         for (i, msg) in batch.into_iter().enumerate() {
             match self.pick(&msg) {
                 Err(f) => results[i] = Some(Err(f)),
-                Ok(None) => match &self.fallback {
-                    Some(fallback) => singles.push((i, fallback.clone(), msg)),
-                    None => {
-                        results[i] =
-                            Some(Err(Failure { kind: FailureKind::Unrouted, error: "no route".into(), retry_after: None }))
-                    }
-                },
-                Ok(Some((_, Route::One(route)))) => singles.push((i, route, msg)),
-                Ok(Some((name, Route::Batch(route)))) => batches.entry(name).or_insert((route, Vec::new())).1.push((i, msg)),
+                Ok(Target::One(route)) => single_calls.push(Box::pin(route.call(msg).map(move |r| (i, r)))),
+                Ok(Target::Batch(name, route)) => batches.entry(name).or_insert((route, Vec::new())).1.push((i, msg)),
             }
         }
-        // every call's future made here (each `'static`), awaited below
-        let batch_calls: Vec<BoxFuture<Vec<(usize, Result<(), Failure>)>>> = batches
+        // every call's future is made here (each `'static`) and awaited below
+        let batch_calls: Vec<BoxFuture<Vec<Placed>>> = batches
             .into_values()
             .map(|(route, items)| {
                 let (positions, msgs): (Vec<usize>, Vec<Message<Value>>) = items.into_iter().unzip();
                 let out = route.call(msgs);
                 Box::pin(out.map(move |out| positions.into_iter().zip(out).collect::<Vec<_>>()))
-                    as BoxFuture<Vec<(usize, Result<(), Failure>)>>
+                    as BoxFuture<Vec<Placed>>
             })
             .collect();
-        let single_calls: Vec<_> = singles.into_iter().map(|(i, route, msg)| route.call(msg).map(move |r| (i, r))).collect();
         let concurrency = self.concurrency;
         Box::pin(async move {
             let singled = futures::stream::iter(single_calls).buffer_unordered(concurrency).collect::<Vec<_>>();
@@ -418,7 +419,8 @@ where
         Box::pin(async move {
             let out = fut.await;
             if out.len() != n {
-                let error = format!("route `{name}`: the batch handler returned {} results for {n} messages", out.len());
+                let error =
+                    format!("route `{name}`: the batch handler returned {} results for {n} messages", out.len());
                 let f = Failure { kind: FailureKind::Retryable, error, retry_after: None };
                 positions.iter().for_each(|&i| results[i] = Err(f.clone()));
             } else {
@@ -499,10 +501,10 @@ mod tests {
         p.call_handler(raw("[]", &[])).await.unwrap();
         assert_eq!(*hits.lock().unwrap(), ["email", r#"fallback {"x":1}"#, "fallback []"]);
 
-        let p = Processor::router(Router::new(RouteKey::pointer("/job/name").unwrap()).route(
-            "7",
-            |_m: Message<Value>| async { Ok::<_, crate::HandlerError>(()) },
-        ));
+        let p = Processor::router(
+            Router::new(RouteKey::pointer("/job/name").unwrap())
+                .route("7", |_m: Message<Value>| async { Ok::<_, crate::HandlerError>(()) }),
+        );
         p.call_handler(raw(r#"{"job":{"name":7}}"#, &[])).await.unwrap();
         let f = p.call_handler(raw(r#"{"job":{}}"#, &[])).await.unwrap_err();
         assert_eq!(f.error, "no route: the message has no type (routed by `/job/name` in the payload; routes: 7)");
@@ -521,15 +523,16 @@ mod tests {
             .route("other", |_m: Message<Value>| async { Err(crate::HandlerError::permanent("no")) });
         let p = Processor::router(router);
         assert!(p.is_batch());
-        let msgs: Vec<ReceivedMessage> = [("placed", r#"{"order":1}"#), ("other", "{}"), ("placed", r#"{"order":2}"#), ("x", "{}")]
-            .iter()
-            .enumerate()
-            .map(|(i, (t, b))| {
-                let mut m = (*raw(b, &[("t", t)])).clone();
-                m.message_id = format!("m{i}");
-                m
-            })
-            .collect();
+        let msgs: Vec<ReceivedMessage> =
+            [("placed", r#"{"order":1}"#), ("other", "{}"), ("placed", r#"{"order":2}"#), ("x", "{}")]
+                .iter()
+                .enumerate()
+                .map(|(i, (t, b))| {
+                    let mut m = (*raw(b, &[("t", t)])).clone();
+                    m.message_id = format!("m{i}");
+                    m
+                })
+                .collect();
         let decisions = p.process_batch(&crate::QueueContext::default(), msgs).await;
         assert_eq!(*calls.lock().unwrap(), [vec![1, 2]]);
         let labels: Vec<&str> = decisions.iter().map(|d| d.outcome.label()).collect();

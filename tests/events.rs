@@ -32,7 +32,9 @@ async fn drain_with<T: Send + 'static>(processor: Processor<T>, queue: &Queue) -
         .with_wait_time(Duration::from_secs(1))
         .with_depth_interval(Duration::ZERO);
     let poller = Poller::new(processor, [QueueSpec::new(queue.clone())], config).await.expect("poller");
-    tokio::time::timeout(Duration::from_secs(90), poller.run(std::future::pending())).await.expect("poller drained the queue")
+    tokio::time::timeout(Duration::from_secs(90), poller.run(std::future::pending()))
+        .await
+        .expect("poller drained the queue")
 }
 
 /// Wait until `queue` holds `n` visible messages (producers deliver asynchronously).
@@ -74,7 +76,8 @@ fn sns_orders(seen: Seen) -> Processor<Order> {
 async fn sns_notifications_reach_the_poller_and_the_lambda_adapter_as_the_typed_payload_with_their_topic() {
     let (src, dlq) = queue_with_dlq("ev-sns", 3, false, 30).await;
     let (sns, topic) = producers::sns_topic_into(&src).await;
-    let kind = aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value("order").build().unwrap();
+    let kind =
+        aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value("order").build().unwrap();
     sns.publish()
         .topic_arn(&topic)
         .message(r#"{"id":1,"sku":"a"}"#)
@@ -94,10 +97,7 @@ async fn sns_notifications_reach_the_poller_and_the_lambda_adapter_as_the_typed_
     got.sort();
     assert_eq!(
         got,
-        [
-            (1, topic.clone(), Some("new order".into()), Some("order".into())),
-            (2, topic.clone(), None, None)
-        ]
+        [(1, topic.clone(), Some("new order".into()), Some("order".into())), (2, topic.clone(), None, None)]
     );
     assert_eq!((summary.succeeded, summary.dead_lettered), (2, 1), "{summary:?}");
     let dead = drain(&dlq, Duration::from_secs(1)).await;
@@ -128,7 +128,7 @@ async fn s3_notifications_give_bucket_and_key_and_the_test_event_is_settled_with
         s3.put_object().bucket(&bucket).key(key).body(b"{}".to_vec().into()).send().await.unwrap();
     }
     wait_visible(&src, 3).await; // the test event and one notification per object
-    // another producer: an S3-shaped event with two records, the second of which fails
+                                 // another producer: an S3-shaped event with two records, the second of which fails
     let two = json!({"Records": [
         {"eventTime": "2026-12-06T10:00:00.000Z", "eventName": "ObjectCreated:Put", "userIdentity": {}, "requestParameters": {}, "s3": {"bucket": {"name": "other"}, "object": {"key": "ok.json"}}},
         {"eventTime": "2026-12-06T10:00:00.000Z", "eventName": "ObjectCreated:Put", "userIdentity": {}, "requestParameters": {}, "s3": {"bucket": {"name": "other"}, "object": {"key": "bad.json"}}}
@@ -200,7 +200,11 @@ async fn cloudevents_from_a_plain_send_give_data_and_type_and_schema_failures_ar
     let s = seen.clone();
     let processor = Processor::json(move |m: Message<Order>| {
         let ce = m.envelope().and_then(|e| e.cloud_event()).unwrap();
-        s.lock().unwrap().push((m.body.id, ce.event_type.clone(), m.envelope().and_then(|e| e.attribute("tenant")).map(Into::into)));
+        s.lock().unwrap().push((
+            m.body.id,
+            ce.event_type.clone(),
+            m.envelope().and_then(|e| e.attribute("tenant")).map(Into::into),
+        ));
         async { Ok::<_, HandlerError>(()) }
     })
     .with_envelope(EnvelopeKind::CloudEvents)
@@ -214,7 +218,9 @@ async fn cloudevents_from_a_plain_send_give_data_and_type_and_schema_failures_ar
     let mut dead: Vec<(String, String)> = drain(&dlq, Duration::from_secs(1))
         .await
         .iter()
-        .map(|m| (m.attribute_str(dl::ERROR_KIND).unwrap().to_string(), m.attribute_str(dl::ERROR).unwrap().to_string()))
+        .map(|m| {
+            (m.attribute_str(dl::ERROR_KIND).unwrap().to_string(), m.attribute_str(dl::ERROR).unwrap().to_string())
+        })
         .collect();
     dead.sort();
     assert_eq!(dead.len(), 2, "{dead:?}");
@@ -259,7 +265,12 @@ async fn events_queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> (Queue, Queue,
 }
 
 /// A rule (pattern or schedule) whose target is `queue_arn`; returns its name and ARN.
-async fn rule_into(eb: &aws_sdk_eventbridge::Client, pattern: Option<Value>, schedule: Option<&str>, queue_arn: &str) -> (String, String) {
+async fn rule_into(
+    eb: &aws_sdk_eventbridge::Client,
+    pattern: Option<Value>,
+    schedule: Option<&str>,
+    queue_arn: &str,
+) -> (String, String) {
     let name = unique("rule");
     let rule = eb
         .put_rule()

@@ -61,9 +61,7 @@ fn ten_message_batch_typed_noop(bencher: divan::Bencher) {
 
 /// A 1 KB order of 20 top-level properties (addresses, lines, tags).
 fn order_1kb(i: usize) -> serde_json::Value {
-    let address = |kind: &str| {
-        serde_json::json!({"name": format!("{kind} Person {i}"), "street": "1234 Long Example Street", "city": "Springfield", "zip": "12345-6789", "country": "DE"})
-    };
+    let address = |kind: &str| serde_json::json!({"name": format!("{kind} Person {i}"), "street": "1234 Long Example Street", "city": "Springfield", "zip": "12345-6789", "country": "DE"});
     let lines: Vec<serde_json::Value> = (0..3)
         .map(|l| serde_json::json!({"sku": format!("SKU-{i:04}-{l:02}"), "name": "A product with a fairly long name", "qty": l + 1, "price_cents": 1999}))
         .collect();
@@ -111,7 +109,8 @@ fn adapter_1kb(schema: bool) -> (tokio::runtime::Runtime, LambdaAdapter<serde_js
     let conf = aws_sdk_sqs::Config::builder().behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest()).build();
     let processor = Processor::json(|_m: Message<serde_json::Value>| async { Ok::<(), HandlerError>(()) });
     let processor = if schema { processor.with_schema(order_schema()) } else { processor };
-    let adapter = LambdaAdapter::new(processor, aws_sdk_sqs::Client::from_conf(conf)).with_context(QueueContext::default());
+    let adapter =
+        LambdaAdapter::new(processor, aws_sdk_sqs::Client::from_conf(conf)).with_context(QueueContext::default());
     let ev = event_of(|i| order_1kb(i).to_string());
     assert!(ev.records.iter().all(|r| r.body.as_ref().is_some_and(|b| (950..1300).contains(&b.len()))), "1 KB bodies");
     (rt, adapter, ev)

@@ -48,7 +48,8 @@ async fn wait_visible(queue: &sqskit::Queue, n: u64) {
 async fn exec_with_the_sns_envelope_gets_the_payload_on_stdin_and_the_topic_in_its_environment() {
     let (q, dlq) = queue_with_dlq("cli-ev-sns", 3, false, 30).await;
     let (sns, topic) = producers::sns_topic_into(&q).await;
-    let kind = aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value("order").build().unwrap();
+    let kind =
+        aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value("order").build().unwrap();
     sns.publish()
         .topic_arn(&topic)
         .message(r#"{"order":1}"#)
@@ -124,8 +125,13 @@ async fn schema_failures_are_dead_lettered_with_keyword_and_path_and_the_rest_ru
     )
     .unwrap();
     q.send_batch(
-        [r#"{"order":1}"#, r#"{"order":"secret-7"}"#, r#"{"order":2,"email":"someone.private@example.com"}"#, "not json"]
-            .map(OutgoingMessage::new),
+        [
+            r#"{"order":1}"#,
+            r#"{"order":"secret-7"}"#,
+            r#"{"order":2,"email":"someone.private@example.com"}"#,
+            "not json",
+        ]
+        .map(OutgoingMessage::new),
     )
     .await
     .unwrap()
@@ -151,7 +157,10 @@ async fn schema_failures_are_dead_lettered_with_keyword_and_path_and_the_rest_ru
     assert_eq!(dead[0].0, "permanent");
     assert!(dead[0].1.starts_with(&format!("schema {file}: keyword `maxLength` failed at `/email`")), "{}", dead[0].1);
     assert!(dead[1].1.starts_with(&format!("schema {file}: keyword `type` failed at `/order`")), "{}", dead[1].1);
-    assert_eq!(dead[2], ("undecodable".into(), "schema: the payload is not JSON (syntax error at line 1 column 2)".into()));
+    assert_eq!(
+        dead[2],
+        ("undecodable".into(), "schema: the payload is not JSON (syntax error at line 1 column 2)".into())
+    );
     for (_, error) in &dead {
         assert!(!error.contains("secret") && !error.contains("private"), "{error}");
     }

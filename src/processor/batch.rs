@@ -15,7 +15,6 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-
 use super::{Done, Processor};
 use crate::context::QueueContext;
 use crate::idempotency::{claim, finish, idem_key, Claimed, Identity, LocalHold, Record};

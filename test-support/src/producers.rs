@@ -25,7 +25,11 @@ pub async fn s3_bucket_notifying(queue: &Queue) -> (aws_sdk_s3::Client, String) 
     let bucket = unique("events").to_lowercase();
     s3.create_bucket().bucket(&bucket).send().await.expect("create bucket");
     let queue_arn = queue.attributes().await.expect("queue attributes").arn.expect("queue arn");
-    let target = QueueConfiguration::builder().queue_arn(queue_arn).events(Event::S3ObjectCreated).build().expect("queue configuration");
+    let target = QueueConfiguration::builder()
+        .queue_arn(queue_arn)
+        .events(Event::S3ObjectCreated)
+        .build()
+        .expect("queue configuration");
     s3.put_bucket_notification_configuration()
         .bucket(&bucket)
         .notification_configuration(NotificationConfiguration::builder().queue_configurations(target).build())
