@@ -397,3 +397,42 @@ async fn a_rate_one_minute_rule_delivers_to_a_running_poller_once_a_minute() {
     assert!(summary.succeeded >= 2 && summary.dead_lettered == 0 && summary.retried == 0, "{summary:?}");
     assert_eq!(depth(&dlq).await, (0, 0, 0));
 }
+
+#[tokio::test]
+async fn a_router_with_a_batch_route_works_in_the_lambda_adapter() {
+    // EventBridge-shaped bodies as another producer would write them; no queue: only the answer
+    let body = |t: &str, order: u64| {
+        json!({"version": "0", "id": format!("e{order}"), "detail-type": t, "source": "shop", "detail": {"order": order}}).to_string()
+    };
+    let records: Vec<Value> = [("OrderPlaced", 1), ("OrderShipped", 2), ("OrderPlaced", 3), ("Refunded", 4), ("OrderPlaced", 5)]
+        .iter()
+        .map(|(t, n)| {
+            json!({"messageId": format!("m{n}"), "receiptHandle": "h", "body": body(t, *n),
+                   "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                   "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:no-such-queue", "awsRegion": "us-east-1"})
+        })
+        .collect();
+    let event = serde_json::from_value(json!({"Records": records})).unwrap();
+    let batches = Arc::new(Mutex::new(Vec::<Vec<u64>>::new()));
+    let b = batches.clone();
+    let router = Router::new(RouteKey::EventType)
+        .route_batch("OrderPlaced", move |msgs: Vec<Message<Placed>>| {
+            b.lock().unwrap().push(msgs.iter().map(|m| m.body.order).collect());
+            // order 3 fails, the others are done
+            let out: Vec<Result<(), HandlerError>> =
+                msgs.iter().map(|m| if m.body.order == 3 { Err(HandlerError::retryable("busy")) } else { Ok(()) }).collect();
+            async move { out }
+        })
+        .route("OrderShipped", |_m: Message<Value>| async { Ok::<_, HandlerError>(()) });
+    let processor = Processor::router(router).with_envelope(EnvelopeKind::EventBridge);
+    assert!(processor.is_batch());
+    let conf = aws_sdk_sqs::Config::builder().behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest()).build();
+    let adapter = LambdaAdapter::new(processor, aws_sdk_sqs::Client::from_conf(conf)).with_context(QueueContext::default());
+    let (response, summary) = adapter.handle(event).await.unwrap();
+    assert_eq!(*batches.lock().unwrap(), [vec![1, 3, 5]], "one call for the route's messages, in order");
+    let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    // no DLQ known: the unrouted one is reported as a failure (the redrive policy moves it later)
+    assert_eq!(failed, ["m3", "m4"]);
+    assert_eq!(summary.failed.get("unrouted"), Some(&1), "{summary:?}");
+    assert_eq!(summary.succeeded, 3);
+}
