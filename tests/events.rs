@@ -37,17 +37,6 @@ async fn drain_with<T: Send + 'static>(processor: Processor<T>, queue: &Queue) -
         .expect("poller drained the queue")
 }
 
-/// Wait until `queue` holds `n` visible messages (producers deliver asynchronously).
-async fn wait_visible(queue: &Queue, n: u64) {
-    for _ in 0..120 {
-        if depth(queue).await.0 >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{} never held {n} messages: {:?}", queue.name(), depth(queue).await);
-}
-
 #[derive(Debug, Deserialize, PartialEq)]
 struct Order {
     id: u64,
@@ -76,17 +65,8 @@ fn sns_orders(seen: Seen) -> Processor<Order> {
 async fn sns_notifications_reach_the_poller_and_the_lambda_adapter_as_the_typed_payload_with_their_topic() {
     let (src, dlq) = queue_with_dlq("ev-sns", 3, false, 30).await;
     let (sns, topic) = producers::sns_topic_into(&src).await;
-    let kind =
-        aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value("order").build().unwrap();
-    sns.publish()
-        .topic_arn(&topic)
-        .message(r#"{"id":1,"sku":"a"}"#)
-        .subject("new order")
-        .message_attributes("kind", kind)
-        .send()
-        .await
-        .unwrap();
-    sns.publish().topic_arn(&topic).message(r#"{"id":2,"sku":"b"}"#).send().await.unwrap();
+    producers::publish(&sns, &topic, r#"{"id":1,"sku":"a"}"#, Some("new order"), &[("kind", "order")]).await;
+    producers::publish(&sns, &topic, r#"{"id":2,"sku":"b"}"#, None, &[]).await;
     // another producer sends straight to the queue: no envelope; its body must not be recorded
     src.send(OutgoingMessage::new(r#"{"id":3,"sku":"c","card":"4111-1111-1111-1111"}"#)).await.unwrap();
     wait_visible(&src, 3).await;
@@ -107,7 +87,7 @@ async fn sns_notifications_reach_the_poller_and_the_lambda_adapter_as_the_typed_
     assert!(dead[0].body.contains("4111"), "the body is kept as it was");
 
     // the Lambda adapter: an SqsEvent made of the very message SNS delivered
-    sns.publish().topic_arn(&topic).message(r#"{"id":4,"sku":"d"}"#).subject("lambda").send().await.unwrap();
+    producers::publish(&sns, &topic, r#"{"id":4,"sku":"d"}"#, Some("lambda"), &[]).await;
     let received = receive_exactly(&src, 1).await;
     assert!(received[0].body.contains(r#""Type": "Notification""#), "{}", received[0].body);
     let arn = src.attributes().await.unwrap().arn.unwrap();
@@ -419,15 +399,18 @@ async fn a_router_with_a_batch_route_works_in_the_lambda_adapter() {
         .route_batch("OrderPlaced", move |msgs: Vec<Message<Placed>>| {
             b.lock().unwrap().push(msgs.iter().map(|m| m.body.order).collect());
             // order 3 fails, the others are done
-            let out: Vec<Result<(), HandlerError>> =
-                msgs.iter().map(|m| if m.body.order == 3 { Err(HandlerError::retryable("busy")) } else { Ok(()) }).collect();
+            let out: Vec<Result<(), HandlerError>> = msgs
+                .iter()
+                .map(|m| if m.body.order == 3 { Err(HandlerError::retryable("busy")) } else { Ok(()) })
+                .collect();
             async move { out }
         })
         .route("OrderShipped", |_m: Message<Value>| async { Ok::<_, HandlerError>(()) });
     let processor = Processor::router(router).with_envelope(EnvelopeKind::EventBridge);
     assert!(processor.is_batch());
     let conf = aws_sdk_sqs::Config::builder().behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest()).build();
-    let adapter = LambdaAdapter::new(processor, aws_sdk_sqs::Client::from_conf(conf)).with_context(QueueContext::default());
+    let adapter =
+        LambdaAdapter::new(processor, aws_sdk_sqs::Client::from_conf(conf)).with_context(QueueContext::default());
     let (response, summary) = adapter.handle(event).await.unwrap();
     assert_eq!(*batches.lock().unwrap(), [vec![1, 3, 5]], "one call for the route's messages, in order");
     let failed: Vec<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();

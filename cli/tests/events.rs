@@ -34,30 +34,11 @@ fn executable(path: &Path, text: &str) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-async fn wait_visible(queue: &sqskit::Queue, n: u64) {
-    for _ in 0..120 {
-        if depth(queue).await.0 >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{} never held {n} messages", queue.name());
-}
-
 #[tokio::test]
 async fn exec_with_the_sns_envelope_gets_the_payload_on_stdin_and_the_topic_in_its_environment() {
     let (q, dlq) = queue_with_dlq("cli-ev-sns", 3, false, 30).await;
     let (sns, topic) = producers::sns_topic_into(&q).await;
-    let kind =
-        aws_sdk_sns::types::MessageAttributeValue::builder().data_type("String").string_value("order").build().unwrap();
-    sns.publish()
-        .topic_arn(&topic)
-        .message(r#"{"order":1}"#)
-        .subject("placed")
-        .message_attributes("kind", kind)
-        .send()
-        .await
-        .unwrap();
+    producers::publish(&sns, &topic, r#"{"order":1}"#, Some("placed"), &[("kind", "order")]).await;
     wait_visible(&q, 1).await;
     let dir = temp_dir("cli-ev-sns");
     let out = dir.join("seen");

@@ -38,3 +38,23 @@ pub async fn s3_bucket_notifying(queue: &Queue) -> (aws_sdk_s3::Client, String) 
         .expect("put bucket notification configuration");
     (s3, bucket)
 }
+
+/// Publish `message` to `topic` with an optional subject and String message attributes.
+pub async fn publish(
+    sns: &aws_sdk_sns::Client,
+    topic: &str,
+    message: &str,
+    subject: Option<&str>,
+    attributes: &[(&str, &str)],
+) {
+    let mut call = sns.publish().topic_arn(topic).message(message).set_subject(subject.map(str::to_string));
+    for (name, value) in attributes {
+        let v = aws_sdk_sns::types::MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(*value)
+            .build()
+            .expect("attribute");
+        call = call.message_attributes(*name, v);
+    }
+    call.send().await.expect("publish");
+}
