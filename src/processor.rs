@@ -537,7 +537,6 @@ impl<T: Send + 'static> Processor<T> {
                     Ok(Vec::new())
                 }
                 Opened::Payloads(items) => {
-                    let many = items.len() > 1;
                     let mut out = Vec::with_capacity(items.len());
                     for (i, payload) in items.into_iter().enumerate() {
                         let body = self.decode_payload(&payload.text).map_err(|f| {
@@ -545,12 +544,12 @@ impl<T: Send + 'static> Processor<T> {
                                 return f; // a schema's verdict: its paths are the payload's
                             }
                             // "body is not a valid T": name the payload inside the envelope instead
+                            use crate::envelope::EnvelopeKind as K;
                             let what = match kind {
-                                crate::envelope::EnvelopeKind::Sns => "Message".to_string(),
-                                crate::envelope::EnvelopeKind::EventBridge => "detail".to_string(),
-                                crate::envelope::EnvelopeKind::S3 => format!("Records[{i}]"),
-                                _ if many => format!("payload {i}"),
-                                _ => "data".to_string(),
+                                K::Sns => "Message".to_string(),
+                                K::EventBridge => "detail".to_string(),
+                                K::S3 => format!("Records[{i}]"),
+                                K::CloudEvents => "data".to_string(),
                             };
                             let error = match f.error.strip_prefix("body ") {
                                 Some(rest) => format!("{kind} envelope: {what} {rest}"),
