@@ -625,6 +625,9 @@ mod tests {
         let p = payloads(EnvelopeKind::CloudEvents, json);
         assert_eq!(p[0].text, r#"{"a":[1,2]}"#);
         assert_eq!(p[0].envelope.attribute("tenant"), Some("acme"));
+        let names: Vec<&str> = p[0].envelope.fields().iter().map(|(k, _)| *k).collect();
+        assert!(names.iter().all(|k| FIELD_NAMES.contains(k)), "{names:?}");
+        assert!(names.contains(&"EVENT_EXTENSIONS") && names.contains(&"EVENT_TYPE"), "{names:?}");
         let b64 = r#"{"specversion":"1.0","id":"1","source":"/s","type":"t","datacontenttype":"application/json","data_base64":"eyJhIjoxfQ=="}"#;
         assert_eq!(payloads(EnvelopeKind::CloudEvents, b64)[0].text, r#"{"a":1}"#);
         let text =
