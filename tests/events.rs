@@ -367,7 +367,7 @@ async fn a_rate_one_minute_rule_delivers_to_a_running_poller_once_a_minute() {
         let (id, source, resources) =
             tokio::time::timeout(Duration::from_secs(240), rx.recv()).await.expect("the schedule fired").unwrap();
         assert_eq!(source, "aws.events");
-        assert_eq!(resources, [rule_arn.clone()]);
+        assert_eq!(resources, std::slice::from_ref(&rule_arn));
         ids.insert(id);
     }
     delete_rule(&eb, &rule).await;

@@ -723,7 +723,8 @@ mod envelopes {
 
     #[tokio::test]
     async fn a_payload_that_does_not_decode_names_the_envelope_and_the_payload_not_its_value() {
-        let p = Processor::json(|_m: Message<Order>| async { Ok::<_, HandlerError>(()) }).with_envelope(EnvelopeKind::Sns);
+        let p =
+            Processor::json(|_m: Message<Order>| async { Ok::<_, HandlerError>(()) }).with_envelope(EnvelopeKind::Sns);
         assert!(p.call_handler(Arc::new(msg("a", &sns(r#"{"id":1}"#), None, 1))).await.is_ok());
         let f = p.call_handler(Arc::new(msg("b", &sns(r#"{"id":"4111-1111"}"#), None, 1))).await.unwrap_err();
         assert_eq!(f.kind, FailureKind::Undecodable);
