@@ -186,14 +186,23 @@ pub fn mark(msg: &mut OutgoingMessage, when: SystemTime) {
     msg.attributes.insert(DELIVER_AT.to_string(), AttributeValue::number(epoch_millis(when).to_string()));
 }
 
-/// The next hop of a received message due in `remaining`: the same body, attributes (the due
-/// time included), `AWSTraceHeader` and fair-queue group, delayed by `min(remaining, hop)`
-/// (whole seconds, at least one).
-pub fn next_hop(m: &ReceivedMessage, remaining: Duration, hop: Duration) -> OutgoingMessage {
+/// A fresh copy of a received standard-queue message, to be sent in its place: the same body
+/// (a claim-check pointer stays a pointer), attributes, `AWSTraceHeader` and fair-queue group
+/// (the tenant). A delay hop and a carry-over ([`settle::carry_over`](crate::settle::carry_over))
+/// both send one, then delete the message received; the copy starts with no receive counted.
+pub fn copy_of(m: &ReceivedMessage) -> OutgoingMessage {
     let mut out = OutgoingMessage::new(m.body.clone());
     out.attributes = m.attributes.clone();
     out.trace_header = crate::trace::received_trace_header(m);
     out.group_id = m.group_id().map(str::to_string);
+    out
+}
+
+/// The next hop of a received message due in `remaining`: the same body, attributes (the due
+/// time included), `AWSTraceHeader` and fair-queue group, delayed by `min(remaining, hop)`
+/// (whole seconds, at least one).
+pub fn next_hop(m: &ReceivedMessage, remaining: Duration, hop: Duration) -> OutgoingMessage {
+    let mut out = copy_of(m);
     let hop = hop.clamp(Duration::from_secs(1), MAX_HOP);
     out.delay_seconds = Some(ceil_secs(remaining.min(hop)).max(1));
     out

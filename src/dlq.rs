@@ -1,20 +1,32 @@
 //! Dead letters: archive and alert, redrive, message move tasks.
 //!
-//! It owns what is done with a dead-letter queue's messages once they are there, in three
-//! parts: `archive.rs` ([`DlqMonitor`]: archive to S3, one aggregated SNS alert, drain),
-//! `redrive.rs` ([`Redriver`], [`redrive`]: client-side, filtered, each message deleted from the
-//! DLQ only after it was sent back) and `move_task.rs` (SQS's own `StartMessageMoveTask`,
-//! list and cancel). This file holds what they share: the one error type [`DlqError`] and how a
-//! dead letter says where it came from and why ([`source_queue`], [`error_kind`]). It does not
-//! dead-letter anything: the processor does, through [`settle`](crate::settle), which defines
-//! the error attributes read here.
+//! It owns what is done with a dead-letter queue's messages once they are there, in six parts:
+//!
+//! - [`inspect`]: look at a DLQ (counts by error kind and source queue, one row per message) and
+//!   delete chosen messages (`sqskit dlq list`, the console's dead-letter page);
+//! - `archive.rs` ([`DlqMonitor`]): archive to S3, one aggregated SNS alert, drain;
+//! - [`replay`]: browse that archive and replay records to their source queue (`sqskit dlq
+//!   replay`, the console's archive page);
+//! - `redrive.rs` ([`Redriver`], [`redrive`]): the client-side redrive, filtered, each message
+//!   deleted from the DLQ only after it was sent back;
+//! - `move_task.rs`: SQS's own `StartMessageMoveTask`, list and cancel;
+//! - `task_redrive.rs` ([`plan_move_task_redrive`], [`move_task_redrive`]): a move task for what
+//!   SQS moved, the client-side redrive for what sqskit dead-lettered.
+//!
+//! This file holds what they share: the one error type [`DlqError`] and how a dead letter says where it came
+//! from and why ([`origin`], [`source_queue`], [`error_kind`]). It does not dead-letter
+//! anything: the processor does, through [`settle`](crate::settle), which defines the error
+//! attributes read here.
 
 use crate::message::ReceivedMessage;
 use crate::settle::dead_letter_attributes as dl;
 
 mod archive;
+pub mod inspect;
 mod move_task;
 mod redrive;
+pub mod replay;
+mod task_redrive;
 
 pub use archive::{
     archive_document, archive_key, ArchiveReport, Archived, DlqMonitor, DrainReport, MonitorConfig, MonitorSummary,
@@ -24,6 +36,9 @@ pub use move_task::{
     MAX_LISTED_MOVE_TASKS, MAX_MOVE_TASK_RATE, MOVE_TASK_RUNNING,
 };
 pub use redrive::{redrive, redriven_message, PlannedMove, RedriveFilter, RedriveOptions, RedriveReport, Redriver};
+pub use task_redrive::{
+    move_task_redrive, plan_move_task_redrive, MoveTaskPlan, MoveTaskRedriveReport, StartedMoveTask,
+};
 
 /// Errors of the DLQ tools.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +72,28 @@ pub enum DlqError {
         /// The SNS error.
         message: String,
     },
+    /// An S3 call reading the archive failed (see [`replay::Archive`]).
+    #[error("S3 {operation} on s3://{bucket}/{key} failed: {message}")]
+    ArchiveRead {
+        /// The S3 operation.
+        operation: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The key or prefix.
+        key: String,
+        /// The S3 error.
+        message: String,
+    },
+    /// An object of the archive is not an archive record (see [`replay::Archive::read`]).
+    #[error("s3://{bucket}/{key} is not an archive record: {reason}")]
+    NotARecord {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// A redrive filter expression that does not parse (see [`RedriveFilter`]).
     #[error("invalid filter {expr:?}: {reason}")]
     InvalidFilter {
@@ -79,6 +116,15 @@ pub enum DlqError {
         handle: Option<String>,
         /// Status of the DLQ's most recent task, if it has any.
         latest: Option<String>,
+    },
+    /// A message move task of the DLQ is running: a redrive with a move task would take its
+    /// messages while it runs, and could not start its own.
+    #[error("a message move task is running on {queue} (task handle {handle}); wait for it or cancel it")]
+    MoveTaskRunning {
+        /// The DLQ's name.
+        queue: String,
+        /// The running task's handle.
+        handle: String,
     },
     /// An SQS call failed, or an argument was refused before any call
     /// ([`Error::Limit`](crate::Error::Limit), [`Error::Invalid`](crate::Error::Invalid)).
@@ -124,12 +170,87 @@ pub(crate) fn error_info(m: &ReceivedMessage) -> (Option<String>, Option<String>
 /// when system attributes `All` are requested), else the processor's `sqskit-source-queue`
 /// attribute. `None` when neither says (the caller may ask `ListDeadLetterSourceQueues`).
 pub fn source_queue(m: &ReceivedMessage) -> Option<String> {
+    sqs_source(m).map(str::to_string).or_else(|| error_info(m).2)
+}
+
+/// How a dead letter came to the DLQ, which decides how it can go back (see [`origin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[non_exhaustive]
+pub enum Origin {
+    /// SQS's redrive policy moved it: it carries `DeadLetterQueueSourceArn`, so a message move
+    /// task without a destination can return it.
+    #[serde(rename = "sqs")]
+    Sqs,
+    /// sqskit dead-lettered it itself (with `SendMessage`): its source is in the processor's
+    /// `sqskit-source-queue` attribute (or in `sqskit-dead-letter`); a move task without a
+    /// destination cannot return it, [`redrive`] can.
+    #[serde(rename = "sqskit")]
+    Sqskit,
+    /// Neither says where it came from (e.g. sent to the DLQ directly).
+    #[serde(rename = "none")]
+    Unrecorded,
+}
+
+impl Origin {
+    /// All origins, in order.
+    pub const ALL: [Origin; 3] = [Origin::Sqs, Origin::Sqskit, Origin::Unrecorded];
+
+    /// The name `redrive --filter origin=` takes: `sqs`, `sqskit` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Sqs => "sqs",
+            Origin::Sqskit => "sqskit",
+            Origin::Unrecorded => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a dead letter's source is recorded: [`Origin::Sqs`] when it carries a non-empty
+/// `DeadLetterQueueSourceArn` (also when it has sqskit's attributes too: a move task returns it),
+/// else [`Origin::Sqskit`] when the processor's attributes name its source queue, else
+/// [`Origin::Unrecorded`]. [`source_queue`] reads the queue from the same places.
+///
+/// # Example
+/// ```
+/// use sqskit::dlq::{origin, Origin};
+/// let mut m = sqskit::ReceivedMessage {
+///     message_id: "m-1".into(),
+///     receipt_handle: "h".into(),
+///     body: "{}".into(),
+///     attributes: Default::default(),
+///     system_attributes: Default::default(),
+///     received_at: std::time::Instant::now(),
+///     queue_url: None,
+/// };
+/// assert_eq!(origin(&m), Origin::Unrecorded);
+/// m.attributes.insert("sqskit-error-kind".into(), sqskit::AttributeValue::string("permanent"));
+/// m.attributes.insert("sqskit-source-queue".into(), sqskit::AttributeValue::string("orders"));
+/// assert_eq!(origin(&m), Origin::Sqskit);
+/// m.system_attributes.insert("DeadLetterQueueSourceArn".into(), "arn:aws:sqs:us-east-1:1:orders".into());
+/// assert_eq!(origin(&m), Origin::Sqs);
+/// ```
+pub fn origin(m: &ReceivedMessage) -> Origin {
+    if sqs_source(m).is_some() {
+        Origin::Sqs
+    } else if error_info(m).2.is_some() {
+        Origin::Sqskit
+    } else {
+        Origin::Unrecorded
+    }
+}
+
+/// The source queue's name from `DeadLetterQueueSourceArn`.
+fn sqs_source(m: &ReceivedMessage) -> Option<&str> {
     m.system_attributes
         .get("DeadLetterQueueSourceArn")
         .and_then(|arn| arn.rsplit(':').next())
         .filter(|name| !name.is_empty())
-        .map(str::to_string)
-        .or_else(|| error_info(m).2)
 }
 
 /// The error kind [`redrive`] filters and reports for a dead letter without one: a message SQS's

@@ -351,8 +351,7 @@ async fn drain_output(
                 return tail;
             }
         }
-        let text = String::from_utf8_lossy(&line);
-        tracing::info!(message_id = %message_id, stream = which, "{}", text.trim_end_matches(['\n', '\r']));
+        tracing::info!(message_id = %message_id, stream = which, "{}", printable(&line));
         if keep > 0 {
             tail.extend_from_slice(&line);
             if tail.len() > keep {
@@ -360,6 +359,23 @@ async fn drain_output(
             }
         }
     }
+}
+
+/// One line of a command's output as a log line: invalid UTF-8 as U+FFFD, control characters
+/// (an ANSI escape sequence, a NUL, a lone carriage return) escaped, so that a handler printing
+/// binary cannot garble or forge the log around it.
+fn printable(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches(['\n', '\r']);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `: stderr: "…"` with the end of a command's stderr, or nothing.
@@ -589,6 +605,14 @@ impl Handler<String> for HttpHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_lines_are_logged_printable() {
+        assert_eq!(printable(b"plain text\n"), "plain text");
+        assert_eq!(printable(b"\x1b[31mred\x1b[0m\r\n"), "\\u{1b}[31mred\\u{1b}[0m");
+        assert_eq!(printable(b"a\0b\rc\td"), "a\\u{0}b\\rc\td");
+        assert_eq!(printable(&[0xff, b'x', 0xfe]), "\u{fffd}x\u{fffd}");
+    }
 
     #[test]
     fn http_status_mapping() {

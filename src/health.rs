@@ -4,11 +4,16 @@
 //!   (with or without messages) within the liveness window (2 × the long-poll wait + a
 //!   margin) — or it has no reason to call: every receiver is waiting for a free handler slot
 //!   (or parked behind the one receiver that long-polls an empty queue for all, which is then
-//!   itself waiting for a slot), or the poller is draining after a shutdown signal. A poller
-//!   that has been unable to reach SQS for longer than the window (a network partition, credentials that no longer work, a
-//!   wedged task) is not live; an orchestrator then replaces it.
-//! - **Ready**: the queues were resolved (the poller started), the last `ReceiveMessage` call
-//!   succeeded, and the poller is not draining.
+//!   itself waiting for a slot) *and the slots are moving* (a message started or finished within
+//!   the slot window: the longest a message may legitimately hold a slot), or the poller is
+//!   draining after a shutdown signal. A poller that has been unable to reach SQS for longer
+//!   than the window (a network partition, credentials that no longer work), whose slots stopped
+//!   moving (leaked: a message wedged outside its handler), or one of whose messages' tasks
+//!   ended in a panic the processor could not catch, is not live; an orchestrator then replaces
+//!   it.
+//! - **Ready**: the queues were resolved (the poller reached SQS and started), the last
+//!   `ReceiveMessage` call succeeded (or none returned yet: an idle long poll takes up to 20 s),
+//!   and the poller is not draining.
 //!
 //! Before the poller's first receive, the window counts from when the [`Health`] was made.
 //!
@@ -36,10 +41,17 @@ pub struct Health {
     /// Milliseconds after `born` of the last successful receive (0: none yet).
     last_ok_ms: AtomicU64,
     waiting: AtomicUsize,
+    parked: AtomicUsize,
     receivers: AtomicUsize,
     resolved: AtomicBool,
     last_call_ok: AtomicBool,
     draining: AtomicBool,
+    /// Milliseconds after `born` a message last started or finished (0: none yet).
+    last_progress_ms: AtomicU64,
+    /// The slot window in milliseconds (0: not set; then only the receive window counts).
+    slot_window_ms: AtomicU64,
+    /// A message's task ended in a panic nobody caught: its accounting cannot be trusted.
+    wedged: AtomicBool,
 }
 
 /// A snapshot of [`Health`], as the health endpoints print it (JSON).
@@ -53,9 +65,14 @@ pub struct HealthReport {
     pub since_last_receive_s: f64,
     /// The liveness window in seconds.
     pub window_s: f64,
-    /// Receivers waiting for a free handler slot, or parked while another long-polls their
-    /// empty queue.
+    /// Receivers waiting for a free handler slot.
     pub waiting_for_slots: usize,
+    /// Receivers parked while another long-polls their empty queue.
+    pub parked: usize,
+    /// Seconds since a message last started or finished (since start when none did).
+    pub since_last_progress_s: f64,
+    /// Whether a message's task ended in a panic that was not caught (not live).
+    pub wedged: bool,
     /// Receivers running.
     pub receivers: usize,
     /// Whether the queues were resolved.
@@ -81,10 +98,40 @@ impl Health {
             window_ms: AtomicU64::new(millis(window)),
             last_ok_ms: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             receivers: AtomicUsize::new(0),
             resolved: AtomicBool::new(false),
             last_call_ok: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            last_progress_ms: AtomicU64::new(0),
+            slot_window_ms: AtomicU64::new(0),
+            wedged: AtomicBool::new(false),
+        }
+    }
+
+    /// Set the slot window: the longest a message may hold a handler slot without anything
+    /// starting or finishing (the poller: its longest visibility extension + 2 × the visibility
+    /// timeout + the liveness margin + the longest rate period).
+    pub fn set_slot_window(&self, window: Duration) {
+        self.slot_window_ms.store(u64::try_from(window.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// A message started or finished: the slots are moving.
+    pub(crate) fn progress(&self) {
+        self.last_progress_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// A message's task ended in a panic that was not caught: the poller is no longer live.
+    pub(crate) fn wedged(&self) {
+        self.wedged.store(true, Ordering::Relaxed);
+    }
+
+    /// A receiver parks (its queue is empty and another receiver long-polls it) or wakes.
+    pub(crate) fn parked(&self, on: bool) {
+        if on {
+            self.parked.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.parked.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -97,9 +144,11 @@ impl Health {
         (self.born.elapsed().as_millis() as u64).max(1)
     }
 
-    /// The queues were resolved: the poller is about to receive.
+    /// The queues were resolved (SQS answered): the poller is about to receive. Ready from
+    /// now on, until a receive fails (an idle queue's first long poll may take 20 s to return).
     pub fn queues_resolved(&self) {
         self.resolved.store(true, Ordering::Relaxed);
+        self.last_call_ok.store(true, Ordering::Relaxed);
     }
 
     /// A `ReceiveMessage` call returned (with or without messages).
@@ -153,17 +202,25 @@ impl Health {
         let since = now.saturating_sub(last);
         let window = self.window_ms.load(Ordering::Relaxed);
         let waiting = self.waiting.load(Ordering::Relaxed);
+        let parked = self.parked.load(Ordering::Relaxed);
         let receivers = self.receivers.load(Ordering::Relaxed);
         let draining = self.draining.load(Ordering::Relaxed);
         let resolved = self.resolved.load(Ordering::Relaxed);
         let last_ok = self.last_call_ok.load(Ordering::Relaxed);
-        let all_waiting = receivers > 0 && waiting >= receivers;
+        let wedged = self.wedged.load(Ordering::Relaxed);
+        let since_progress = now.saturating_sub(self.last_progress_ms.load(Ordering::Relaxed));
+        let slot_window = self.slot_window_ms.load(Ordering::Relaxed);
+        let slots_moving = slot_window == 0 || since_progress <= slot_window;
+        let all_waiting = receivers > 0 && waiting + parked >= receivers && slots_moving;
         HealthReport {
-            live: draining || all_waiting || since <= window,
+            live: !wedged && (draining || all_waiting || since <= window),
             ready: resolved && last_ok && !draining,
             since_last_receive_s: since as f64 / 1000.0,
             window_s: window as f64 / 1000.0,
             waiting_for_slots: waiting,
+            parked,
+            since_last_progress_s: since_progress as f64 / 1000.0,
+            wedged,
             receivers,
             queues_resolved: resolved,
             last_receive_ok: last_ok,
@@ -200,5 +257,29 @@ mod tests {
         assert!(h.live());
         h.draining();
         assert!(h.live() && !h.ready());
+    }
+
+    #[test]
+    fn slots_that_stop_moving_fail_liveness_and_a_wedge_fails_it_for_good() {
+        let h = Health::new(Duration::from_millis(30));
+        h.set_slot_window(Duration::from_millis(80));
+        h.queues_resolved();
+        assert!(h.ready(), "ready once SQS answered the queue lookups, before the first long poll returns");
+        h.receiver(true);
+        h.parked(true);
+        let r = h.report();
+        assert_eq!((r.waiting_for_slots, r.parked), (0, 1), "parked is not waiting for slots");
+        h.parked(false);
+        h.waiting(true);
+        h.progress();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(h.live(), "waiting for slots that moved 50 ms ago (slot window 80 ms)");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(!h.live(), "nothing started or finished for 110 ms: the slots leaked");
+        h.progress();
+        assert!(h.live());
+        h.wedged();
+        h.receive_succeeded();
+        assert!(!h.live(), "an uncaught panic in a message's task");
     }
 }

@@ -5,7 +5,7 @@
 //! console's overview shows), a queue's [`QueueSettings`] (the attributes that matter when
 //! operating it) and its tags (where a paused queue is marked, [`PAUSED_TAG`]). Nothing here
 //! receives a message, so nothing here changes a receive count; looking at messages is
-//! [`dead_letters`](crate::dead_letters)' job (feature `dlq`).
+//! [`dlq::inspect`](crate::dlq::inspect)'s job (feature `dlq`).
 
 use std::collections::{BTreeMap, HashMap};
 

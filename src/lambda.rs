@@ -45,7 +45,7 @@ use crate::client::Queue;
 use crate::error::Error;
 use crate::idempotency::{IdempotencyCounts, Lease};
 use crate::message::{AttributeValue, ReceivedMessage};
-use crate::processor::{Decision, Outcome, Processor, QueueContext, Sequence};
+use crate::processor::{Decision, Drive, Outcome, Processor, QueueContext, Sequence};
 use crate::settle::Actions;
 
 pub use aws_lambda_events;
@@ -628,7 +628,10 @@ async fn run_until_cut<T: Send + 'static>(
         outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[i] = Some(outcome);
     };
     if processor.is_batch() {
-        for d in processor.process_whole(ctx, messages.to_vec(), Some(cut), Some(cut)).await {
+        for d in processor
+            .process_whole(ctx, messages.to_vec(), Drive { stop: Some(cut), lease: Some(cut), started: None })
+            .await
+        {
             if let Some(i) = messages.iter().position(|m| Arc::ptr_eq(m, &d.message)) {
                 put(i, d.outcome);
             }

@@ -41,9 +41,9 @@
 //! - [`inventory`]: list queues, their depth and their DLQ's, settings and tags (`sqskit stats`).
 //! - [`settle`]: the one path that turns outcomes into SQS actions (delete, visibility, DLQ).
 //! - [`processor`]: handlers and the engine that decides every message, the FIFO rules.
-//! - [`dlq`]: archive dead letters to S3 with one aggregated SNS alert, redrive, move tasks.
-//! - [`dead_letters`]: look at a DLQ (counts by kind and source, one row per message), delete chosen ones.
-//! - [`archive_replay`]: browse the DLQ archive in S3 and replay records to their source queue.
+//! - [`dlq`]: dead letters: look at a DLQ and delete chosen ones ([`dlq::inspect`]), archive to S3
+//!   with one aggregated SNS alert, browse the archive and replay it ([`dlq::replay`]), redrive,
+//!   move tasks.
 //! - [`config`]: processor and idempotency settings from the environment (for the Lambdas).
 //! - [`poller`]: the long-running consumer (concurrency, heartbeat, ack batching, shutdown).
 //! - [`status`]: a poller's state as one snapshot (`/status` next to `/metrics`).
@@ -85,7 +85,7 @@
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
 //! | `payload` | no | [`payload`]: bodies over 1 MiB through S3 (claim check, Extended Client format) |
-//! | `dlq` | no | [`dlq`]: archive to S3, one SNS alert, redrive; [`dead_letters`], [`archive_replay`] (enables `payload`) |
+//! | `dlq` | no | [`dlq`]: archive to S3, one SNS alert, redrive, move tasks, [`dlq::inspect`], [`dlq::replay`] (enables `payload`) |
 //! | `prometheus` | no | `metrics::install_prometheus` |
 //! | `idempotency-dynamodb` | no | `idempotency::DynamoDbStore` (Powertools' record layout) |
 //! | `idempotency-redis` | no | `idempotency::RedisStore` |
@@ -105,10 +105,10 @@ macro_rules! guide_links {
     () => {
         concat!(
             "[../README.md]: https://github.com/sqskit/sqskit/blob/HEAD/README.md\n",
-            "[../src/archive_replay.rs]: crate::archive_replay\n",
-            "[../src/dead_letters.rs]: crate::dead_letters\n",
             "[../src/delay.rs]: crate::delay\n",
             "[../src/dlq.rs]: crate::dlq\n",
+            "[../src/dlq/inspect.rs]: crate::dlq::inspect\n",
+            "[../src/dlq/replay.rs]: crate::dlq::replay\n",
             "[../src/handlers.rs]: crate::handlers\n",
             "[../src/idempotency.rs]: crate::idempotency\n",
             "[../src/inventory.rs]: crate::inventory\n",
@@ -131,6 +131,7 @@ macro_rules! guide_links {
             "[fair-queues.md]: crate::guide::fair_queues\n",
             "[guarantees.md]: crate::guide::guarantees\n",
             "[guarantees.md#fifo-order-per-group]: crate::guide::guarantees#fifo-order-per-group\n",
+            "[guarantees.md#leases]: crate::guide::guarantees#leases\n",
             "[guarantees.md#retries-against-maxreceivecount]: crate::guide::guarantees#retries-against-maxreceivecount\n",
             "[guarantees.md#what-counts-as-success]: crate::guide::guarantees#what-counts-as-success\n",
             "[handlers.md]: crate::guide::handlers\n",
@@ -154,13 +155,9 @@ macro_rules! guide_links {
 }
 // END guide_links
 
-#[cfg(feature = "dlq")]
-pub mod archive_replay;
 pub mod client;
 pub mod config;
 pub mod context;
-#[cfg(feature = "dlq")]
-pub mod dead_letters;
 pub mod delay;
 #[cfg(feature = "dlq")]
 pub mod dlq;

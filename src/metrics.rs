@@ -49,6 +49,9 @@ pub mod names {
     pub const TENANT_MESSAGES: &str = "sqskit_tenant_messages_total";
     /// Counter: messages not due yet, re-sent with their next delay hop (not run).
     pub const DEFERRED: &str = "sqskit_messages_deferred_total";
+    /// Counter: messages released unstarted on their last allowed receive and carried over as a
+    /// fresh copy instead (see [`settle::carry_over`](crate::settle::carry_over)).
+    pub const CARRIED_OVER: &str = "sqskit_messages_carried_over_total";
     /// Counter: duplicates deleted without running the handler (their delete confirmed).
     pub const DUPLICATES: &str = "sqskit_messages_duplicate_total";
     /// Gauge, labels `queue`, `state` (`visible`, `in_flight`, `delayed`): queue depth.

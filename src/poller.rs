@@ -16,14 +16,24 @@
 //! receiver the others park, so an idle poller makes one `ReceiveMessage` per queue per
 //! `wait_time` however many receivers it has; the first messages one of them gets wake them all.
 //!
-//! Shutdown (when the `shutdown` future completes): in-flight long polls are
-//! cancelled at once; messages received but not started are released (visibility 0);
-//! running handlers get `shutdown_timeout` to finish; pending acks are flushed.
+//! Shutdown (when the `shutdown` future completes, or the queues are empty with `until_empty`):
+//! no new receive goes out; open long polls are let return (they live on at SQS whatever the
+//! client does) and what they bring goes back unstarted, as does every message that has not
+//! started (prefetched, or waiting for its rate turn); running handlers finish; all of it
+//! within `shutdown_timeout`. At that deadline what is still going is cut like a lease that
+//! ends (running handlers stop as retryable timeouts, waiting messages go back) and settled
+//! within 3 s more; then pending acks are flushed. "Back unstarted" is a release
+//! (visibility 0), except for a message on its last allowed receive, which SQS would move to
+//! the DLQ unrun: on a standard queue it is carried over as a fresh copy
+//! ([`settle::carry_over`](crate::settle::carry_over)), in a FIFO group it runs through.
 //!
-//! Leases: the heartbeat extends a unit's messages until its next extension would pass
-//! `max_visibility_extension` since receipt; then the running handler is cancelled (a
-//! retryable `timeout`) while the lease still has half a visibility timeout left, so no
-//! handler runs past its lease. In a FIFO group each message is deleted as soon as its
+//! Leases: a message's lease budget is spent only on running it. The heartbeat extends a
+//! unit's messages while they wait for a slot or a rate turn and while they run; the running
+//! handler is cancelled (a retryable `timeout`) when the next extension would pass
+//! `max_visibility_extension` since it *started*, and a message still waiting when SQS's 12
+//! hours from receipt come near is given back; either way while the lease still has half a
+//! visibility timeout left, so no handler runs past its lease. A panic anywhere in a message's
+//! steps is its retryable failure. In a FIFO group each message is deleted as soon as its
 //! outcome is known (batched with others, not held until the group finishes).
 //!
 //! Acks go through a bounded channel: when SQS is slow to confirm deletes, handlers wait
@@ -48,7 +58,7 @@ mod unit;
 
 use acker::{acker, Ack};
 pub use config::{PollerConfig, QueueSpec};
-use receive::{receiver, Ghosts, Picker};
+use receive::{receiver, Picker};
 use stats::depth_reporter;
 pub use stats::{PollStats, PollSummary};
 
@@ -166,7 +176,22 @@ impl<T: Send + 'static> Poller<T> {
             contexts.push((ctx, w.max(1)));
         }
         let health = config.health.clone().unwrap_or_default();
-        health.set_window(config.wait_time * 2 + config.liveness_margin);
+        health.set_window(config.wait_time.saturating_mul(2).saturating_add(config.liveness_margin));
+        // the longest a message may hold a slot without anything starting or finishing: its run
+        // (capped by the extension limit), two visibility timeouts, the margin, one rate period
+        let rate_period = contexts
+            .iter()
+            .flat_map(|(ctx, _): &(QueueContext, u32)| ctx.rates.iter())
+            .map(|r| Duration::from_secs_f64(1.0 / r.rate()))
+            .max()
+            .unwrap_or_default();
+        health.set_slot_window(
+            config
+                .max_visibility_extension
+                .saturating_add(config.visibility_timeout.saturating_mul(2))
+                .saturating_add(config.liveness_margin)
+                .saturating_add(rate_period),
+        );
         health.queues_resolved();
         let config = PollerConfig { health: Some(health), ..config };
         Ok(Self { processor, queues: contexts, config, stats: Arc::default() })
@@ -189,6 +214,7 @@ impl<T: Send + 'static> Poller<T> {
         let config = Arc::new(config);
         let stop = CancellationToken::new();
         let drain_acks = CancellationToken::new();
+        let cut = CancellationToken::new();
         let mut ackers = JoinSet::new();
         let tenants =
             (config.tenant_metrics > 0).then(|| Arc::new(crate::metrics::TenantLabels::new(config.tenant_metrics)));
@@ -214,8 +240,8 @@ impl<T: Send + 'static> Poller<T> {
         let whole_batches = prefetch >= (receivers * MAX_BATCH_ENTRIES).max(2 * MAX_BATCH_ENTRIES);
         let tracker = TaskTracker::new();
         let picker = Arc::new(Mutex::new(Picker::new(sources.iter().map(|s| s.weight).collect())));
-        let ghosts = Arc::new(Ghosts::default());
         let wake = Arc::new(Notify::new());
+        let returned: receive::Returned = Arc::default();
         let mut recv_tasks = JoinSet::new();
         for _ in 0..receivers {
             recv_tasks.spawn(receiver(
@@ -227,9 +253,10 @@ impl<T: Send + 'static> Poller<T> {
                 config.clone(),
                 stats.clone(),
                 stop.clone(),
+                cut.clone(),
                 tracker.clone(),
-                ghosts.clone(),
                 wake.clone(),
+                returned.clone(),
                 whole_batches,
             ));
         }
@@ -246,15 +273,43 @@ impl<T: Send + 'static> Poller<T> {
             h.draining();
         }
         stop.cancel();
-        while recv_tasks.join_next().await.is_some() {}
+        // one deadline for the whole drain: open receives return (what they bring goes back
+        // unstarted) while running handlers finish
+        let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+        let receives = async { while recv_tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout_at(deadline, receives).await.is_err() {
+            tracing::warn!(
+                deadline = ?config.shutdown_timeout,
+                "receives still open at the shutdown deadline (keep it above the wait time); abandoning them"
+            );
+            recv_tasks.abort_all();
+            while recv_tasks.join_next().await.is_some() {}
+        }
+        // what the last receives brought, given back now that none is open
+        let back = std::mem::take(&mut *lock(&returned));
+        for (i, source) in sources.iter().enumerate() {
+            let mine: Vec<_> = back.iter().filter(|(s, _)| *s == i).map(|(_, m)| m.clone()).collect();
+            if !mine.is_empty() {
+                unit::give_back(source, &stats, mine).await;
+            }
+        }
         side.abort_all();
         tracker.close();
-        if tokio::time::timeout(config.shutdown_timeout, tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, tracker.wait()).await.is_err() {
+            // the deadline: cut what is still going (running handlers end as retryable
+            // timeouts, waiting messages go back unstarted) and settle it, briefly
             tracing::warn!(
                 still_running = tracker.len(),
                 deadline = ?config.shutdown_timeout,
-                "handlers still running at the shutdown deadline; their messages come back after the visibility timeout"
+                "handlers still running at the shutdown deadline; cancelling them (retryable timeouts)"
             );
+            cut.cancel();
+            if tokio::time::timeout(CUT_GRACE, tracker.wait()).await.is_err() {
+                tracing::warn!(
+                    still_running = tracker.len(),
+                    "messages still being settled after the cut; they come back after their visibility timeout"
+                );
+            }
         }
         drop(sources);
         drain_acks.cancel();
@@ -264,6 +319,9 @@ impl<T: Send + 'static> Poller<T> {
         summary
     }
 }
+
+/// How long the units cut at the drain's deadline get to settle their outcomes.
+const CUT_GRACE: Duration = Duration::from_secs(3);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())

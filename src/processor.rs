@@ -482,9 +482,6 @@ impl<T: Send + 'static> Processor<T> {
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
     ) -> Result<Done, Failure> {
-        if let Some(ctx) = ctx {
-            ctx.start_gate().await;
-        }
         let raw = self.resolve(ctx, raw).await?;
         let msgs = self.open(&raw)?;
         let Some(idem) = &self.idempotency else {
@@ -649,7 +646,10 @@ impl<T: Send + 'static> Processor<T> {
             _ = cancel.cancelled() => {
                 return failed(
                     FailureKind::TimedOut,
-                    format!("{what} cancelled: its lease reached the longest visibility extension allowed"),
+                    format!(
+                        "{what} cancelled: its lease ended (the longest visibility extension allowed, the shutdown \
+                         deadline or the invocation's deadline)"
+                    ),
                 )
             }
         };
@@ -687,29 +687,68 @@ impl<T: Send + 'static> Processor<T> {
         Verdict::Retry { visibility, failure }
     }
 
-    /// Run and decide one message, inside a tracing span with its id, queue and receive count.
-    /// A message to dead-letter is sent to the DLQ before this returns: the outcome is
+    /// Run and decide one message, inside a tracing span with its id, queue and receive count:
+    /// its turn under the context's start limits first, then the handler. A message to
+    /// dead-letter is sent to the DLQ before this returns: the outcome is
     /// [`Outcome::DeadLetter`] only when the DLQ confirmed it, else a retry with backoff.
     pub async fn process_one(&self, ctx: &QueueContext, raw: Arc<ReceivedMessage>) -> Outcome {
-        self.process_one_until(ctx, raw, None).await
+        self.process_one_driven(ctx, raw, Drive::default()).await
     }
 
-    async fn process_one_until(
+    /// [`Processor::process_one`] as a runtime drives it (see [`Drive`]). A panic anywhere in
+    /// the message's steps (outside its handler too: a claim check, an idempotency store, a
+    /// DLQ send) is that message's retryable failure, never the caller's.
+    pub(crate) async fn process_one_driven(
         &self,
         ctx: &QueueContext,
         raw: Arc<ReceivedMessage>,
-        cancel: Option<&CancellationToken>,
+        drive: Drive<'_>,
     ) -> Outcome {
         let span = crate::span::message_span(&raw, ctx.queue_name());
-        async {
+        let steps = async {
             if let Some(outcome) = self.defer(ctx, &raw).await {
                 return outcome;
             }
-            let result = self.attempt(Some(ctx), ctx.lease, raw.clone(), cancel).await;
+            if !drive.turn(ctx).await {
+                return Outcome::Released;
+            }
+            drive.start(&raw);
+            let attempt = self.attempt(Some(ctx), ctx.lease, raw.clone(), drive.lease);
+            // the lease ends the whole attempt, not only the handler: a claim check or an
+            // idempotency store that hangs must not keep the message (and its slot) forever
+            let result = match drive.lease {
+                Some(lease) => tokio::select! {
+                    biased;
+                    r = attempt => r,
+                    _ = lease.cancelled() => Err(Failure {
+                        kind: FailureKind::TimedOut,
+                        error: "cancelled before its handler finished: its lease could not be extended any further".into(),
+                        retry_after: None,
+                    }),
+                },
+                None => attempt.await,
+            };
             self.conclude(ctx, &raw, result).await
+        };
+        let caught = AssertUnwindSafe(steps).catch_unwind().instrument(span.clone()).await;
+        match caught {
+            Ok(outcome) => outcome,
+            Err(panic) => self.panicked(ctx, &raw, panic_text(&panic)).instrument(span).await,
         }
-        .instrument(span)
-        .await
+    }
+
+    /// The outcome of a message whose steps panicked outside its handler: a retryable failure
+    /// (kind `panic`), concluded like any other (so dead-lettered on its last receive). Should
+    /// concluding panic too, a plain retry with backoff.
+    pub(crate) async fn panicked(&self, ctx: &QueueContext, raw: &Arc<ReceivedMessage>, panic: String) -> Outcome {
+        let failure =
+            Failure { kind: FailureKind::Panicked, error: format!("outside the handler: {panic}"), retry_after: None };
+        tracing::error!(error = %failure.error, "a message's processing panicked; retrying it");
+        let again = AssertUnwindSafe(self.conclude(ctx, raw, Err(failure.clone()))).catch_unwind().await;
+        again.unwrap_or_else(|_| {
+            let visibility = retry_visibility(raw, self.config.backoff.delay(raw.receive_count()));
+            Outcome::Retry { visibility, failure }
+        })
     }
 
     /// A standard-queue message whose `sqskit-deliver-at` is still ahead: send its next hop
@@ -816,7 +855,7 @@ impl<T: Send + 'static> Processor<T> {
     ) -> Vec<Decision> {
         let messages: Vec<Arc<ReceivedMessage>> = messages.into_iter().map(Arc::new).collect();
         if self.is_batch() {
-            return self.process_whole(ctx, messages, stop, None).await;
+            return self.process_whole(ctx, messages, Drive { stop, ..Drive::default() }).await;
         }
         let limit = self.config.concurrency.max(1);
         if ctx.fifo {
@@ -852,6 +891,51 @@ impl<T: Send + 'static> Processor<T> {
     }
 }
 
+/// How a runtime drives one message through [`Processor::process_one`]'s steps: `stop` (start
+/// nothing more: a message still waiting for its rate turn is [`Outcome::Released`]), `lease`
+/// (the lease can no longer be extended: a waiting message is released, a running handler is
+/// cancelled as a retryable `timeout`) and `started` (told right before the handler starts,
+/// after the rate turn: the poller counts a message's running time from there, not from its
+/// receipt).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Drive<'a> {
+    pub(crate) stop: Option<&'a CancellationToken>,
+    pub(crate) lease: Option<&'a CancellationToken>,
+    pub(crate) started: Option<&'a (dyn Fn(&ReceivedMessage) + Send + Sync)>,
+}
+
+impl Drive<'_> {
+    /// Whether `stop` or `lease` fired.
+    pub(crate) fn ended(&self) -> bool {
+        self.stop.is_some_and(CancellationToken::is_cancelled)
+            || self.lease.is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// Wait for the context's start limits; `false` when `stop` or `lease` fired first (the
+    /// message did not start). Waiting for a turn is not running.
+    pub(crate) async fn turn(&self, ctx: &QueueContext) -> bool {
+        if ctx.rates.is_empty() {
+            return true;
+        }
+        let never = CancellationToken::new();
+        let stop = self.stop.unwrap_or(&never);
+        let lease = self.lease.unwrap_or(&never);
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => false,
+            _ = lease.cancelled() => false,
+            _ = ctx.start_gate() => true,
+        }
+    }
+
+    /// Tell the runtime that `m`'s handler starts now.
+    pub(crate) fn start(&self, m: &ReceivedMessage) {
+        if let Some(f) = self.started {
+            f(m);
+        }
+    }
+}
+
 /// What an attempt came to when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Done {
@@ -866,7 +950,7 @@ pub(crate) fn retry_visibility(m: &ReceivedMessage, wanted: Duration) -> u32 {
     clamp_visibility(wanted.as_secs(), m.received_at.elapsed().as_secs())
 }
 
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
     let text = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

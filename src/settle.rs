@@ -124,6 +124,66 @@ pub enum Deletion {
     Duplicate,
     /// Not due yet: its next delay hop was sent.
     Deferred,
+    /// Released unstarted on its last allowed receive: a fresh copy was sent in its place
+    /// ([`carry_over`]).
+    CarriedOver,
+}
+
+/// The message attribute a carried-over copy counts its carry-overs in.
+pub const CARRIED_OVER_ATTRIBUTE: &str = "sqskit-carried-over";
+
+/// Whether releasing `m` unstarted would let SQS move it to the DLQ without it ever running:
+/// a standard (or fair) queue's message on its last allowed receive (`receive count ≥
+/// maxReceiveCount`). Such a message is carried over instead ([`carry_over`]). A FIFO message
+/// cannot be (its copy would lose its place in the group): runtimes run those through.
+pub fn must_carry_over(ctx: &QueueContext, m: &ReceivedMessage) -> bool {
+    !ctx.fifo && ctx.max_receive_count.is_some_and(|max| m.receive_count() >= max)
+}
+
+/// Carry over messages that must go back unstarted but are on their last allowed receive
+/// (shutdown, a lease that could not be extended while they waited): send a fresh copy of each
+/// ([`delay::copy_of`](crate::delay::copy_of), with [`CARRIED_OVER_ATTRIBUTE`] counting the
+/// carry-overs when the message has room for one more attribute) and return the ones whose copy
+/// SQS accepted: the caller deletes those ([`Deletion::CarriedOver`]) and releases the rest
+/// (visibility 0). A receive that never ran the handler then counts toward nothing.
+pub async fn carry_over(queue: &Queue, messages: &[Arc<ReceivedMessage>]) -> Vec<Arc<ReceivedMessage>> {
+    if messages.is_empty() {
+        return Vec::new();
+    }
+    let copies = messages.iter().map(|m| {
+        let mut copy = crate::delay::copy_of(m);
+        let n = m
+            .attributes
+            .get(CARRIED_OVER_ATTRIBUTE)
+            .and_then(|a| a.string_value.as_deref())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            .saturating_add(1);
+        if copy.attributes.contains_key(CARRIED_OVER_ATTRIBUTE) || copy.attributes.len() < MAX_MESSAGE_ATTRIBUTES {
+            copy.attributes.insert(CARRIED_OVER_ATTRIBUTE.into(), AttributeValue::number(n));
+        }
+        copy
+    });
+    let sent = match Box::pin(queue.send_batch(copies)).await {
+        Ok(report) => {
+            for f in &report.failed {
+                tracing::warn!(queue = queue.name(), message_id = %messages[f.index].message_id, code = %f.code,
+                    "could not carry the message over; releasing it (SQS may move it to the DLQ on its next receive)");
+            }
+            report.sent.iter().map(|s| messages[s.index].clone()).collect()
+        }
+        Err(e) => {
+            tracing::warn!(queue = queue.name(), error = %e, messages = messages.len(),
+                "could not carry messages over; releasing them (SQS may move them to the DLQ on their next receive)");
+            Vec::new()
+        }
+    };
+    for m in &sent {
+        tracing::info!(queue = queue.name(), message_id = %m.message_id, receive_count = m.receive_count(),
+            "released unstarted on its last allowed receive: carried over as a fresh copy");
+    }
+    metrics::counter!(names::CARRIED_OVER).increment(sent.len() as u64);
+    sent
 }
 
 /// The SQS actions a set of decisions calls for.
@@ -134,10 +194,26 @@ pub struct Actions {
     /// Visibility changes, in the order they must be made: each FIFO failure is followed by
     /// the messages held behind it.
     pub visibility: Vec<(Arc<ReceivedMessage>, u32)>,
+    /// Released messages to carry over instead ([`Actions::plan_for`], [`carry_over`]).
+    pub carry: Vec<Arc<ReceivedMessage>>,
 }
 
 impl Actions {
-    /// Plan the actions for `decisions`.
+    /// Plan the actions for `decisions` of `ctx`'s queue: as [`Actions::plan`], and the released
+    /// messages that [`must_carry_over`] go to `carry` instead of getting visibility 0.
+    pub fn plan_for(ctx: &QueueContext, decisions: &[Decision]) -> Self {
+        let mut a = Self::plan(decisions);
+        let (carry, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut a.visibility).into_iter().partition(|(m, _)| {
+            must_carry_over(ctx, m)
+                && decisions.iter().any(|d| Arc::ptr_eq(&d.message, m) && d.outcome == Outcome::Released)
+        });
+        a.visibility = rest;
+        a.carry = carry.into_iter().map(|(m, _)| m).collect();
+        a
+    }
+
+    /// Plan the actions for `decisions` (released messages all get visibility 0; see
+    /// [`Actions::plan_for`]).
     pub fn plan(decisions: &[Decision]) -> Self {
         let mut a = Actions::default();
         for d in decisions {
@@ -193,7 +269,15 @@ pub async fn settle(ctx: &QueueContext, decisions: &[Decision]) -> SettleReport 
         report.errors.push("no source queue known: nothing settled".into());
         return report;
     };
-    let actions = Actions::plan(decisions);
+    let mut actions = Actions::plan_for(ctx, decisions);
+    let carried = carry_over(queue, &actions.carry).await;
+    for m in &actions.carry {
+        if carried.iter().any(|c| Arc::ptr_eq(c, m)) {
+            actions.delete.push((m.clone(), Deletion::CarriedOver));
+        } else {
+            actions.visibility.push((m.clone(), 0));
+        }
+    }
     let d = delete(queue, &actions.delete).await;
     report.deleted = d.done;
     report.succeeded = d.succeeded;

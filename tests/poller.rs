@@ -258,3 +258,67 @@ async fn an_invalid_rate_is_refused_by_name() {
         .expect("refused");
     assert!(err.to_string().contains("rate"), "{err}");
 }
+
+/// An idempotency store whose first claims panic (a bug outside the handler, like the TTL
+/// overflow the issue found), then behaves as the in-memory store.
+struct PanickyStore {
+    panics_left: AtomicUsize,
+    inner: sqskit::idempotency::MemoryStore,
+}
+
+impl sqskit::idempotency::IdempotencyStore for PanickyStore {
+    fn kind(&self) -> &'static str {
+        "panicky"
+    }
+    fn claim<'a>(
+        &'a self,
+        record: &'a sqskit::idempotency::Record,
+        now: std::time::SystemTime,
+    ) -> sqskit::idempotency::StoreFuture<'a, sqskit::idempotency::Claim> {
+        if self.panics_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            panic!("overflow when adding duration to instant");
+        }
+        self.inner.claim(record, now)
+    }
+    fn complete<'a>(&'a self, record: &'a sqskit::idempotency::Record) -> sqskit::idempotency::StoreFuture<'a, ()> {
+        self.inner.complete(record)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> sqskit::idempotency::StoreFuture<'a, ()> {
+        self.inner.delete(key)
+    }
+    fn extend<'a>(&'a self, key: &'a str, until: std::time::SystemTime) -> sqskit::idempotency::StoreFuture<'a, ()> {
+        self.inner.extend(key, until)
+    }
+}
+
+/// A panic outside the handler (here in the idempotency claim) is that message's retryable
+/// failure: its slot is freed, `in_flight` goes back to 0, the poller stays live and the
+/// message runs on a later receive (before: the unit's task died with its in-flight count and
+/// the message came back only after its visibility timeout, to be dead-lettered unrun).
+#[tokio::test]
+async fn a_panic_outside_the_handler_is_a_retry_and_frees_the_slot() {
+    let (q, dlq) = queue_with_dlq("panic-outside", 3, false, 30).await;
+    send_numbered(&q, 4, "pa").await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let store = PanickyStore { panics_left: AtomicUsize::new(4), inner: Default::default() };
+    let processor = counting(done.clone(), Duration::ZERO)
+        .with_idempotency(sqskit::idempotency::Idempotency::new(store))
+        .with_config(sqskit::ProcessorConfig::default().with_backoff(
+            sqskit::retry::Backoff::default().with_base(Duration::from_secs(1)).with_max(Duration::from_secs(1)),
+        ));
+    let config = PollerConfig::default()
+        .with_concurrency(2)
+        .with_wait_time(Duration::from_secs(1))
+        .with_until_empty(true)
+        .with_depth_interval(Duration::ZERO);
+    let poller = Poller::new(processor, [QueueSpec::new(q.clone())], config).await.unwrap();
+    let health = poller.health();
+    let (_tx, run) = start(poller);
+    let summary = tokio::time::timeout(Duration::from_secs(60), run).await.expect("the poller ends").unwrap();
+    assert_eq!(done.load(Ordering::SeqCst), 4, "every message ran once the store stopped panicking: {summary:?}");
+    assert_eq!((summary.succeeded, summary.in_flight), (4, 0), "{summary:?}");
+    assert_eq!(summary.retried, 4, "each panic was a retry: {summary:?}");
+    assert!(!health.report().wedged, "{:?}", health.report());
+    assert_eq!(depth(&dlq).await.0, 0);
+    assert_eq!(depth(&q).await, (0, 0, 0));
+}

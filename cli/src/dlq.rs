@@ -101,8 +101,8 @@ pub async fn run(global: &Global, command: Command) -> anyhow::Result<()> {
         }
         Command::List(a) => {
             let dlq = crate::common::queue(&sqs, &a.dlq_url).await?;
-            let msgs = sqskit::dead_letters::look(&dlq, a.count).await?;
-            let counts = sqskit::dead_letters::count(&msgs);
+            let msgs = sqskit::dlq::inspect::look(&dlq, a.count).await?;
+            let counts = sqskit::dlq::inspect::count(&msgs);
             match a.output {
                 Output::Json => println!("{}", serde_json::to_string(&counts)?),
                 Output::Text => {
@@ -170,7 +170,7 @@ fn parse_day(s: &str) -> Result<String, String> {
 
 /// Records are sent, never deleted: a record replayed twice is sent twice.
 async fn replay(sdk: &aws_config::SdkConfig, sqs: &aws_sdk_sqs::Client, a: ReplayArgs) -> anyhow::Result<()> {
-    let archive = sqskit::archive_replay::Archive::new(sdk, &a.bucket, &a.prefix);
+    let archive = sqskit::dlq::replay::Archive::new(sdk, &a.bucket, &a.prefix);
     let mut keys = a.key.clone();
     if a.all || a.source.is_some() {
         let listed = archive.list(a.source.as_deref(), a.day.as_deref(), a.max).await?;

@@ -1,7 +1,7 @@
 //! `sqskit redrive`: move messages from a DLQ back to their source queue, here or with a
 //! message move task; `--status` and `--cancel` for move tasks.
 
-use sqskit::dlq::{MoveTask, RedriveFilter, RedriveOptions, RedriveReport};
+use sqskit::dlq::{MoveTask, MoveTaskRedriveReport, RedriveFilter, RedriveOptions, RedriveReport};
 use sqskit::Queue;
 use std::io::IsTerminal;
 
@@ -28,10 +28,12 @@ pub struct Args {
     #[arg(long, value_name = "EXPR", value_parser = parse_filter,
           conflicts_with_all = ["use_move_task", "status", "cancel"])]
     pub filter: Vec<RedriveFilter>,
-    /// Show what would move (message id, source, target, error kind) and change nothing.
-    #[arg(long, conflicts_with_all = ["use_move_task", "status", "cancel"])]
+    /// Show what would move (message id, source, target, error kind; with --use-move-task: the
+    /// plan, by kind) and change nothing.
+    #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub dry_run: bool,
-    /// Ask SQS to do it (StartMessageMoveTask) instead of moving messages here.
+    /// Ask SQS to do it (StartMessageMoveTask). Without --to, messages SQS did not move there
+    /// (sqskit's own dead letters) are moved here first: SQS cannot return those.
     #[arg(long, conflicts_with_all = ["status", "cancel"])]
     pub use_move_task: bool,
     /// List the DLQ's message move tasks (the 10 most recent) instead of moving anything.
@@ -98,39 +100,20 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
     };
     if args.use_move_task {
         let rate = args.rate.map(sqskit::dlq::move_task_rate).transpose()?;
-        let handle = sqskit::dlq::start_move_task(&dlq, to.as_ref(), rate).await?;
-        match args.output {
-            Output::Json => println!("{}", serde_json::json!({ "task_handle": handle })),
-            Output::Text => {
-                println!("started message move task {handle}");
-                println!("follow it with: sqskit redrive --status --dlq-url {}", dlq.url());
-            }
-        }
-        return Ok(());
+        return match to {
+            Some(to) => move_task_to(&dlq, &to, rate, &args).await,
+            None => move_task_back(&dlq, rate, &args).await,
+        };
     }
     let total = dlq.attributes().await?.visible;
     let limit = args.max.unwrap_or(usize::MAX);
-    let bar = (std::io::stderr().is_terminal() && !args.dry_run).then(|| {
-        let b = indicatif::ProgressBar::new(total.min(limit as u64));
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} moved  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    let bar = Bar::new(!args.dry_run, total.min(limit as u64), "moved");
     let mut options = RedriveOptions::default().with_max(args.max).with_rate(args.rate).with_dry_run(args.dry_run);
     for f in args.filter {
         options = options.with_filter(f);
     }
-    let report = sqskit::dlq::redrive(&dlq, to, &options, |moved| {
-        if let Some(b) = &bar {
-            b.set_position(moved as u64);
-        }
-    })
-    .await?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let report = sqskit::dlq::redrive(&dlq, to, &options, |moved| bar.set(moved)).await?;
+    bar.finish();
     match args.output {
         Output::Json => println!("{}", serde_json::to_string(&report)?),
         Output::Text => print_report(&report, dlq.name()),
@@ -141,6 +124,120 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         report.failed.len()
     );
     Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal (and `on`).
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(on: bool, len: u64, what: &str) -> Self {
+        Bar((on && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(len);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(&format!(
+                    "{{bar:40}} {{pos}}/{{len}} {what}  {{per_sec}}  eta {{eta}}"
+                ))
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        }))
+    }
+
+    fn set(&self, n: usize) {
+        if let Some(b) = &self.0 {
+            b.set_position(n as u64);
+        }
+    }
+
+    fn finish(self) {
+        if let Some(b) = self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// `--use-move-task --to`: one task moves every message there, whatever its origin.
+async fn move_task_to(dlq: &Queue, to: &Queue, rate: Option<u32>, args: &Args) -> anyhow::Result<()> {
+    if args.dry_run {
+        let messages = dlq.attributes().await?.visible;
+        match args.output {
+            Output::Json => {
+                println!("{}", serde_json::json!({ "dry_run": true, "to": to.name(), "messages": messages }))
+            }
+            Output::Text => println!(
+                "dry run: a message move task would move the {messages} message(s) of {} to {} (nothing moved)",
+                dlq.name(),
+                to.name()
+            ),
+        }
+        return Ok(());
+    }
+    let handle = sqskit::dlq::start_move_task(dlq, Some(to), rate).await?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::json!({ "task_handle": handle })),
+        Output::Text => print_started(&handle, None, dlq),
+    }
+    Ok(())
+}
+
+/// `--use-move-task` without `--to`: the plan by kind first, then the client-side part and the
+/// task (see `sqskit::dlq::move_task_redrive`).
+async fn move_task_back(dlq: &Queue, rate: Option<u32>, args: &Args) -> anyhow::Result<()> {
+    let plan = sqskit::dlq::plan_move_task_redrive(dlq).await?;
+    if args.output == Output::Text {
+        println!("{} message(s) in {}:", plan.total(), dlq.name());
+        for line in plan.lines() {
+            println!("  {line}");
+        }
+    }
+    let left = plan.left.len();
+    if args.dry_run {
+        match args.output {
+            Output::Json => println!("{}", serde_json::json!({ "dry_run": true, "plan": plan })),
+            Output::Text => println!("dry run: nothing moved, no move task started"),
+        }
+        anyhow::ensure!(left == 0, "{left} message(s) have no recorded source and would stay in the DLQ");
+        return Ok(());
+    }
+    let bar = Bar::new(true, plan.client_side() as u64, "moved here");
+    let report = sqskit::dlq::move_task_redrive(dlq, plan, rate, |moved| bar.set(moved)).await?;
+    bar.finish();
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string(&report)?),
+        Output::Text => print_move_task_report(&report, dlq),
+    }
+    let failed = report.failed().len();
+    anyhow::ensure!(failed == 0, "{failed} message(s) could not be moved (left in the DLQ)");
+    if let Some(why) = &report.move_task_skipped {
+        anyhow::bail!("no message move task started: {why}");
+    }
+    Ok(())
+}
+
+fn print_started(handle: &str, to_move: Option<usize>, dlq: &Queue) {
+    match to_move {
+        Some(n) => println!("started message move task {handle} for {n} message(s) moved to the DLQ by SQS"),
+        None => println!("started message move task {handle}"),
+    }
+    println!("follow it with: sqskit redrive --status --dlq-url {}", dlq.url());
+}
+
+fn print_move_task_report(report: &MoveTaskRedriveReport, dlq: &Queue) {
+    if let Some(r) = &report.client_side {
+        println!("moved {} message(s) here to their source queues, {} failed", r.moved, r.failed.len());
+        for f in &r.failed {
+            println!("  {f}");
+        }
+    }
+    if let Some(t) = &report.move_task {
+        print_started(&t.task_handle, Some(t.to_move), dlq);
+    }
+    if let Some(why) = &report.move_task_skipped {
+        println!("no message move task started: {why}");
+    }
+    if !report.left.is_empty() {
+        println!("left in the DLQ (no recorded source; move them with --to): {}", report.left.join(", "));
+    }
 }
 
 fn print_report(report: &RedriveReport, dlq: &str) {

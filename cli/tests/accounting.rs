@@ -11,8 +11,10 @@
 //! - every message either succeeded (its handler logged `end ok` and it left the queue) or sits
 //!   in the DLQ; nothing is left on the queue;
 //! - no message reaches the DLQ without having run, unless SQS moved it (no sqskit attributes)
-//!   after a SIGKILL; a dead-lettered message carries sqskit's error attributes with the kind its
-//!   plan calls for, unless SQS moved it after a SIGKILL;
+//!   after a SIGKILL or an outage, or (FIFO) after a drain that reached its deadline or after being held
+//!   behind a failure of its group often enough (SQS counts those receives); a dead-lettered
+//!   message carries sqskit's error attributes with the kind its plan calls for, with the same
+//!   exceptions;
 //! - a message that never fails (plans ok / slow / binary) is never dead-lettered by sqskit;
 //! - a message succeeds once, unless a SIGKILL or an outage gave a cause to run it again;
 //! - FIFO: within a group, a message starts only after the previous one succeeded or was
@@ -36,8 +38,10 @@ use sqskit::{OutgoingMessage, Queue};
 use support::proc::{spawn, sqskit, tail, temp_dir, Running};
 use support::proxy::Proxy;
 
-/// Seeds run by `scripts/test` (each a few tens of seconds).
-const FIXED_SEEDS: &[u64] = &[1, 2, 3, 4, 5, 6];
+/// Seeds run by `scripts/test` (each a few tens of seconds). 3 and 5 found the release of
+/// messages on their last allowed receive at shutdown (SQS dead-lettered them unrun), 30 a drain
+/// that ended at its deadline with messages still in flight (FIFO, `maxReceiveCount` 1).
+const FIXED_SEEDS: &[u64] = &[1, 2, 3, 4, 5, 6, 30];
 
 /// splitmix64: small, deterministic, good enough to pick configurations.
 struct Rng(u64);
@@ -147,7 +151,7 @@ impl Config {
         };
         let rate = r.chance(20).then(|| r.range(2, 10));
         let visibility = r.range(2, if full { 30 } else { 10 });
-        let max_extension = visibility + r.range(0, 20);
+        let max_extension = visibility + r.range(2, 20);
         let backoff_max = r.range(1, 3);
         let max_receive = r.range(1, 5) as u32;
         let handler_timeout = r.range(3, 6);
@@ -162,10 +166,13 @@ impl Config {
             };
             events.push((at, event));
         }
+        // a slow handler stays 1.5 s under the handler timeout and 1 s under what the extension
+        // cap leaves it (it never fails by itself)
+        let slowest = (handler_timeout * 10 - 15).min((max_extension - visibility) * 10 - 10).max(1);
         let plans = (0..messages)
             .map(|_| match r.range(0, 99) {
                 0..=49 => Plan::Ok,
-                50..=64 => Plan::Slow(r.range(1, 30)),
+                50..=64 => Plan::Slow(r.range(1, slowest)),
                 65..=76 => Plan::Retry(r.range(1, 3)),
                 77..=84 => Plan::Permanent,
                 85..=89 => Plan::Crash,
@@ -211,7 +218,7 @@ impl Config {
         flag("--backoff-max", self.backoff_max.to_string());
         flag("--handler-timeout", self.handler_timeout.to_string());
         flag("--wait-time", "1".into());
-        flag("--shutdown-timeout", "8".into());
+        flag("--shutdown-timeout", "20".into());
         flag("--progress-interval", "0".into());
         if let Some(url) = redis {
             flag("--idempotency-redis", url.to_string());
@@ -266,7 +273,6 @@ fn seeds() -> (Vec<u64>, bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "WIP: seeds 3 and 5 fail on main (messages released at shutdown on their last receive are dead-lettered by SQS unrun); enabled with the poller fixes"]
 async fn every_message_is_accounted_for_under_random_configurations_and_events() {
     let (seeds, full) = seeds();
     let mut failed = Vec::new();
@@ -293,6 +299,18 @@ async fn every_message_is_accounted_for_under_random_configurations_and_events()
                 failed.push(text);
             }
         }
+    }
+    if let Some(out) = std::env::var_os("SQSKIT_CHAOS_OUT") {
+        // `scripts/bench --chaos`: what ran and what it found
+        let report = serde_json::json!({
+            "seeds": seeds.len(),
+            "full_ranges": full,
+            "first_seed": seeds.first(),
+            "last_seed": seeds.last(),
+            "failed": failed.len(),
+            "failures": failed,
+        });
+        std::fs::write(out, serde_json::to_string_pretty(&report).unwrap()).expect("write SQSKIT_CHAOS_OUT");
     }
     assert!(failed.is_empty(), "{} seed(s) broke an invariant:\n{}", failed.len(), failed.join("\n"));
 }
@@ -410,6 +428,16 @@ async fn run_seed(c: &Config) -> Vec<String> {
     check(c, &log, &dead, left, &runs, killed, outage, &dir)
 }
 
+/// FIFO: whether an earlier message of `id`'s group failed at some point. The messages held
+/// behind a failure are received with it, and SQS counts each of those receives: held often
+/// enough, a message reaches `maxReceiveCount` without having run, and SQS moves it (no consumer
+/// can take a receive back, nor re-send it without losing its place in the group).
+fn held_behind_a_failure(c: &Config, id: usize, starts: &HashMap<usize, Vec<usize>>) -> bool {
+    (0..id).filter(|i| i % c.groups == id % c.groups).any(|i| {
+        matches!(c.plans[i], Plan::Retry(_) | Plan::Crash | Plan::Hang) || starts.get(&i).map_or(0, Vec::len) > 1
+    })
+}
+
 fn record(p: &Running, how: &'static str, code: Option<i32>) -> RunRecord {
     RunRecord { how, code, stdout: p.stdout(), stderr: p.stderr() }
 }
@@ -449,6 +477,10 @@ fn check(
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let lines = parse_log(log);
+    // a drain that reached its deadline cut what was still going; on a FIFO queue the messages
+    // of a group behind the one cut go back unstarted, and on their last allowed receive SQS
+    // moves them to the DLQ (a copy would lose their place in the group)
+    let deadline_hit = runs.iter().any(|r| r.stderr.contains("at the shutdown deadline"));
     // per message: positions of its starts and of its `end ok` lines
     let mut starts: HashMap<usize, Vec<usize>> = HashMap::new();
     let mut oks: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -469,7 +501,10 @@ fn check(
         if in_dlq
             .insert(id as usize, (Some(sqskit::dlq::error_kind(m)).filter(|k| k != sqskit::dlq::MAX_RECEIVES_KIND), m))
             .is_some()
+            && !killed
+            && !outage
         {
+            // (a kill or an outage between its DLQ send and its delete runs it again)
             problems.push(format!("message {id} is in the DLQ twice"));
         }
     }
@@ -482,13 +517,18 @@ fn check(
         let succeeded = oks.get(&id).map_or(0, Vec::len);
         match in_dlq.get(&id) {
             Some((kind, m)) => {
-                if succeeded > 0 {
+                // a SIGKILL (its handler may even finish, orphaned) or an outage (no delete, no
+                // DLQ send, no heartbeat gets through) leaves a message to SQS's redrive policy
+                if succeeded > 0 && !killed && !outage {
                     problems.push(format!("message {id} ({plan:?}) succeeded {succeeded}× and is in the DLQ too"));
                 }
+                let explained = killed
+                    || outage
+                    || (c.kind == Kind::Fifo && (deadline_hit || held_behind_a_failure(c, id, &starts)));
                 match kind {
-                    None if !killed => problems.push(format!(
+                    None if !explained => problems.push(format!(
                         "message {id} ({plan:?}, ran {ran}×) was moved to the DLQ by SQS without sqskit's attributes, \
-                         and no SIGKILL explains it (receive count {})",
+                         and no SIGKILL, outage or FIFO rule explains it (receive count {})",
                         m.receive_count()
                     )),
                     None => {}
@@ -530,7 +570,11 @@ fn check(
                 let (a, b) = (pair[0], pair[1]);
                 let Some(&b_first) = starts.get(&b).and_then(|v| v.first()) else { continue };
                 let a_done = if in_dlq.contains_key(&a) {
-                    starts.get(&a).and_then(|v| v.first()).copied()
+                    match starts.get(&a).and_then(|v| v.first()) {
+                        Some(&first) => Some(first),
+                        // SQS moved it unrun (an exception checked above): no order to check
+                        None => continue,
+                    }
                 } else {
                     oks.get(&a).and_then(|v| v.first()).copied()
                 };

@@ -13,8 +13,8 @@ use support::*;
 const EXIT_LIMIT: Duration = Duration::from_secs(120);
 
 /// A handler script: logs `start|end <body> <receive count>` to `$HANDLER_LOG`; a body
-/// containing `gate` waits until the file `$GATE` exists; `poison` exits 65; `hang-once`
-/// replaces itself with a long sleep on its first receive.
+/// containing `gate` waits until the file `$GATE` exists; `slow` sleeps 5 s; `poison` exits 65;
+/// `hang-once` replaces itself with a long sleep on its first receive.
 fn handler(dir: &Path) -> PathBuf {
     let path = dir.join("handler.sh");
     std::fs::write(
@@ -25,6 +25,7 @@ echo "start $body $SQSKIT_RECEIVE_COUNT $$" >> "$HANDLER_LOG"
 echo "queue $body $SQSKIT_QUEUE_NAME" >> "$HANDLER_LOG"
 case "$body" in
   *gate*) while [ ! -f "$GATE" ]; do sleep 0.1; done ;;
+  *slow*) sleep 5 ;;
 esac
 case "$body" in
   *poison*) exit 65 ;;
@@ -202,4 +203,175 @@ async fn exec_handlers_see_the_queue_each_message_came_from() {
         lines(&dir, "queue").into_iter().map(|w| (w[1].clone(), w[2].clone())).collect();
     seen.sort();
     assert_eq!(seen, [("from-a".to_string(), a.name().to_string()), ("from-b".to_string(), b.name().to_string())]);
+}
+
+/// The reproduction: one slot, 5-s jobs, a 4-s visibility timeout, an extension cap of
+/// 12 s and `maxReceiveCount` 2. Prefetched messages wait up to 25 s for the slot: the wait is
+/// heart-beaten and does not count toward the cap, so every message runs once and nothing is
+/// dead-lettered (before: the waiting ones were cancelled or released past the cap and the
+/// DLQ got four, two of which never ran).
+#[tokio::test]
+async fn waiting_for_a_slot_does_not_spend_a_message_lease() {
+    let (q, dlq) = queue_with_dlq("slot-wait", 2, false, 4).await;
+    send_bodies(&q, (0..6).map(|i| format!("slow {i}"))).await;
+    let dir = temp_dir("slot-wait");
+    let args = [
+        "--until-empty",
+        "--wait-time",
+        "1",
+        "--concurrency",
+        "1",
+        "--visibility-timeout",
+        "4",
+        "--max-visibility-extension",
+        "12",
+        "--backoff-base",
+        "1",
+        "--backoff-max",
+        "1",
+    ];
+    let mut p = spawn(poll(&q, &dir, &args));
+    assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
+    let starts = lines(&dir, "start");
+    let ends = lines(&dir, "end");
+    assert_eq!(ends.len(), 6, "every message ran to its end: {starts:?}");
+    assert_eq!(starts.len(), 6, "each once: {starts:?}");
+    assert!(starts.iter().all(|w| w[3] == "1"), "each on its first receive: {starts:?}");
+    assert_eq!(depth(&dlq).await.0, 0, "nothing dead-lettered");
+    assert_eq!(depth(&q).await, (0, 0, 0));
+}
+
+/// One start every 4 s, `maxReceiveCount` 1, a 2-s visibility timeout and a 4-s extension cap:
+/// a message waits up to 4 s for its rate turn, heart-beaten, without that wait counting toward
+/// the cap (before: it was given back at the cap, and SQS dead-lettered it unrun on its next
+/// receive).
+#[tokio::test]
+async fn waiting_for_a_rate_turn_does_not_spend_a_message_lease() {
+    let (q, dlq) = queue_with_dlq("rate-wait", 1, false, 2).await;
+    send_bodies(&q, (0..4).map(|i| format!("quick {i}"))).await;
+    let dir = temp_dir("rate-wait");
+    let args = [
+        "--until-empty",
+        "--wait-time",
+        "1",
+        "--rate",
+        "0.25",
+        "--visibility-timeout",
+        "2",
+        "--max-visibility-extension",
+        "4",
+    ];
+    let mut p = spawn(poll(&q, &dir, &args));
+    assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
+    let starts = lines(&dir, "start");
+    assert_eq!(lines(&dir, "end").len(), 4, "every message ran: {starts:?}");
+    assert_eq!(starts.len(), 4, "each once: {starts:?}");
+    assert_eq!(depth(&dlq).await.0, 0, "nothing dead-lettered");
+}
+
+/// SIGTERM while a message waits for its rate turn: it goes back at once (it has not started),
+/// the drain does not wait for it, and it is not left in flight (before: counted as running,
+/// the drain waited out its deadline and left it invisible).
+#[tokio::test]
+async fn sigterm_gives_back_a_message_waiting_for_its_rate_turn() {
+    let (q, _dlq) = queue_with_dlq("rate-term", 5, false, 30).await;
+    send_bodies(&q, (0..3).map(|i| format!("quick {i}"))).await;
+    let dir = temp_dir("rate-term");
+    let mut p = spawn(poll(&q, &dir, &["--wait-time", "1", "--rate", "0.1", "--shutdown-timeout", "20"]));
+    wait_until(Duration::from_secs(30), "the first message to run", || lines(&dir, "end").len() == 1);
+    // the next one is received within about a second and waits ~10 s for its turn
+    wait_until(Duration::from_secs(10), "a second message in flight", || futures_lite_depth(&q).1 >= 1);
+    p.signal("TERM");
+    let status = p.wait(EXIT_LIMIT);
+    let stderr = p.stderr();
+    assert!(status.success(), "stderr:\n{}", tail(&stderr, 30));
+    assert!(!stderr.contains("still running at the shutdown deadline"), "{}", tail(&stderr, 30));
+    let summary: serde_json::Value = serde_json::from_str(p.stdout().trim()).unwrap();
+    assert_eq!(summary["in_flight"], 0, "{summary}");
+    assert!(summary["released"].as_u64() >= Some(1), "the waiting message went back: {summary}");
+    assert_eq!(lines(&dir, "start").len(), 1, "nothing else started");
+    assert_eq!(depth(&q).await, (2, 0, 0), "both unstarted messages are visible again at once");
+}
+
+/// SIGTERM while a long poll is open on an empty queue, then a message arrives: the open poll
+/// (which lives on at SQS) is let return and the message goes back at once. With
+/// `maxReceiveCount` 1 that receive was its last allowed one, so it is carried over as a fresh
+/// copy rather than released to be dead-lettered unrun (before: the poll was dropped, its ghost
+/// took the message and kept it in flight for the whole visibility timeout).
+#[tokio::test]
+async fn shutdown_lets_an_open_long_poll_return_and_gives_back_what_it_brings() {
+    let (q, dlq) = queue_with_dlq("open-poll", 1, false, 60).await;
+    let dir = temp_dir("open-poll");
+    let mut p = spawn(poll(&q, &dir, &["--wait-time", "10", "--visibility-timeout", "60"]));
+    // the poller is up and long-polling the empty queue
+    wait_until(Duration::from_secs(30), "the poller to start polling", || p.stderr().contains("polling"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    p.signal("TERM");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    q.send(OutgoingMessage::new("arrives during the drain")).await.unwrap();
+    let status = p.wait(EXIT_LIMIT);
+    let stderr = p.stderr();
+    assert!(status.success(), "stderr:\n{}", tail(&stderr, 30));
+    assert!(lines(&dir, "start").is_empty(), "nothing ran after the signal");
+    let summary: serde_json::Value = serde_json::from_str(p.stdout().trim()).unwrap();
+    assert_eq!((summary["received"].as_u64(), summary["carried_over"].as_u64()), (Some(1), Some(1)), "{summary}");
+    assert_eq!(summary["receive_calls"].as_u64(), Some(4), "the four open polls returned, none after: {summary}");
+    assert_eq!(depth(&q).await, (1, 0, 0), "visible at once, not in flight for 60 s");
+    let got = q.receive(1, Duration::from_secs(2), Some(Duration::from_secs(30))).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].body, "arrives during the drain");
+    assert_eq!(got[0].receive_count(), 1, "a fresh copy: the receive at shutdown does not count");
+    assert_eq!(got[0].attributes["sqskit-carried-over"].string_value.as_deref(), Some("1"));
+    assert_eq!(depth(&dlq).await.0, 0);
+}
+
+/// An idle poller: no receiver is reported as waiting for slots (they park), and it is ready
+/// as soon as it reached SQS, before its first long poll returns (before: 3 receivers reported
+/// waiting for slots, and /readyz answered 503 for the first 20 s).
+#[tokio::test]
+async fn an_idle_poller_is_ready_at_once_and_waits_for_no_slots() {
+    let q = queue("idle-health").await;
+    let dir = temp_dir("idle-health");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut p = spawn(poll(&q, &dir, &["--wait-time", "6", "--concurrency", "40", "--metrics-addr", &addr]));
+    wait_until(Duration::from_secs(30), "the poller to start polling", || p.stderr().contains("polling"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, body) = http_get(&addr, "/readyz");
+    assert_eq!(code, 200, "ready while the first long polls are open: {body}");
+    // after the first empty answers: one receiver long-polls, the three others park
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (code, body) = http_get(&addr, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["waiting_for_slots"], 0, "parked receivers wait for no slot: {report}");
+    assert_eq!(report["parked"], 3, "idle receivers park: {report}");
+    p.signal("TERM");
+    assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));
+}
+
+async fn send_bodies(q: &Queue, bodies: impl IntoIterator<Item = String>) {
+    q.send_batch(bodies.into_iter().map(OutgoingMessage::new)).await.unwrap().into_result().unwrap();
+}
+
+/// Queue depth from a blocking context (`wait_until`'s closure).
+fn futures_lite_depth(q: &Queue) -> (u64, u64, u64) {
+    let q = q.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(depth(&q))
+    })
+    .join()
+    .unwrap()
+}
+
+/// A blocking GET: (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (code, body)
 }

@@ -7,7 +7,7 @@
 //! message may be sent twice). Messages a run leaves in the DLQ are kept invisible while it goes
 //! on and made visible again at the end. SQS's own move tasks are in `move_task.rs`.
 
-use super::{error_kind, redrive_source, source_queue, DlqError, MAX_RECEIVES_KIND};
+use super::{error_kind, origin, redrive_source, source_queue, DlqError, Origin, MAX_RECEIVES_KIND};
 use crate::message::ReceivedMessage;
 use crate::settle::dead_letter_attributes as dl;
 
@@ -44,6 +44,8 @@ pub fn redriven_message(m: &ReceivedMessage, fifo_target: bool) -> crate::Outgoi
 ///   `max-receives` for a message without one (moved by SQS's redrive policy).
 /// - `source=<queue name>`: the message's [`source_queue`].
 /// - `id=<message id>[,<message id>...]`: one of these DLQ message ids.
+/// - `origin=<origin>[,<origin>...]`: its [`Origin`]: `sqs` (moved by SQS's redrive policy),
+///   `sqskit` (dead-lettered by sqskit), `none` (neither recorded).
 ///
 /// # Example
 /// ```
@@ -71,6 +73,8 @@ pub enum RedriveFilter {
     Source(String),
     /// One of these DLQ message ids.
     MessageIds(std::collections::BTreeSet<String>),
+    /// The dead letter's origin (see [`origin`]) is one of these.
+    Origins(std::collections::BTreeSet<Origin>),
 }
 
 impl RedriveFilter {
@@ -80,6 +84,7 @@ impl RedriveFilter {
             RedriveFilter::Kind(kind) => error_kind(m) == *kind,
             RedriveFilter::Source(name) => source_queue(m).as_deref() == Some(name.as_str()),
             RedriveFilter::MessageIds(ids) => ids.contains(&m.message_id),
+            RedriveFilter::Origins(origins) => origins.contains(&origin(m)),
             RedriveFilter::Pointer { pointer, value } => serde_json::from_str::<serde_json::Value>(&m.body)
                 .ok()
                 .and_then(|body| body.pointer(pointer).map(|found| json_equal(found, value)))
@@ -124,9 +129,20 @@ impl std::str::FromStr for RedriveFilter {
                 false => Ok(RedriveFilter::MessageIds(ids)),
             };
         }
+        if let Some(names) = s.strip_prefix("origin=") {
+            let mut origins = std::collections::BTreeSet::new();
+            for name in names.split(',').map(str::trim) {
+                let Some(o) = Origin::ALL.into_iter().find(|o| o.as_str() == name) else {
+                    return Err(invalid(format!("unknown origin {name:?} (one of: sqs, sqskit, none)")));
+                };
+                origins.insert(o);
+            }
+            return Ok(RedriveFilter::Origins(origins));
+        }
         if !s.starts_with('/') {
             return Err(invalid(
-                "expected /json/pointer=value or kind=<error kind> (or source=<queue>, id=<id>,<id>...)".into(),
+                "expected /json/pointer=value or kind=<error kind> (or source=<queue>, id=<id>,<id>..., origin=<origin>)"
+                    .into(),
             ));
         }
         let Some((pointer, value)) = s.split_once('=') else {
@@ -149,6 +165,9 @@ impl std::fmt::Display for RedriveFilter {
             RedriveFilter::Kind(kind) => write!(f, "kind={kind}"),
             RedriveFilter::Source(name) => write!(f, "source={name}"),
             RedriveFilter::MessageIds(ids) => write!(f, "id={}", ids.iter().cloned().collect::<Vec<_>>().join(",")),
+            RedriveFilter::Origins(origins) => {
+                write!(f, "origin={}", origins.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(","))
+            }
             RedriveFilter::Pointer { pointer, value } => write!(f, "{pointer}={value}"),
         }
     }
@@ -166,6 +185,8 @@ pub struct PlannedMove {
     pub target: String,
     /// Its error kind (see [`error_kind`]).
     pub error_kind: String,
+    /// How it came to the DLQ (see [`origin`]).
+    pub origin: Origin,
 }
 
 /// What a redrive did.
@@ -181,6 +202,10 @@ pub struct RedriveReport {
     pub dry_run: bool,
     /// Dry run: the messages that would move, in the order examined.
     pub would_move: Vec<PlannedMove>,
+    /// Ids of the messages left in the DLQ because nothing says where they came from (no
+    /// `DeadLetterQueueSourceArn`, no `sqskit-source-queue`, and the DLQ has no single source
+    /// queue); each is also in `failed`. A run with a target queue has none.
+    pub no_source: Vec<String>,
 }
 
 /// How [`redrive`] runs.
@@ -311,8 +336,15 @@ async fn redrive_loop(
             // Nothing visible. Messages held by an interrupted run (or another consumer) come
             // back when their visibility ends: wait for them, within reason. Those this run
             // holds itself are not waited for.
-            let in_flight = redriver.dlq.attributes().await?.in_flight.saturating_sub(redriver.held.len() as u64);
+            let attrs = redriver.dlq.attributes().await?;
+            let in_flight = attrs.in_flight.saturating_sub(redriver.held.len() as u64);
             let waited = idle_since.get_or_insert_with(Instant::now).elapsed();
+            // A message whose visibility ended between the empty receive and this count is
+            // visible now: receive again. (Not on a FIFO DLQ: there, visible messages behind a
+            // held one in their group cannot be received by this run.)
+            if attrs.visible > 0 && !redriver.dlq.is_fifo() && waited <= options.in_flight_patience {
+                continue;
+            }
             if in_flight == 0 || waited > options.in_flight_patience {
                 if in_flight > 0 {
                     report.failed.push(format!(
@@ -329,6 +361,7 @@ async fn redrive_loop(
         report.moved += step.moved;
         report.skipped += step.skipped;
         report.would_move.extend(step.would_move);
+        report.no_source.extend(step.no_source);
         progress(taken(report));
         let stuck = attempted > 0 && step.moved == 0 && !options.dry_run;
         report.failed.extend(step.failed);
@@ -522,6 +555,9 @@ impl Redriver {
             let target = match self.target(m).await {
                 Ok(t) => t,
                 Err(e) => {
+                    if self.to.is_none() && self.redrive_source.is_none() && source_queue(m).is_none() {
+                        report.no_source.push(m.message_id.clone());
+                    }
                     report.failed.push(e);
                     self.held.insert(m, held_until);
                     continue;
@@ -533,6 +569,7 @@ impl Redriver {
                     source_queue: source_queue(m),
                     target: target.name().to_string(),
                     error_kind: error_kind(m),
+                    origin: origin(m),
                 });
                 self.held.insert(m, held_until);
                 continue;
@@ -661,6 +698,16 @@ mod tests {
         for bad in ["", "order=1", "kind=", "kind=Permanent", "/order", "/a~2=1", "/a~=1"] {
             let e = bad.parse::<RedriveFilter>().unwrap_err();
             assert!(matches!(e, DlqError::InvalidFilter { .. }), "{bad:?}: {e}");
+        }
+        m.system_attributes.insert("DeadLetterQueueSourceArn".into(), "arn:aws:sqs:us-east-1:1:orders".into());
+        assert!(pointer("origin=sqs").matches(&m) && !pointer("origin=sqskit,none").matches(&m));
+        m.system_attributes.clear();
+        assert!(pointer("origin=sqskit").matches(&m), "the source inside sqskit-dead-letter");
+        m.attributes.clear();
+        assert!(pointer("origin=sqskit,none").matches(&m) && !pointer("origin=sqs").matches(&m));
+        assert_eq!(pointer("origin=none, sqs").to_string(), "origin=sqs,none");
+        for bad in ["origin=", "origin=SQS", "origin=sqs,"] {
+            assert!(bad.parse::<RedriveFilter>().is_err(), "{bad:?}");
         }
         assert_eq!(pointer("/order/id=42").to_string(), "/order/id=42");
         assert_eq!(pointer("/s=abc").to_string(), "/s=\"abc\"");

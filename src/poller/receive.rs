@@ -5,8 +5,10 @@
 //! the call, a whole batch of them when the prefetch buffer allows), under the start limits
 //! (only what can start within about a second), one long poll per empty queue while the other
 //! receivers park, retries with backoff after a failed receive, and handing each unit (a
-//! message, a FIFO group or a whole batch) to a task. Messages received as shutdown begins are
-//! released at once. What happens to a unit is `unit.rs`'s.
+//! message, a FIFO group or a whole batch) to a task. At shutdown an open long poll is let
+//! return (it lives on at SQS whatever the client does, and would take any message that arrives
+//! meanwhile), and what it brings is given back unstarted; a receive that cannot return within
+//! `wait_time` and a few seconds is abandoned. What happens to a unit is `unit.rs`'s.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,6 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::acker::Ack;
 use super::stats::PollStats;
 use super::unit::run_unit;
 use super::{lock, Defer, PollerConfig, Source};
@@ -27,26 +28,6 @@ use crate::metrics::names;
 use crate::processor::{fifo_groups, Processor};
 use crate::rate::RateLimit;
 use crate::retry::Backoff;
-
-/// Long polls cancelled at shutdown live on server-side until their wait ends, and grab any
-/// message that becomes visible meanwhile (verified on LocalStack): releases made at shutdown
-/// are timed to land just after the last of them ends.
-#[derive(Default)]
-pub(super) struct Ghosts(Mutex<Option<Instant>>);
-
-impl Ghosts {
-    pub(super) fn cancelled(&self, started: Instant, wait: Duration) {
-        let end = started + wait + Duration::from_millis(500);
-        let mut g = lock(&self.0);
-        if g.is_none_or(|t| t < end) {
-            *g = Some(end);
-        }
-    }
-    /// Visibility (whole seconds) that makes a released message visible once the ghosts are gone.
-    pub(super) fn release_visibility(&self) -> u32 {
-        lock(&self.0).map_or(0, |t| t.saturating_duration_since(Instant::now()).as_secs_f64().ceil() as u32)
-    }
-}
 
 /// Smooth weighted round robin over the queues, skipping queues that were just found empty.
 pub(super) struct Picker {
@@ -86,6 +67,13 @@ impl Picker {
     }
 }
 
+/// Messages received after the shutdown began, by source index: `Poller::run` gives them back
+/// once every receive has returned.
+pub(super) type Returned = Arc<Mutex<Vec<(usize, ReceivedMessage)>>>;
+
+/// How long past its wait a receive may take to return at shutdown before it is abandoned.
+const RECEIVE_GRACE: Duration = Duration::from_secs(5);
+
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn receiver<T: Send + 'static>(
     sources: Vec<Arc<Source>>,
@@ -96,9 +84,10 @@ pub(super) async fn receiver<T: Send + 'static>(
     config: Arc<PollerConfig>,
     stats: Arc<PollStats>,
     stop: CancellationToken,
+    cut: CancellationToken,
     tracker: TaskTracker,
-    ghosts: Arc<Ghosts>,
     wake: Arc<Notify>,
+    returned: Returned,
     whole_batches: bool,
 ) {
     // the queue this receiver long-polls for all while it is empty
@@ -109,6 +98,10 @@ pub(super) async fn receiver<T: Send + 'static>(
     health.receiver(true);
     let _gone = Defer(|| health.receiver(false));
     loop {
+        if stop.is_cancelled() {
+            // no new receive once the shutdown began (the last one's messages went back)
+            return;
+        }
         // Take room first. With a prefetch buffer of a batch per receiver (and two or more),
         // wait for a whole batch (10) of room: handlers have the buffer to work on meanwhile,
         // a receive of 10 costs what a receive of 1 does, and receivers queue for room one
@@ -153,13 +146,22 @@ pub(super) async fn receiver<T: Send + 'static>(
             }
         }
         let unreserve = |n: usize| source.ctx.rates.iter().for_each(|r| r.release(n));
-        let started = Instant::now();
+        let receive = source.queue.receive(max as u32, config.wait_time, Some(config.visibility_timeout));
+        tokio::pin!(receive);
         let received = tokio::select! {
-            r = source.queue.receive(max as u32, config.wait_time, Some(config.visibility_timeout)) => r,
+            r = &mut receive => r,
             _ = stop.cancelled() => {
-                unreserve(max);
-                ghosts.cancelled(started, config.wait_time);
-                return;
+                // Let the open long poll return: it lives on at SQS whatever we do here, and a
+                // message arriving meanwhile would be taken and kept invisible for a whole
+                // visibility timeout. What it brings goes back below.
+                match tokio::time::timeout(config.wait_time + RECEIVE_GRACE, &mut receive).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(queue = source.queue.name(), "a receive did not return at shutdown; abandoning it");
+                        unreserve(max);
+                        return;
+                    }
+                }
             }
         };
         unreserve(max - received.as_ref().map_or(0, Vec::len));
@@ -204,14 +206,14 @@ pub(super) async fn receiver<T: Send + 'static>(
             }
             drop(permits);
             stats.parked.fetch_add(1, Ordering::Relaxed);
-            // parked counts as waiting for liveness: the lead answers for this queue (its
+            // parked counts like waiting for liveness: the lead answers for this queue (its
             // receives keep the poller live, or it waits for slots like the rest)
-            health.waiting(true);
+            health.parked(true);
             let stopped = tokio::select! {
                 _ = woken => false,
                 _ = stop.cancelled() => true,
             };
-            health.waiting(false);
+            health.parked(false);
             stats.parked.fetch_sub(1, Ordering::Relaxed);
             if stopped {
                 return;
@@ -227,12 +229,39 @@ pub(super) async fn receiver<T: Send + 'static>(
         PollStats::add(&stats.received, messages.len());
         metrics::counter!(names::RECEIVED, "queue" => source.queue.name().to_string()).increment(messages.len() as u64);
         if stop.is_cancelled() {
-            // Received as the shutdown began: hand them back at once.
-            PollStats::add(&stats.released, messages.len());
-            unreserve(messages.len());
-            let v = ghosts.release_visibility();
-            let unit = messages.into_iter().map(|m| (Arc::new(m), v)).collect();
-            let _ = source.acker.send(Ack::Visibility(unit, "release")).await;
+            // Received as the shutdown began: give them back unstarted, but a FIFO group holding
+            // a message on its last allowed receive runs through it (see `unit.rs`).
+            let (run, back): (Vec<_>, Vec<_>) = if source.ctx.fifo && !processor.is_batch() {
+                fifo_groups(messages).into_iter().partition(|g| {
+                    source.ctx.max_receive_count.is_some_and(|max| g.iter().any(|m| m.receive_count() >= max))
+                })
+            } else {
+                (Vec::new(), vec![messages])
+            };
+            let back: Vec<ReceivedMessage> = back.into_iter().flatten().collect();
+            unreserve(back.len());
+            // given back once every open receive has returned (`Poller::run`): a message given
+            // back now would be taken by another receive still open
+            lock(&returned).extend(back.into_iter().map(|m| (idx, m)));
+            for unit in run {
+                let Some(permit) = permits.split(unit.len()) else {
+                    unreserve(unit.len());
+                    super::unit::give_back(&source, &stats, unit).await;
+                    continue;
+                };
+                let unit: Vec<Arc<ReceivedMessage>> = unit.into_iter().map(Arc::new).collect();
+                tracker.spawn(run_unit(
+                    unit,
+                    permit,
+                    exec.clone(),
+                    processor.clone(),
+                    source.clone(),
+                    config.clone(),
+                    stats.clone(),
+                    stop.clone(),
+                    cut.clone(),
+                ));
+            }
             continue;
         }
         // FIFO-ness is the queue's (never a message's group id: fair queues carry one too)
@@ -245,10 +274,9 @@ pub(super) async fn receiver<T: Send + 'static>(
         };
         for unit in units {
             let Some(permit) = permits.split(unit.len()) else {
-                tracing::error!("more messages than permits; releasing");
+                tracing::error!("more messages than permits; giving them back");
                 unreserve(unit.len());
-                let unit = unit.into_iter().map(|m| (Arc::new(m), 0)).collect();
-                let _ = source.acker.send(Ack::Visibility(unit, "release")).await;
+                super::unit::give_back(&source, &stats, unit).await;
                 continue;
             };
             let unit: Vec<Arc<ReceivedMessage>> = unit.into_iter().map(Arc::new).collect();
@@ -261,7 +289,7 @@ pub(super) async fn receiver<T: Send + 'static>(
                 config.clone(),
                 stats.clone(),
                 stop.clone(),
-                ghosts.clone(),
+                cut.clone(),
             ));
         }
         // unused permits go back to the semaphore here

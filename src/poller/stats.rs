@@ -22,6 +22,7 @@ pub struct PollStats {
     pub(super) retried: AtomicU64,
     pub(super) dead_lettered: AtomicU64,
     pub(super) released: AtomicU64,
+    pub(super) carried_over: AtomicU64,
     pub(super) extensions: AtomicU64,
     pub(super) in_flight: AtomicU64,
     pub(super) receive_calls: AtomicU64,
@@ -41,8 +42,13 @@ pub struct PollSummary {
     pub retried: u64,
     /// Sent to the DLQ.
     pub dead_lettered: u64,
-    /// Released unstarted at shutdown.
+    /// Given back unstarted (at shutdown, or when its lease ended while it waited): released,
+    /// or carried over (below).
     pub released: u64,
+    /// Of the released, those on their last allowed receive that were carried over as a fresh
+    /// copy instead of going back to be dead-lettered unrun (standard queues; see
+    /// [`settle::carry_over`](crate::settle::carry_over)).
+    pub carried_over: u64,
     /// Visibility extensions by the heartbeat.
     pub extensions: u64,
     /// In flight at the time of the snapshot.
@@ -65,6 +71,7 @@ impl PollStats {
             retried: g(&self.retried),
             dead_lettered: g(&self.dead_lettered),
             released: g(&self.released),
+            carried_over: g(&self.carried_over),
             extensions: g(&self.extensions),
             in_flight: g(&self.in_flight),
             receive_calls: g(&self.receive_calls),

@@ -11,11 +11,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{Done, Processor};
+use super::{Done, Drive, Processor};
 use crate::context::QueueContext;
 use crate::idempotency::{claim, finish, idem_key, Claimed, Identity, LocalHold, Record};
 use crate::message::{Message, ReceivedMessage};
@@ -24,17 +26,44 @@ use crate::outcome::{Decision, Failure, FailureKind, Outcome};
 impl<T: Send + 'static> Processor<T> {
     /// A [`BatchHandler`] over `messages` (in order): one call for every decodable message,
     /// then the same rules as one-message handlers, with FIFO groups held after a failure.
-    /// `stop` already cancelled: nothing is started (all released). `lease` cancelled while the
-    /// handler runs: the handler is dropped and every message times out (retryable).
+    /// `stop` or `lease` fired before the call (while waiting for the rate turns too): nothing
+    /// is started (all released). `lease` cancelled while the handler runs: the handler is
+    /// dropped and every message times out (retryable). A panic outside the handler is every
+    /// message's retryable failure.
     pub(crate) async fn process_whole(
         &self,
         ctx: &QueueContext,
         messages: Vec<Arc<ReceivedMessage>>,
-        stop: Option<&CancellationToken>,
-        lease: Option<&CancellationToken>,
+        drive: Drive<'_>,
     ) -> Vec<Decision> {
-        if stop.is_some_and(CancellationToken::is_cancelled) || lease.is_some_and(CancellationToken::is_cancelled) {
-            return messages.into_iter().map(|message| Decision { message, outcome: Outcome::Released }).collect();
+        let all = messages.clone();
+        match AssertUnwindSafe(self.process_whole_steps(ctx, messages, drive)).catch_unwind().await {
+            Ok(decisions) => decisions,
+            Err(panic) => {
+                let text = super::panic_text(&panic);
+                drop(panic);
+                let mut out = Vec::with_capacity(all.len());
+                for m in all {
+                    let span = crate::span::message_span(&m, ctx.queue_name());
+                    let outcome = self.panicked(ctx, &m, text.clone()).instrument(span).await;
+                    out.push(Decision { message: m, outcome });
+                }
+                out
+            }
+        }
+    }
+
+    async fn process_whole_steps(
+        &self,
+        ctx: &QueueContext,
+        messages: Vec<Arc<ReceivedMessage>>,
+        drive: Drive<'_>,
+    ) -> Vec<Decision> {
+        let released = |messages: Vec<Arc<ReceivedMessage>>| {
+            messages.into_iter().map(|message| Decision { message, outcome: Outcome::Released })
+        };
+        if drive.ended() {
+            return released(messages).collect();
         }
         let mut out = Vec::with_capacity(messages.len());
         // messages not due yet go on to their next hop; the handler gets the rest
@@ -55,7 +84,17 @@ impl<T: Send + 'static> Processor<T> {
         if messages.is_empty() {
             return out;
         }
-        let results = self.run_whole(ctx, &messages, lease).await;
+        // a batch call starts every message in it: each takes its turn under the limits first
+        for _ in &messages {
+            if !drive.turn(ctx).await {
+                out.extend(released(messages));
+                return out;
+            }
+        }
+        for m in &messages {
+            drive.start(m);
+        }
+        let results = self.run_whole(ctx, &messages, drive.lease).await;
         let mut blocked: HashMap<String, (String, u32)> = HashMap::new();
         for (m, result) in messages.into_iter().zip(results) {
             let group = if ctx.fifo { m.group_id().map(str::to_string) } else { None };
@@ -89,10 +128,6 @@ impl<T: Send + 'static> Processor<T> {
         if !self.handler.is_batch() {
             let error = "not a batch handler".to_string();
             return vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); messages.len()];
-        }
-        // a batch call starts every message in it: each takes its turn under the limits first
-        for _ in messages {
-            ctx.start_gate().await;
         }
         let mut results: Vec<Result<Done, Failure>> = vec![Ok(Done::Handled); messages.len()];
         // what each message gives the handler: usually one message, one per record of an S3

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::Processor;
+use super::{Drive, Processor};
 use crate::context::QueueContext;
 use crate::message::ReceivedMessage;
 use crate::outcome::{Decision, Outcome};
@@ -50,8 +50,10 @@ pub(crate) struct Sequence<'a, T> {
     ctx: &'a QueueContext,
     rest: std::collections::VecDeque<Arc<ReceivedMessage>>,
     blocked: Option<(String, u32)>,
-    stop: Option<&'a CancellationToken>,
-    lease: Option<&'a CancellationToken>,
+    drive: Drive<'a>,
+    /// At `stop`, go on up to the last message on its last allowed receive (see
+    /// [`Sequence::run_through_at_stop`]).
+    run_through: bool,
 }
 
 impl<'a, T: Send + 'static> Sequence<'a, T> {
@@ -64,7 +66,32 @@ impl<'a, T: Send + 'static> Sequence<'a, T> {
         stop: Option<&'a CancellationToken>,
         lease: Option<&'a CancellationToken>,
     ) -> Self {
-        Self { processor, ctx, rest: messages.into(), blocked: None, stop, lease }
+        let drive = Drive { stop, lease, started: None };
+        Self { processor, ctx, rest: messages.into(), blocked: None, drive, run_through: false }
+    }
+
+    /// Tell `started` right before each message's handler starts (after its rate turn).
+    #[cfg(feature = "poller")]
+    pub(crate) fn on_start(mut self, started: &'a (dyn Fn(&ReceivedMessage) + Send + Sync)) -> Self {
+        self.drive.started = Some(started);
+        self
+    }
+
+    /// On a FIFO queue, releasing a message on its last allowed receive (`receive count ≥
+    /// maxReceiveCount`) would let SQS move it to the DLQ without it ever running, and it cannot
+    /// be re-sent without losing its place in the group. So at `stop`, the sequence goes on
+    /// (in order) up to the last such message, and releases only what comes after it; the
+    /// lease still ends it.
+    #[cfg(feature = "poller")]
+    pub(crate) fn run_through_at_stop(mut self) -> Self {
+        self.run_through = true;
+        self
+    }
+
+    /// Whether `m` or a later message is on its last allowed receive.
+    fn last_receive_ahead(&self, m: &ReceivedMessage) -> bool {
+        let Some(max) = self.ctx.max_receive_count else { return false };
+        m.receive_count() >= max || self.rest.iter().any(|r| r.receive_count() >= max)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -74,11 +101,15 @@ impl<'a, T: Send + 'static> Sequence<'a, T> {
     pub(crate) async fn next(&mut self) -> Option<Decision> {
         let m = self.rest.pop_front()?;
         let stopped = |t: Option<&CancellationToken>| t.is_some_and(CancellationToken::is_cancelled);
+        let mut drive = self.drive;
+        if stopped(drive.stop) && self.run_through && self.last_receive_ahead(&m) {
+            drive.stop = None;
+        }
         let outcome = match &self.blocked {
             Some((behind, visibility)) => Outcome::Held { visibility: *visibility, behind: behind.clone() },
-            None if stopped(self.stop) || stopped(self.lease) => Outcome::Released,
+            None if drive.ended() => Outcome::Released,
             None => {
-                let outcome = self.processor.process_one_until(self.ctx, m.clone(), self.lease).await;
+                let outcome = self.processor.process_one_driven(self.ctx, m.clone(), drive).await;
                 if let Outcome::Retry { visibility, .. } = &outcome {
                     self.blocked = Some((m.message_id.clone(), *visibility));
                 }

@@ -1,8 +1,8 @@
 //! `sqskit console`: a web console for queues, dead letters, the archive and the pollers.
 //!
 //! Thin, like the other commands: every figure and every action is a library call
-//! (`sqskit::inventory` for the overview, `sqskit::dead_letters` and `sqskit::dlq` for the
-//! dead-letter pages, `sqskit::archive_replay` for the archive, the pollers' own `/status`).
+//! (`sqskit::inventory` for the overview, `sqskit::dlq` (`dlq::inspect`) for the
+//! dead-letter pages, `sqskit::dlq::replay` for the archive, the pollers' own `/status`).
 //! HTML is rendered on the server (maud escapes every value), the one script and style sheet are
 //! embedded in the binary, and actions run as jobs in this process, so closing the page does not
 //! stop them. Security: `security.rs`.
@@ -114,7 +114,7 @@ pub struct App {
     pub pollers: Vec<String>,
     /// For the pollers' `/status` (`sqskit::handlers::http_client`: rustls, platform roots).
     pub http: reqwest::Client,
-    pub archive: Option<sqskit::archive_replay::Archive>,
+    pub archive: Option<sqskit::dlq::replay::Archive>,
     pub history: history::History,
     pub jobs: jobs::Jobs,
     pub version: &'static str,
@@ -145,7 +145,7 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         archive: args
             .archive_bucket
             .as_ref()
-            .map(|b| sqskit::archive_replay::Archive::new(&sdk, b.clone(), args.archive_prefix.clone())),
+            .map(|b| sqskit::dlq::replay::Archive::new(&sdk, b.clone(), args.archive_prefix.clone())),
         history: history::History::default(),
         jobs: jobs::Jobs::default(),
         version: env!("CARGO_PKG_VERSION"),

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
-use sqskit::dead_letters::{DeadLetter, DeadLetterCounts};
+use sqskit::dlq::inspect::{DeadLetter, DeadLetterCounts};
 use sqskit::inventory::{QueueSettings, QueueStats};
 
 use super::history::{Point, Snapshot};
@@ -502,7 +502,7 @@ pub struct ArchivePage<'a> {
     pub sources: &'a [String],
     pub source: Option<&'a str>,
     pub day: Option<&'a str>,
-    pub entries: &'a [sqskit::archive_replay::ArchiveEntry],
+    pub entries: &'a [sqskit::dlq::replay::ArchiveEntry],
     pub error: Option<String>,
 }
 
@@ -549,7 +549,7 @@ pub fn urlencode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-pub fn archive_record(ctx: &Ctx, r: &sqskit::archive_replay::ArchiveRecord) -> Markup {
+pub fn archive_record(ctx: &Ctx, r: &sqskit::dlq::replay::ArchiveRecord) -> Markup {
     layout(
         ctx,
         &format!("Archived {}", r.message.message_id),

@@ -239,15 +239,15 @@ async fn dlq_page(State(app): AppState, Path(name): Path<String>, Query(q): Para
     let (shown, parsed) = filters(|k| q.get(k).cloned());
     let settings = sqskit::inventory::settings(&dlq).await;
     let attrs = dlq.attributes().await.map_err(|e| failed(&app, e))?;
-    let (msgs, error) = match sqskit::dead_letters::look(&dlq, n).await {
+    let (msgs, error) = match sqskit::dlq::inspect::look(&dlq, n).await {
         Ok(m) => (m, None),
         Err(e) => (Vec::new(), Some(format!("looking at the messages failed: {e}"))),
     };
     tracing::info!(queue = %name, looked = msgs.len(), "console: looked at a dead-letter queue");
-    let counts = sqskit::dead_letters::count(&msgs);
+    let counts = sqskit::dlq::inspect::count(&msgs);
     let (rows, filter_error) = match &parsed {
         Ok(f) => (
-            sqskit::dead_letters::filtered(&msgs, f).into_iter().map(sqskit::dead_letters::DeadLetter::from).collect(),
+            sqskit::dlq::inspect::filtered(&msgs, f).into_iter().map(sqskit::dlq::inspect::DeadLetter::from).collect(),
             None,
         ),
         Err(e) => (Vec::new(), Some(e.clone())),
@@ -331,9 +331,32 @@ async fn move_task(State(app): AppState, Path(name): Path<String>, body: Bytes) 
             Some(sqskit::dlq::move_task_rate(r).map_err(|e| bad(&app, &e.to_string()))?)
         }
     };
-    let handle = sqskit::dlq::start_move_task(&dlq, None, rate).await.map_err(|e| failed(&app, e))?;
-    tracing::info!(queue = %name, task = %handle, "console: message move task started");
+    // the same path as `sqskit redrive --use-move-task`: sqskit's own dead letters (no
+    // DeadLetterQueueSourceArn) moved here first, a move task for what SQS moved
+    let plan = sqskit::dlq::plan_move_task_redrive(&dlq).await.map_err(|e| failed(&app, e))?;
     let job = app.jobs.start(format!("Move task on {name}"), format!("/dlq/{name}"), None, move |job| async move {
+        for line in plan.lines() {
+            job.update(|s| s.lines.push(line.clone()));
+        }
+        let report =
+            sqskit::dlq::move_task_redrive(&dlq, plan, rate, |n| job.update(|s| s.progress = n as u64)).await?;
+        if let Some(r) = &report.client_side {
+            job.update(|s| s.lines.push(format!("moved here (client side): {}", r.moved)));
+        }
+        if let Some(why) = &report.move_task_skipped {
+            job.update(|s| s.lines.push(why.clone()));
+        }
+        if !report.left.is_empty() {
+            job.update(|s| s.lines.push(format!("left in the DLQ (no recorded source): {}", report.left.join(", "))));
+        }
+        let Some(task) = &report.move_task else {
+            return Ok(format!(
+                "{} message(s) moved; no move task was needed.",
+                report.client_side.map_or(0, |r| r.moved)
+            ));
+        };
+        let handle = task.task_handle.clone();
+        tracing::info!(queue = %name, task = %handle, "console: message move task started");
         job.update(|s| s.lines.push(format!("task handle {handle}")));
         for _ in 0..3600 {
             let tasks = sqskit::dlq::list_move_tasks(&dlq, 1).await?;
@@ -366,7 +389,7 @@ async fn delete(State(app): AppState, Path(name): Path<String>, body: Bytes) -> 
     tracing::warn!(queue = %name, messages = ids.len(), "console: deleting dead letters");
     let (title, total) = (format!("Delete {} message(s) from {name}", ids.len()), Some(ids.len() as u64));
     let job = app.jobs.start(title, format!("/dlq/{name}"), total, move |job| async move {
-        let report = sqskit::dead_letters::delete(&dlq, &ids, |n| job.update(|s| s.progress = n as u64)).await?;
+        let report = sqskit::dlq::inspect::delete(&dlq, &ids, |n| job.update(|s| s.progress = n as u64)).await?;
         job.update(|s| {
             s.lines.extend(report.not_found.iter().map(|id| format!("not found (gone already, or in flight): {id}")));
             s.lines.extend(report.failed.iter().map(|f| format!("not deleted: {f}")));

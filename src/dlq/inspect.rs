@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
-use crate::dlq::{error_info, error_kind, source_queue, RedriveFilter};
+use super::{error_info, error_kind, source_queue, RedriveFilter};
 use crate::message::ReceivedMessage;
 use crate::{Error, Queue};
 
@@ -52,7 +52,7 @@ pub struct DeadLetterCounts {
 ///
 /// # Example
 /// ```
-/// let counts = sqskit::dead_letters::count(&[]);
+/// let counts = sqskit::dlq::inspect::count(&[]);
 /// assert_eq!(counts.messages, 0);
 /// assert!(counts.kinds.is_empty());
 /// ```

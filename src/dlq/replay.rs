@@ -17,39 +17,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use base64::Engine;
 
+use super::DlqError;
 use crate::message::{AttributeValue, ReceivedMessage};
 use crate::Queue;
-
-/// Errors reading the archive or replaying it.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ArchiveError {
-    /// An S3 call failed.
-    #[error("S3 {operation} on s3://{bucket}/{key} failed: {message}")]
-    S3 {
-        /// The S3 operation.
-        operation: &'static str,
-        /// The bucket.
-        bucket: String,
-        /// The key or prefix.
-        key: String,
-        /// The S3 error.
-        message: String,
-    },
-    /// An object is not an archive record.
-    #[error("s3://{bucket}/{key} is not an archive record: {reason}")]
-    NotARecord {
-        /// The bucket.
-        bucket: String,
-        /// The key.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-    /// An SQS call failed.
-    #[error(transparent)]
-    Sqs(#[from] crate::Error),
-}
 
 /// Where the archive is: bucket and key prefix (the monitor's `ARCHIVE_BUCKET` and
 /// `ARCHIVE_PREFIX`).
@@ -124,13 +94,13 @@ fn s3_err<'a, E: std::fmt::Display>(
     operation: &'static str,
     bucket: &'a str,
     key: &'a str,
-) -> impl FnOnce(aws_sdk_s3::error::SdkError<E>) -> ArchiveError + 'a {
+) -> impl FnOnce(aws_sdk_s3::error::SdkError<E>) -> DlqError + 'a {
     move |e| {
         let message = match &e {
             aws_sdk_s3::error::SdkError::ServiceError(s) => s.err().to_string(),
             other => other.to_string(),
         };
-        ArchiveError::S3 { operation, bucket: bucket.to_string(), key: key.to_string(), message }
+        DlqError::ArchiveRead { operation, bucket: bucket.to_string(), key: key.to_string(), message }
     }
 }
 
@@ -164,7 +134,7 @@ impl Archive {
         &self,
         prefix: &str,
         delimiter: Option<&str>,
-    ) -> Result<(Vec<(String, u64)>, Vec<String>), ArchiveError> {
+    ) -> Result<(Vec<(String, u64)>, Vec<String>), DlqError> {
         let (mut objects, mut prefixes) = (Vec::new(), Vec::new());
         let mut token = None;
         loop {
@@ -194,8 +164,8 @@ impl Archive {
     /// The source queues that have records (the key level under the prefix).
     ///
     /// # Errors
-    /// [`ArchiveError::S3`] when listing fails.
-    pub async fn sources(&self) -> Result<Vec<String>, ArchiveError> {
+    /// [`DlqError::ArchiveRead`] when listing fails.
+    pub async fn sources(&self) -> Result<Vec<String>, DlqError> {
         let head = self.head();
         let (_, prefixes) = self.list_all(&head, Some("/")).await?;
         let names: BTreeSet<String> = prefixes
@@ -210,13 +180,13 @@ impl Archive {
     /// newest day first, at most `max`.
     ///
     /// # Errors
-    /// [`ArchiveError::S3`] when listing fails.
+    /// [`DlqError::ArchiveRead`] when listing fails.
     pub async fn list(
         &self,
         source: Option<&str>,
         day: Option<&str>,
         max: usize,
-    ) -> Result<Vec<ArchiveEntry>, ArchiveError> {
+    ) -> Result<Vec<ArchiveEntry>, DlqError> {
         let mut prefix = self.head();
         if let Some(s) = source {
             prefix.push_str(s);
@@ -242,7 +212,7 @@ impl Archive {
     /// # Example
     /// ```
     /// # let sdk = aws_config::SdkConfig::builder().behavior_version(aws_config::BehaviorVersion::latest()).build();
-    /// let archive = sqskit::archive_replay::Archive::new(&sdk, "b", "dead-letters");
+    /// let archive = sqskit::dlq::replay::Archive::new(&sdk, "b", "dead-letters");
     /// let e = archive.parse_key("dead-letters/orders/2026/12/01/m-1.json").unwrap();
     /// assert_eq!((e.source_queue.as_str(), e.day.as_str(), e.message_id.as_str()), ("orders", "2026-12-01", "m-1"));
     /// assert!(archive.parse_key("elsewhere/orders/2026/12/01/m-1.json").is_none());
@@ -268,22 +238,21 @@ impl Archive {
     /// Read one record.
     ///
     /// # Errors
-    /// [`ArchiveError::S3`] when the object cannot be read, [`ArchiveError::NotARecord`] when it
+    /// [`DlqError::ArchiveRead`] when the object cannot be read, [`DlqError::NotARecord`] when it
     /// is not an archive document.
-    pub async fn read(&self, key: &str) -> Result<ArchiveRecord, ArchiveError> {
+    pub async fn read(&self, key: &str) -> Result<ArchiveRecord, DlqError> {
         let obj = self.s3.get_object().bucket(&self.bucket).key(key).send().await.map_err(s3_err(
             "GetObject",
             &self.bucket,
             key,
         ))?;
-        let bytes = obj.body.collect().await.map_err(|e| ArchiveError::S3 {
+        let bytes = obj.body.collect().await.map_err(|e| DlqError::ArchiveRead {
             operation: "GetObject",
             bucket: self.bucket.clone(),
             key: key.to_string(),
             message: e.to_string(),
         })?;
-        let not =
-            |reason: String| ArchiveError::NotARecord { bucket: self.bucket.clone(), key: key.to_string(), reason };
+        let not = |reason: String| DlqError::NotARecord { bucket: self.bucket.clone(), key: key.to_string(), reason };
         let document: serde_json::Value =
             serde_json::from_slice(&bytes.into_bytes()).map_err(|e| not(format!("not JSON: {e}")))?;
         let message = record_message(&document).map_err(not)?;
@@ -319,7 +288,7 @@ impl Archive {
         to: Option<&Queue>,
         dry_run: bool,
         mut progress: impl FnMut(usize),
-    ) -> Result<ReplayReport, ArchiveError> {
+    ) -> Result<ReplayReport, DlqError> {
         let mut report = ReplayReport { dry_run, ..Default::default() };
         let mut targets: HashMap<String, Queue> = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
@@ -339,7 +308,7 @@ impl Archive {
         to: Option<&Queue>,
         dry_run: bool,
         targets: &mut HashMap<String, Queue>,
-    ) -> Result<Replayed, ArchiveError> {
+    ) -> Result<Replayed, DlqError> {
         let record = self.read(key).await?;
         let target = match to {
             Some(q) => q.clone(),
@@ -359,7 +328,7 @@ impl Archive {
             new_message_id: None,
         };
         if !dry_run {
-            let sent = target.send(crate::dlq::redriven_message(&record.message, target.is_fifo())).await?;
+            let sent = target.send(super::redriven_message(&record.message, target.is_fifo())).await?;
             replayed.new_message_id = Some(sent.message_id);
         }
         Ok(replayed)
