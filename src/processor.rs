@@ -482,7 +482,10 @@ impl<T: Send + 'static> Processor<T> {
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
     ) -> Result<Done, Failure> {
-        let raw = self.resolve(ctx, raw).await?;
+        // the lease ends every step before the handler too: a claim check or an idempotency
+        // store that hangs must not keep the message (and its slot) forever; what comes after
+        // the handler (recording its result) is never cut
+        let raw = until_lease(self.resolve(ctx, raw), cancel).await??;
         let msgs = self.open(&raw)?;
         let Some(idem) = &self.idempotency else {
             return self.call_each(msgs, cancel).await.map(|()| Done::Handled);
@@ -506,8 +509,8 @@ impl<T: Send + 'static> Processor<T> {
             Some(id) => id,
             None => return self.call_each(msgs, cancel).await.map(|()| Done::Handled),
         };
-        let hold = idem.local.hold(&id.key).await;
-        match claim(idem, lease, &raw, id).await? {
+        let hold = until_lease(idem.local.hold(&id.key), cancel).await?;
+        match until_lease(claim(idem, lease, &raw, id), cancel).await?? {
             Claimed::Run(record) => {
                 let result = self.call_each(msgs, cancel).await;
                 finish(idem, &raw, record, result.is_ok()).await;
@@ -713,21 +716,7 @@ impl<T: Send + 'static> Processor<T> {
                 return Outcome::Released;
             }
             drive.start(&raw);
-            let attempt = self.attempt(Some(ctx), ctx.lease, raw.clone(), drive.lease);
-            // the lease ends the whole attempt, not only the handler: a claim check or an
-            // idempotency store that hangs must not keep the message (and its slot) forever
-            let result = match drive.lease {
-                Some(lease) => tokio::select! {
-                    biased;
-                    r = attempt => r,
-                    _ = lease.cancelled() => Err(Failure {
-                        kind: FailureKind::TimedOut,
-                        error: "cancelled before its handler finished: its lease could not be extended any further".into(),
-                        retry_after: None,
-                    }),
-                },
-                None => attempt.await,
-            };
+            let result = self.attempt(Some(ctx), ctx.lease, raw.clone(), drive.lease).await;
             self.conclude(ctx, &raw, result).await
         };
         let caught = AssertUnwindSafe(steps).catch_unwind().instrument(span.clone()).await;
@@ -933,6 +922,20 @@ impl Drive<'_> {
         if let Some(f) = self.started {
             f(m);
         }
+    }
+}
+
+/// `step`, unless `lease` ends first: then a retryable `timeout` (the step's future is dropped).
+async fn until_lease<F: std::future::Future>(step: F, lease: Option<&CancellationToken>) -> Result<F::Output, Failure> {
+    let Some(lease) = lease else { return Ok(step.await) };
+    tokio::select! {
+        biased;
+        out = step => Ok(out),
+        _ = lease.cancelled() => Err(Failure {
+            kind: FailureKind::TimedOut,
+            error: "cancelled before its handler started: its lease could not be extended any further".into(),
+            retry_after: None,
+        }),
     }
 }
 
