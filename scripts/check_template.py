@@ -1221,6 +1221,112 @@ def check_alarms(t: Template, r: Report) -> None:
         r.check("AlertTopic" in targets, f"{name}: AlarmActions notify AlertTopic", f"got {targets}")
 
 
+# ---------------------------------------------------------------- recurring jobs
+SCHEDULER_ROLE = "SchedulerRole"
+SCHEDULE_DLQ = "ScheduleDeadLetterQueue"
+SCHEDULE_TZ = "ScheduleTimezone"
+# EventBridge Scheduler's limits (RetryPolicy) and the context attributes it fills in
+SCHEDULER_MAX_RETRIES = 185
+SCHEDULER_EVENT_AGE = (60, 86400)
+SCHEDULE_CONTEXT = ("<aws.scheduler.schedule-arn>", "<aws.scheduler.scheduled-time>",
+                    "<aws.scheduler.execution-id>", "<aws.scheduler.attempt-number>")
+
+
+def check_schedules(t: Template, r: Report) -> None:
+    """The optional recurring jobs: each AWS::Scheduler::Schedule exists only when its expression
+    parameter is set (whose AllowedPattern takes rate/cron expressions and nothing else), runs in
+    ScheduleTimezone with no flexible window, sends to WorkQueue a body that names the job and
+    carries Scheduler's context attributes and the job's input, retries within Scheduler's limits
+    and dead-letters into a standard queue that keeps 14 days and alarms; SchedulerRole is assumed
+    by scheduler.amazonaws.com of this account only and may do nothing but sqs:SendMessage on the
+    work queue and that DLQ (plus kms:Decrypt/GenerateDataKey on KmsKeyArn when set)."""
+    schedules = dict(t.of_type("AWS::Scheduler::Schedule"))
+    r.check(len(schedules) >= 1, "template has optional recurring jobs (AWS::Scheduler::Schedule)")
+    tz = param(t, SCHEDULE_TZ)
+    pat = tz.get("AllowedPattern") or ""
+    r.check(tz.get("Default") == "UTC" and all(re.fullmatch(pat, z) for z in ("UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires"))
+            and not any(re.fullmatch(pat, z) for z in ("", "UTC; rm", "+02:00")),
+            f"parameter {SCHEDULE_TZ}: default UTC, IANA names only", f"got {tz}")
+    every = {}
+    for name in sorted(schedules):
+        cond = (schedules[name] or {}).get("Condition")
+        expr = None
+        cdef = (t.doc.get("Conditions") or {}).get(cond) if cond else None
+        if isinstance(cdef, dict):
+            inner = (cdef.get("Fn::Not") or [None])[0]
+            eq = inner.get("Fn::Equals") if isinstance(inner, dict) else None
+            if isinstance(eq, list) and len(eq) == 2 and eq[1] == "":
+                expr = ref_target(eq[0])
+        p = t.props(name)
+        ok = expr is not None and ref_target(p.get("ScheduleExpression")) == expr
+        r.check(ok, f"{name}: created only when its ScheduleExpression parameter is set", f"condition {cond!r}")
+        if expr:
+            every[expr] = True
+            ep = param(t, expr)
+            pat = ep.get("AllowedPattern") or ""
+            good = ["", "rate(1 minute)", "rate(15 minutes)", "rate(2 hours)", "cron(0 7 ? * MON-FRI *)", "cron(*/5 * * * ? *)"]
+            bad = ["every 5 minutes", "rate(0 minutes)", "rate(5 weeks)", "at(2026-01-01T00:00:00)", "cron(0 7 * * *) x"]
+            r.check(ep.get("Default") == "" and all(re.fullmatch(pat, g) for g in good) and not any(re.fullmatch(pat, b) for b in bad),
+                    f"parameter {expr}: default empty (no job), AllowedPattern takes rate(...) and cron(...) only", f"got {ep}")
+        r.check(ref_target(p.get("ScheduleExpressionTimezone")) == SCHEDULE_TZ, f"{name}: ScheduleExpressionTimezone is {SCHEDULE_TZ}")
+        r.check((p.get("FlexibleTimeWindow") or {}).get("Mode") == "OFF", f"{name}: FlexibleTimeWindow OFF (runs on time)")
+        r.check(p.get("KmsKeyArn") == {"Fn::If": ["HasKmsKey", {"Ref": KMS_PARAM}, {"Ref": "AWS::NoValue"}]},
+                f"{name}: its input is encrypted with {KMS_PARAM} when set")
+        tg = p.get("Target") or {}
+        r.check(ref_target(tg.get("Arn")) == "WorkQueue" and ref_target(tg.get("RoleArn")) == SCHEDULER_ROLE,
+                f"{name}: target WorkQueue, as {SCHEDULER_ROLE}", f"got {tg.get('Arn')} {tg.get('RoleArn')}")
+        sub = (tg.get("Input") or {}).get("Fn::Sub")
+        body_ok = isinstance(sub, str)
+        if body_ok:
+            sample = re.sub(r"\$\{(\w+)\}", lambda m: '{"k":1}' if m.group(1).endswith("Input") else m.group(1), sub)
+            try:
+                body = json.loads(sample)
+                sched = body.get("schedule") or {}
+                body_ok = (re.fullmatch(r"Schedule\d+Name", str(sched.get("name"))) is not None and body.get("input") == {"k": 1}
+                           and set(SCHEDULE_CONTEXT) <= set(sched.values()))
+            except json.JSONDecodeError:
+                body_ok = False
+        r.check(body_ok, f"{name}: the message is JSON naming the job (/schedule/name) with Scheduler's context and the job's input",
+                f"got {sub!r}")
+        rp = tg.get("RetryPolicy") or {}
+        tries, age = to_int(rp.get("MaximumRetryAttempts")), to_int(rp.get("MaximumEventAgeInSeconds"))
+        r.check(tries is not None and 0 <= tries <= SCHEDULER_MAX_RETRIES and age is not None
+                and SCHEDULER_EVENT_AGE[0] <= age <= SCHEDULER_EVENT_AGE[1],
+                f"{name}: RetryPolicy within Scheduler's limits", f"got {rp}")
+        r.check(ref_target((tg.get("DeadLetterConfig") or {}).get("Arn")) == SCHEDULE_DLQ, f"{name}: dead-letters into {SCHEDULE_DLQ}")
+    dq = t.props(SCHEDULE_DLQ)
+    r.check(t.type_of(SCHEDULE_DLQ) == "AWS::SQS::Queue" and not dq.get("FifoQueue")
+            and to_int(dq.get("MessageRetentionPeriod")) == SQS_RETENTION_MAX,
+            f"{SCHEDULE_DLQ}: a standard queue (Scheduler takes no FIFO DLQ) keeping 14 days", f"got {dq}")
+    alarmed = any(ref_target(d.get("Value")) == SCHEDULE_DLQ for a, _ in t.of_type("AWS::CloudWatch::Alarm")
+                  for d in as_list(t.props(a).get("Dimensions")) if isinstance(d, dict))
+    r.check(alarmed, f"{SCHEDULE_DLQ}: an alarm watches it")
+    trust = list(iter_statements(t.props(SCHEDULER_ROLE).get("AssumeRolePolicyDocument")))
+    r.check(len(trust) == 1 and (trust[0].get("Principal") or {}).get("Service") == "scheduler.amazonaws.com"
+            and ((trust[0].get("Condition") or {}).get("StringEquals") or {}).get("aws:SourceAccount") == {"Ref": "AWS::AccountId"},
+            f"{SCHEDULER_ROLE}: trusted by scheduler.amazonaws.com of this account only", f"got {trust}")
+    r.check(not t.props(SCHEDULER_ROLE).get("ManagedPolicyArns"), f"{SCHEDULER_ROLE}: no managed policies")
+    for key in ("", SAMPLE_KEY_ARN):
+        overrides = {f"Schedule{i}Expression": "rate(1 hour)" for i in range(1, 4)}
+        conds = t.conditions(**{KMS_PARAM: key, **overrides})
+        grants = [(set(as_list(st.get("Action"))), {ref_target(x) if ref_target(x) else json.dumps(x) for x in as_list(st.get("Resource"))})
+                  for pol in as_list(resolve(t.props(SCHEDULER_ROLE).get("Policies"), conds))
+                  for st in as_list(((pol or {}).get("PolicyDocument") or {}).get("Statement"))
+                  if isinstance(st, dict) and st.get("Effect") == "Allow"]
+        want = [({"sqs:SendMessage"}, {"WorkQueue", SCHEDULE_DLQ})]
+        if key:
+            want.append(({"kms:Decrypt", "kms:GenerateDataKey"}, {KMS_PARAM}))
+        norm = lambda gs: sorted((sorted(a), sorted(str(x) for x in res)) for a, res in gs)  # noqa: E731
+        r.check(norm(grants) == norm(want),
+                f"{SCHEDULER_ROLE} ({KMS_PARAM}={'set' if key else 'empty'}): only {want}", f"got {grants}")
+        missing = [n for n in schedules if not t.exists(n, conds)]
+        r.check(not missing and t.exists(SCHEDULER_ROLE, conds) and t.exists(SCHEDULE_DLQ, conds),
+                f"every schedule, {SCHEDULER_ROLE} and {SCHEDULE_DLQ} exist when the expressions are set", f"missing {missing}")
+    none = t.conditions()
+    r.check(not any(t.exists(n, none) for n in [*schedules, SCHEDULER_ROLE, SCHEDULE_DLQ]),
+            "with the defaults no schedule, role or schedule DLQ is created")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("template", nargs="?", default=str(ROOT / "template.yaml"))
@@ -1253,6 +1359,7 @@ def main() -> int:
     if POLLER_SERVICE in t.resources:
         check_autoscaling(t, r)
     check_alarms(t, r)
+    check_schedules(t, r)
     print(f"{r.passed} passed, {r.failed} failed")
     return 1 if r.failed else 0
 

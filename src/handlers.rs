@@ -38,7 +38,11 @@ pub const EXIT_PERMANENT: i32 = 65;
 /// `SQSKIT_ATTR_<NAME>` per attribute, name upper-cased, other characters as `_`, unless two
 /// attributes map to the same variable), and `TRACEPARENT` / `TRACESTATE` (W3C) when the
 /// message carries a trace context ([`Message::trace`]: the producer's trace, this processing
-/// span's id).
+/// span's id). With an envelope (feature `events`,
+/// [`Processor::with_envelope`](crate::Processor::with_envelope)) stdin is the payload inside and
+/// the envelope's metadata is in `SQSKIT_<NAME>` ([`envelope_vars`]: `SQSKIT_ENVELOPE`,
+/// `SQSKIT_SNS_TOPIC_ARN`, `SQSKIT_EVENT_TYPE`, `SQSKIT_S3_KEY`, …); none of those is ever
+/// inherited from the poller's environment.
 ///
 /// A command that cannot start is refused when the handler is built ([`check_command`]), before
 /// any message is received.
@@ -175,6 +179,13 @@ impl ExecHandler {
             tracing::warn!(variable = %var, attributes = ?names,
                 "these attributes map to the same variable, which is not set: read them from SQSKIT_ATTRIBUTES");
         }
+        #[cfg(feature = "events")]
+        for (var, value) in envelope_vars(msg.envelope()) {
+            match value {
+                Some(v) => cmd.env(var, v),
+                None => cmd.env_remove(var),
+            };
+        }
         // the trace continues in the command; never one inherited from the poller's environment
         cmd.env_remove("TRACEPARENT").env_remove("TRACESTATE");
         if let Some(t) = msg.trace() {
@@ -238,6 +249,62 @@ impl ExecHandler {
             ))),
         }
     }
+}
+
+/// The environment of a command for a message's envelope: `(SQSKIT_<NAME>, value)` for each
+/// field of [`Envelope::fields`](crate::envelope::Envelope::fields), and `(SQSKIT_<NAME>, None)`
+/// (to remove) for every other name an envelope may set, so that none is inherited.
+///
+/// # Example
+/// ```
+/// use sqskit::envelope::{EnvelopeKind, Opened};
+/// let body = r#"{"version":"0","id":"e1","detail-type":"OrderPlaced","source":"shop","detail":{}}"#;
+/// let Opened::Payloads(p) = EnvelopeKind::EventBridge.open(body, false).unwrap() else { unreachable!() };
+/// let vars = sqskit::handlers::envelope_vars(Some(&p[0].envelope));
+/// assert!(vars.contains(&("SQSKIT_EVENT_TYPE".into(), Some("OrderPlaced".into()))));
+/// assert!(vars.contains(&("SQSKIT_SNS_TOPIC_ARN".into(), None)));
+/// ```
+#[cfg(feature = "events")]
+pub fn envelope_vars(envelope: Option<&crate::envelope::Envelope>) -> Vec<(String, Option<String>)> {
+    let fields = envelope.map(crate::envelope::Envelope::fields).unwrap_or_default();
+    crate::envelope::FIELD_NAMES
+        .iter()
+        .map(|name| {
+            let value = fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            (format!("SQSKIT_{name}"), value)
+        })
+        .collect()
+}
+
+/// The headers of an HTTP request for a message's envelope: `X-Sqskit-<Name>` for each field
+/// of [`Envelope::fields`](crate::envelope::Envelope::fields) (`SNS_TOPIC_ARN` →
+/// `X-Sqskit-Sns-Topic-Arn`, `EVENT_TYPE` → `X-Sqskit-Event-Type`).
+///
+/// # Example
+/// ```
+/// use sqskit::envelope::{EnvelopeKind, Opened};
+/// let body = r#"{"specversion":"1.0","id":"1","source":"/shop","type":"order.placed","data":{}}"#;
+/// let Opened::Payloads(p) = EnvelopeKind::CloudEvents.open(body, false).unwrap() else { unreachable!() };
+/// let headers = sqskit::handlers::envelope_headers(&p[0].envelope);
+/// assert!(headers.contains(&("X-Sqskit-Event-Type".into(), "order.placed".into())));
+/// ```
+#[cfg(feature = "events")]
+pub fn envelope_headers(envelope: &crate::envelope::Envelope) -> Vec<(String, String)> {
+    envelope
+        .fields()
+        .into_iter()
+        .map(|(name, value)| {
+            let title: Vec<String> = name
+                .split('_')
+                .map(|w| {
+                    let lower = w.to_ascii_lowercase();
+                    let mut c = lower.chars();
+                    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+                })
+                .collect();
+            (format!("X-Sqskit-{}", title.join("-")), value)
+        })
+        .collect()
 }
 
 /// How many bytes of a command's stderr (its end) go into the error of a failed run.
@@ -328,6 +395,10 @@ fn stderr_note(tail: &[u8]) -> String {
 /// `X-Aws-Sqsd-First-Received-At` (RFC 3339), `X-Aws-Sqsd-Sender-Id`, `X-Aws-Sqsd-Attr-<name>`
 /// per string attribute, `traceparent` / `tracestate` when the message carries a trace context
 /// ([`Message::trace`]); `Content-Type` from a `Content-Type` attribute or `application/json`.
+/// With an envelope (feature `events`) the body is the payload inside and the envelope's
+/// metadata goes in `X-Sqskit-<Name>` headers ([`envelope_headers`]: `X-Sqskit-Envelope`,
+/// `X-Sqskit-Sns-Topic-Arn`, `X-Sqskit-Event-Type`, …); a CloudEvent's `datacontenttype` is
+/// the `Content-Type`.
 /// 2xx → success; 429, 5xx, timeout, connection refused → retryable (`Retry-After` in seconds
 /// or as an HTTP date honoured); a 3xx is never followed and is a retryable failure naming its
 /// `Location`; other 4xx → permanent. The client is [`http_client`] (rustls, platform trust store).
@@ -357,11 +428,11 @@ impl HttpHandler {
 
     async fn run(&self, msg: Message<String>) -> Result<(), HandlerError> {
         let raw = msg.raw();
-        let content_type = ["Content-Type", "content-type", "ContentType"]
-            .iter()
-            .find_map(|k| raw.attribute_str(k))
-            .unwrap_or("application/json")
-            .to_string();
+        let content_type = ["Content-Type", "content-type", "ContentType"].iter().find_map(|k| raw.attribute_str(k));
+        #[cfg(feature = "events")]
+        let content_type =
+            msg.envelope().and_then(|e| e.cloud_event()).and_then(|c| c.datacontenttype.as_deref()).or(content_type);
+        let content_type = content_type.unwrap_or("application/json").to_string();
         let mut req = self
             .client
             .post(&self.url)
@@ -382,6 +453,15 @@ impl HttpHandler {
                     && reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_ok()
                 {
                     req = req.header(format!("X-Aws-Sqsd-Attr-{k}"), s);
+                }
+            }
+        }
+        #[cfg(feature = "events")]
+        if let Some(envelope) = msg.envelope() {
+            for (name, value) in envelope_headers(envelope) {
+                // a value that is no valid header (a control character) is left out
+                if reqwest::header::HeaderValue::from_str(&value).is_ok() {
+                    req = req.header(name, value);
                 }
             }
         }

@@ -18,6 +18,8 @@
 //! - [`error`]: the library's error types, classified by what a caller does next.
 //! - [`env`](mod@env): the one place environment variables are read (typed getters, errors that name the
 //!   variable).
+//! - [`envelope`]: the payload inside SNS, EventBridge, S3 and CloudEvents messages and their
+//!   metadata (feature `events`; a leaf, since a handler's [`Message`] carries the metadata).
 //! - [`message`]: messages sent, received, and handed to handlers.
 //! - [`health`]: liveness and readiness (feature `poller`).
 //! - [`limits`]: SQS limits and the batching arithmetic.
@@ -26,6 +28,7 @@
 //! - [`rate`]: start limits (messages per second).
 //! - [`idempotency`]: run each logical message once (memory, DynamoDB, Redis stores; the claim
 //!   and completion rules).
+//! - [`schema`]: JSON Schema checks of payloads before a handler (feature `schema`).
 //! - [`payload`]: large payloads through S3 (claim check, Amazon SQS Extended Client format).
 //! - [`retry`]: exponential backoff with jitter.
 //! - [`trace`]: trace context through queues (`traceparent`, `AWSTraceHeader`).
@@ -47,6 +50,7 @@
 //! - [`poller`]: the long-running consumer (concurrency, heartbeat, ack batching, shutdown).
 //! - [`status`]: a poller's state as one snapshot (`/status` next to `/metrics`).
 //! - [`handlers`]: ready-made exec / HTTP handlers for the poller.
+//! - [`router`]: each message to the handler for its type (feature `events`).
 //! - [`lambda`]: `SqsEvent` → processor → `SqsBatchResponse`.
 //!
 //! ## The guide
@@ -65,6 +69,8 @@
 //!   browser; what a look costs; security.
 //! - [Flow control](guide::flow_control): the circuit breaker, pausing a fleet, adaptive
 //!   concurrency.
+//! - [Messages from other services](guide::events): SNS, EventBridge, S3 and CloudEvents
+//!   envelopes, routing by type, schemas at the edge, recurring jobs.
 //! - [Rate limits](guide::rate_limits), [Delays past 15 minutes](guide::delays),
 //!   [Tenants (fair queues)](guide::fair_queues).
 //! - [Large messages](guide::large_messages): bodies over 1 MiB through S3.
@@ -87,6 +93,8 @@
 //! | `prometheus` | no | `metrics::install_prometheus` |
 //! | `idempotency-dynamodb` | no | `idempotency::DynamoDbStore` (Powertools' record layout) |
 //! | `idempotency-redis` | no | `idempotency::RedisStore` |
+//! | `events` | no | [`envelope`]: SNS, EventBridge, S3 and CloudEvents envelopes (`aws_lambda_events`' types); [`router`]: routing by type |
+//! | `schema` | no | [`schema`]: JSON Schema (2020-12) validation at the edge (`jsonschema`) |
 //! | `otel` | no | [`otel`]: OpenTelemetry messaging spans (receive / process / settle) and the id generator that keeps exported ids equal to the propagated ones |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -121,6 +129,8 @@ macro_rules! guide_links {
             "[console.md]: crate::guide::console\n",
             "[delays.md]: crate::guide::delays\n",
             "[deploying.md]: crate::guide::deploying\n",
+            "[events.md]: crate::guide::events\n",
+            "[events.md#recurring-jobs]: crate::guide::events#recurring-jobs\n",
             "[exactly-once.md]: crate::guide::exactly_once\n",
             "[exactly-once.md#what-this-guarantees-and-what-it-does-not]: crate::guide::exactly_once#what-this-guarantees-and-what-it-does-not\n",
             "[fair-queues.md]: crate::guide::fair_queues\n",
@@ -159,6 +169,8 @@ pub mod delay;
 #[cfg(feature = "dlq")]
 pub mod dlq;
 pub mod env;
+#[cfg(feature = "events")]
+pub mod envelope;
 pub mod error;
 pub mod flow;
 #[cfg(feature = "handlers")]
@@ -182,6 +194,10 @@ pub mod poller;
 pub mod processor;
 pub mod rate;
 pub mod retry;
+#[cfg(feature = "events")]
+pub mod router;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod settle;
 mod span;
 #[cfg(feature = "poller")]
@@ -224,6 +240,9 @@ pub mod guide {
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/flow-control.md")]
     pub mod flow_control {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/events.md")]
+    pub mod events {}
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/rate-limits.md")]
     pub mod rate_limits {}

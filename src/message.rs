@@ -2,8 +2,9 @@
 //!
 //! [`ReceivedMessage`] is the source-independent form of a received SQS message
 //! (from `ReceiveMessage` or from a Lambda `SqsEvent`); [`Message<T>`] is what a
-//! handler gets: the decoded body plus the metadata. [`OutgoingMessage`] is one
-//! message to send, with its attributes, delay and FIFO ids.
+//! handler gets: the decoded body plus the metadata (with feature `events`, also the envelope
+//! its body came out of: [`Message::envelope`]). [`OutgoingMessage`] is one message to send,
+//! with its attributes, delay and FIFO ids.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -197,12 +198,50 @@ pub struct Message<T> {
     /// The decoded body.
     pub body: T,
     raw: Arc<ReceivedMessage>,
+    #[cfg(feature = "events")]
+    envelope: Option<Arc<crate::envelope::Envelope>>,
 }
 
 impl<T> Message<T> {
     /// Wrap a decoded body with its raw message.
     pub fn new(body: T, raw: Arc<ReceivedMessage>) -> Self {
-        Self { body, raw }
+        Self {
+            body,
+            raw,
+            #[cfg(feature = "events")]
+            envelope: None,
+        }
+    }
+    /// The same message with another body (its metadata and envelope kept).
+    ///
+    /// # Example
+    /// ```
+    /// # use std::sync::Arc;
+    /// # fn raw() -> Arc<sqskit::ReceivedMessage> { unimplemented!() }
+    /// # fn demo() {
+    /// let m = sqskit::Message::new("42".to_string(), raw());
+    /// let n: sqskit::Message<u64> = m.map(|s| s.parse().unwrap_or(0));
+    /// # let _ = n; }
+    /// ```
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Message<U> {
+        Message {
+            body: f(self.body),
+            raw: self.raw,
+            #[cfg(feature = "events")]
+            envelope: self.envelope,
+        }
+    }
+    /// The envelope the body came out of (SNS, EventBridge, S3, CloudEvents), when the
+    /// processor opens one ([`Processor::with_envelope`](crate::Processor::with_envelope)).
+    #[cfg(feature = "events")]
+    pub fn envelope(&self) -> Option<&crate::envelope::Envelope> {
+        self.envelope.as_deref()
+    }
+    /// Attach the envelope the body came out of (the processor does; handy in handler tests).
+    #[cfg(feature = "events")]
+    pub fn with_envelope(mut self, envelope: Arc<crate::envelope::Envelope>) -> Self {
+        self.envelope = Some(envelope);
+        self
     }
     /// SQS message id.
     pub fn id(&self) -> &str {

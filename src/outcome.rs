@@ -43,11 +43,14 @@ pub enum FailureKind {
     /// Claim check: the S3 object (or bucket) a pointer names does not exist (dead-lettered
     /// with the pointer). Other fetch failures are [`FailureKind::Retryable`].
     PayloadMissing,
+    /// Routing: no route for the message's type, and the router has no fallback handler
+    /// (dead-lettered; see the `router` module, feature `events`).
+    Unrouted,
 }
 
 impl FailureKind {
     /// Every kind, in declaration order (e.g. to validate a kind name a user typed).
-    pub const ALL: [FailureKind; 10] = [
+    pub const ALL: [FailureKind; 11] = [
         Self::Retryable,
         Self::Permanent,
         Self::Undecodable,
@@ -58,6 +61,7 @@ impl FailureKind {
         Self::KeyReuse,
         Self::IdempotencyStore,
         Self::PayloadMissing,
+        Self::Unrouted,
     ];
 
     /// Stable lowercase name (metrics labels, DLQ attributes).
@@ -73,11 +77,12 @@ impl FailureKind {
             Self::KeyReuse => "idempotency-key-reuse",
             Self::IdempotencyStore => "idempotency-store",
             Self::PayloadMissing => "payload-missing",
+            Self::Unrouted => "unrouted",
         }
     }
     /// Whether messages failing this way belong in the dead-letter queue right away.
     pub fn is_permanent(self) -> bool {
-        matches!(self, Self::Permanent | Self::Undecodable | Self::KeyReuse | Self::PayloadMissing)
+        matches!(self, Self::Permanent | Self::Undecodable | Self::KeyReuse | Self::PayloadMissing | Self::Unrouted)
     }
 }
 

@@ -42,7 +42,8 @@ mod batch;
 mod handler;
 mod sequence;
 
-use handler::{failure_of, Handlers};
+use handler::Handlers;
+pub(crate) use handler::{failure_of, Dispatch, DispatchBatch};
 pub use handler::{BatchHandler, BoxFuture, Handler, HandlerError, ResultExt, Source};
 pub(crate) use sequence::fifo_groups;
 #[cfg(any(feature = "poller", feature = "lambda"))]
@@ -169,6 +170,10 @@ pub struct Processor<T> {
     idempotency: Option<Idempotency<T>>,
     #[cfg(feature = "payload")]
     claim_check: Option<crate::payload::ClaimCheck>,
+    #[cfg(feature = "events")]
+    envelope: Option<crate::envelope::EnvelopeKind>,
+    #[cfg(feature = "schema")]
+    schema: Option<Arc<crate::schema::Schema>>,
 }
 
 impl<T> Clone for Processor<T> {
@@ -180,6 +185,10 @@ impl<T> Clone for Processor<T> {
             idempotency: self.idempotency.clone(),
             #[cfg(feature = "payload")]
             claim_check: self.claim_check.clone(),
+            #[cfg(feature = "events")]
+            envelope: self.envelope,
+            #[cfg(feature = "schema")]
+            schema: self.schema.clone(),
         }
     }
 }
@@ -193,6 +202,10 @@ impl<T> Processor<T> {
             idempotency: None,
             #[cfg(feature = "payload")]
             claim_check: None,
+            #[cfg(feature = "events")]
+            envelope: None,
+            #[cfg(feature = "schema")]
+            schema: None,
         }
     }
 }
@@ -229,6 +242,16 @@ impl<T: DeserializeOwned + Send + 'static> Processor<T> {
     pub fn json_batch(handler: impl BatchHandler<T>) -> Self {
         Self::build(Handlers::Batch(Arc::new(handler)), decode_json::<T>)
     }
+    /// A processor over a dispatcher (a router) whose results are failures already.
+    #[cfg_attr(not(feature = "events"), allow(dead_code))]
+    pub(crate) fn dispatching(one: Arc<dyn Dispatch<T>>) -> Self {
+        Self::build(Handlers::Dispatch(one), decode_json::<T>)
+    }
+    /// As [`Processor::dispatching`], for whole batches.
+    #[cfg_attr(not(feature = "events"), allow(dead_code))]
+    pub(crate) fn dispatching_batch(batch: Arc<dyn DispatchBatch<T>>) -> Self {
+        Self::build(Handlers::DispatchBatch(batch), decode_json::<T>)
+    }
 }
 
 impl Processor<String> {
@@ -254,7 +277,75 @@ impl<T: Send + 'static> Processor<T> {
     }
     /// Whether the handler takes whole batches ([`BatchHandler`]).
     pub fn is_batch(&self) -> bool {
-        matches!(self.handler, Handlers::Batch(_))
+        self.handler.is_batch()
+    }
+
+    /// Open every body as this envelope before decoding: the handler gets the payload inside
+    /// (`T` decoded from the SNS `Message`, the EventBridge `detail`, each S3 record, the
+    /// CloudEvent's data) and the envelope's metadata through
+    /// [`Message::envelope`](crate::Message::envelope). See [`envelope`](crate::envelope).
+    ///
+    /// - A body that is not this envelope fails as `undecodable` (dead-lettered) with an error
+    ///   naming the envelope and the field (`sns envelope: missing field `TopicArn``), never
+    ///   the body.
+    /// - S3: the handler is called once per record, in order (a batch handler gets every
+    ///   record of the batch); the first failure is the message's, and the records after it
+    ///   are not run (on a retry the earlier ones run again). S3's `s3:TestEvent` is settled as
+    ///   a success without calling the handler (logged).
+    /// - Idempotency keys still come from the body as received (`/MessageId` for SNS, `/id`
+    ///   for EventBridge and CloudEvents); a key closure gets the first payload.
+    ///
+    /// # Example
+    /// ```
+    /// use sqskit::envelope::EnvelopeKind;
+    /// use sqskit::{HandlerError, Message, Processor};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Order { id: u64 }
+    ///
+    /// let p = Processor::json(|m: Message<Order>| async move {
+    ///     let topic = m.envelope().and_then(|e| e.sns()).map(|s| s.topic_arn.clone());
+    ///     tracing::info!(order = m.body.id, ?topic, "from SNS");
+    ///     Ok::<_, HandlerError>(())
+    /// })
+    /// .with_envelope(EnvelopeKind::Sns);
+    /// assert_eq!(p.envelope(), Some(EnvelopeKind::Sns));
+    /// ```
+    #[cfg(feature = "events")]
+    pub fn with_envelope(mut self, kind: crate::envelope::EnvelopeKind) -> Self {
+        self.envelope = Some(kind);
+        self
+    }
+
+    /// The envelope bodies are opened as, when set.
+    #[cfg(feature = "events")]
+    pub fn envelope(&self) -> Option<crate::envelope::EnvelopeKind> {
+        self.envelope
+    }
+
+    /// Validate every payload against `schema` (JSON Schema 2020-12, compiled once) before it
+    /// is decoded: one that fails is dead-lettered as `permanent` with the failing keyword and
+    /// the instance path (never the value); one that is not JSON fails as `undecodable`. With
+    /// an envelope the payload inside is validated. See [`schema`](crate::schema).
+    ///
+    /// # Example
+    /// ```
+    /// use sqskit::schema::Schema;
+    /// use sqskit::{HandlerError, Processor};
+    /// let schema = Schema::new(&serde_json::json!({"type": "object", "required": ["id"]})).unwrap();
+    /// let p = Processor::raw(|_m| async { Ok::<_, HandlerError>(()) }).with_schema(schema);
+    /// assert!(p.schema().is_some());
+    /// ```
+    #[cfg(feature = "schema")]
+    pub fn with_schema(mut self, schema: crate::schema::Schema) -> Self {
+        self.schema = Some(Arc::new(schema));
+        self
+    }
+
+    /// The schema payloads are validated against, when set.
+    #[cfg(feature = "schema")]
+    pub fn schema(&self) -> Option<&crate::schema::Schema> {
+        self.schema.as_deref()
     }
 
     /// Run each logical message once: claim its idempotency key before the handler runs (see
@@ -391,20 +482,18 @@ impl<T: Send + 'static> Processor<T> {
         raw: Arc<ReceivedMessage>,
         cancel: Option<&CancellationToken>,
     ) -> Result<Done, Failure> {
-        let raw = self.resolve(ctx, raw).await?;
-        let body = (self.decode)(&raw.body, self.config.log_bodies).map_err(|error| Failure {
-            kind: FailureKind::Undecodable,
-            error,
-            retry_after: None,
-        })?;
-        let msg = Message::new(body, raw.clone());
+        // the lease ends every step before the handler too: a claim check or an idempotency
+        // store that hangs must not keep the message (and its slot) forever; what comes after
+        // the handler (recording its result) is never cut
+        let raw = until_lease(self.resolve(ctx, raw), cancel).await??;
+        let msgs = self.open(&raw)?;
         let Some(idem) = &self.idempotency else {
-            return self.call_one(msg, cancel).await.map(|()| Done::Handled);
+            return self.call_each(msgs, cancel).await.map(|()| Done::Handled);
         };
         // Boxed, like every store or S3 call on this path: the futures of SDK calls are large
         // (kilobytes), and whatever sits inline in a message's future is copied each time the
         // future moves (into its task, into a select); without idempotency this costs nothing.
-        Box::pin(self.attempt_idempotent(idem, lease, raw, msg, cancel)).await
+        Box::pin(self.attempt_idempotent(idem, lease, raw, msgs, cancel)).await
     }
 
     async fn attempt_idempotent(
@@ -412,24 +501,90 @@ impl<T: Send + 'static> Processor<T> {
         idem: &Idempotency<T>,
         lease: Lease,
         raw: Arc<ReceivedMessage>,
-        msg: Message<T>,
+        msgs: Vec<Message<T>>,
         cancel: Option<&CancellationToken>,
     ) -> Result<Done, Failure> {
-        let id = match idem_key(idem, &msg)? {
+        // the key of the message is its first payload's (nothing to run: no claim either)
+        let id = match msgs.first().map(|m| idem_key(idem, m)).transpose()?.flatten() {
             Some(id) => id,
-            None => return self.call_one(msg, cancel).await.map(|()| Done::Handled),
+            None => return self.call_each(msgs, cancel).await.map(|()| Done::Handled),
         };
-        let hold = idem.local.hold(&id.key).await;
-        match claim(idem, lease, &raw, id).await? {
+        let hold = until_lease(idem.local.hold(&id.key), cancel).await?;
+        match until_lease(claim(idem, lease, &raw, id), cancel).await?? {
             Claimed::Run(record) => {
-                let result = self.call_one(msg, cancel).await;
+                let result = self.call_each(msgs, cancel).await;
                 finish(idem, &raw, record, result.is_ok()).await;
                 drop(hold);
                 result.map(|()| Done::Handled)
             }
-            Claimed::Unguarded => self.call_one(msg, cancel).await.map(|()| Done::Handled),
+            Claimed::Unguarded => self.call_each(msgs, cancel).await.map(|()| Done::Handled),
             Claimed::Duplicate => Ok(Done::Duplicate),
         }
+    }
+
+    /// What the handler gets for `raw`: its body opened as the processor's envelope (when set),
+    /// each payload validated against the schema (when set) and decoded. Usually one message;
+    /// one per record of an S3 notification; none for S3's test event.
+    fn open(&self, raw: &Arc<ReceivedMessage>) -> Result<Vec<Message<T>>, Failure> {
+        #[cfg(feature = "events")]
+        if let Some(kind) = self.envelope {
+            use crate::envelope::Opened;
+            let undecodable = |error: String| Failure { kind: FailureKind::Undecodable, error, retry_after: None };
+            return match kind.open(&raw.body, self.config.log_bodies).map_err(|e| undecodable(e.to_string()))? {
+                Opened::S3TestEvent { bucket } => {
+                    tracing::info!(message_id = %raw.message_id, bucket = bucket.as_deref().unwrap_or_default(),
+                        "s3:TestEvent (sent when a bucket notification is configured): nothing to handle");
+                    Ok(Vec::new())
+                }
+                Opened::Payloads(items) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for (i, payload) in items.into_iter().enumerate() {
+                        let body = self.decode_payload(&payload.text).map_err(|f| {
+                            if f.kind != FailureKind::Undecodable {
+                                return f; // a schema's verdict: its paths are the payload's
+                            }
+                            // "body is not a valid T": name the payload inside the envelope instead
+                            use crate::envelope::EnvelopeKind as K;
+                            let what = match kind {
+                                K::Sns => "Message".to_string(),
+                                K::EventBridge => "detail".to_string(),
+                                K::S3 => format!("Records[{i}]"),
+                                K::CloudEvents => "data".to_string(),
+                            };
+                            let error = match f.error.strip_prefix("body ") {
+                                Some(rest) => format!("{kind} envelope: {what} {rest}"),
+                                None => format!("{kind} envelope: {what}: {}", f.error),
+                            };
+                            Failure { error, ..f }
+                        })?;
+                        out.push(Message::new(body, raw.clone()).with_envelope(Arc::new(payload.envelope)));
+                    }
+                    Ok(out)
+                }
+            };
+        }
+        Ok(vec![Message::new(self.decode_payload(&raw.body)?, raw.clone())])
+    }
+
+    /// One payload checked against the schema (when set) and decoded.
+    fn decode_payload(&self, text: &str) -> Result<T, Failure> {
+        #[cfg(feature = "schema")]
+        if let Some(schema) = &self.schema {
+            schema.check_text(text, self.config.log_bodies)?;
+        }
+        (self.decode)(text, self.config.log_bodies).map_err(|error| Failure {
+            kind: FailureKind::Undecodable,
+            error,
+            retry_after: None,
+        })
+    }
+
+    /// Each message of one SQS message through the handler, in order, up to the first failure.
+    async fn call_each(&self, msgs: Vec<Message<T>>, cancel: Option<&CancellationToken>) -> Result<(), Failure> {
+        for msg in msgs {
+            self.call_one(msg, cancel).await?;
+        }
+        Ok(())
     }
 
     /// One message through the handler (a batch handler gets a batch of one), guarded.
@@ -438,15 +593,22 @@ impl<T: Send + 'static> Processor<T> {
         let trace = msg.trace();
         let call: BoxFuture<Result<(), HandlerError>> = match &self.handler {
             Handlers::One(h) => h.call(msg),
-            Handlers::Batch(h) => {
-                let fut = h.call(vec![msg]);
-                Box::pin(async move {
+            Handlers::Dispatch(d) => {
+                let call = Box::pin(crate::trace::scope(trace, d.call(msg)));
+                return self.guarded("handler", call, cancel).await?;
+            }
+            Handlers::Batch(_) | Handlers::DispatchBatch(_) => {
+                let fut = self.handler.call_batch(vec![msg]);
+                let call = Box::pin(crate::trace::scope(trace, async move {
                     let mut results = fut.await;
                     match (results.pop(), results.is_empty()) {
                         (Some(r), true) => r,
-                        _ => Err(HandlerError::retryable("the batch handler did not return exactly one result")),
+                        _ => Err(failure_of(HandlerError::retryable(
+                            "the batch handler did not return exactly one result",
+                        ))),
                     }
-                })
+                }));
+                return self.guarded("handler", call, cancel).await?;
             }
         };
         let call = Box::pin(crate::trace::scope(trace, call));
@@ -558,21 +720,7 @@ impl<T: Send + 'static> Processor<T> {
                 return Outcome::Released;
             }
             drive.start(&raw);
-            let attempt = self.attempt(Some(ctx), ctx.lease, raw.clone(), drive.lease);
-            // the lease ends the whole attempt, not only the handler: a claim check or an
-            // idempotency store that hangs must not keep the message (and its slot) forever
-            let result = match drive.lease {
-                Some(lease) => tokio::select! {
-                    biased;
-                    r = attempt => r,
-                    _ = lease.cancelled() => Err(Failure {
-                        kind: FailureKind::TimedOut,
-                        error: "cancelled before its handler finished: its lease could not be extended any further".into(),
-                        retry_after: None,
-                    }),
-                },
-                None => attempt.await,
-            };
+            let result = self.attempt(Some(ctx), ctx.lease, raw.clone(), drive.lease).await;
             self.conclude(ctx, &raw, result).await
         };
         let caught = AssertUnwindSafe(steps).catch_unwind().instrument(span.clone()).await;
@@ -778,6 +926,20 @@ impl Drive<'_> {
         if let Some(f) = self.started {
             f(m);
         }
+    }
+}
+
+/// `step`, unless `lease` ends first: then a retryable `timeout` (the step's future is dropped).
+async fn until_lease<F: std::future::Future>(step: F, lease: Option<&CancellationToken>) -> Result<F::Output, Failure> {
+    let Some(lease) = lease else { return Ok(step.await) };
+    tokio::select! {
+        biased;
+        out = step => Ok(out),
+        _ = lease.cancelled() => Err(Failure {
+            kind: FailureKind::TimedOut,
+            error: "cancelled before its handler started: its lease could not be extended any further".into(),
+            retry_after: None,
+        }),
     }
 }
 

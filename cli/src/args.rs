@@ -83,6 +83,17 @@ pub fn http_url(s: &str) -> Result<String, String> {
     sqskit::handlers::check_http_url(s).map(|()| s.to_string())
 }
 
+/// `--envelope`: sns, eventbridge, s3 or cloudevents.
+pub fn envelope(s: &str) -> Result<sqskit::envelope::EnvelopeKind, String> {
+    s.trim().parse()
+}
+
+/// `--schema FILE`: read and compiled while the flags are parsed, so that a missing file or a
+/// bad schema is a usage error naming the flag, before anything starts.
+pub fn schema(s: &str) -> Result<sqskit::schema::Schema, String> {
+    sqskit::schema::Schema::from_file(s).map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

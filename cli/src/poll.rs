@@ -157,6 +157,25 @@ pub struct Args {
     /// SQSKIT_ATTRIBUTES).
     #[arg(long, env = "SQSKIT_EXEC", value_parser = args::exec)]
     pub exec: Option<String>,
+    /// The bodies come in this envelope: the handler gets the payload inside (sns: the
+    /// notification's Message; eventbridge: the event's detail; s3: each record of an S3 event
+    /// notification, one handler call per record, s3:TestEvent settled without a call;
+    /// cloudevents: the CloudEvent's data or data_base64) and the envelope's metadata in
+    /// SQSKIT_<NAME> variables (--exec: SQSKIT_ENVELOPE, SQSKIT_SNS_TOPIC_ARN, SQSKIT_SNS_SUBJECT,
+    /// SQSKIT_EVENT_TYPE, SQSKIT_EVENT_SOURCE, SQSKIT_S3_BUCKET, SQSKIT_S3_KEY, …) or
+    /// X-Sqskit-<Name> headers (--http: X-Sqskit-Sns-Topic-Arn, X-Sqskit-Event-Type, …). A
+    /// body that is not this envelope is dead-lettered as undecodable, the error naming the
+    /// missing field.
+    #[arg(long, env = "SQSKIT_ENVELOPE", value_name = "sns|eventbridge|s3|cloudevents",
+          value_parser = args::envelope, help_heading = "Messages from other services")]
+    pub envelope: Option<sqskit::envelope::EnvelopeKind>,
+    /// Validate each payload (inside the envelope, if any) against this JSON Schema (2020-12
+    /// unless its $schema names another draft) before the handler runs: one that fails is
+    /// dead-lettered as permanent with the failing keyword and path (never the value). The file
+    /// is read and compiled at start-up.
+    #[arg(long, env = "SQSKIT_SCHEMA", value_name = "FILE", value_parser = args::schema,
+          help_heading = "Messages from other services")]
+    pub schema: Option<sqskit::schema::Schema>,
     /// Exit by itself once the queues are empty (nothing visible, in flight or delayed).
     #[arg(long, env = "SQSKIT_UNTIL_EMPTY")]
     pub until_empty: bool,
@@ -345,6 +364,14 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         Processor::raw(ExecHandler::new(words, first.clone())?)
     }
     .with_config(processor_config);
+    let processor = match args.envelope {
+        Some(kind) => processor.with_envelope(kind),
+        None => processor,
+    };
+    let processor = match args.schema.clone() {
+        Some(schema) => processor.with_schema(schema),
+        None => processor,
+    };
     let mut idempotency = IdempotencySettings::default();
     idempotency.table = args.idempotency_table.clone();
     idempotency.redis = args.idempotency_redis.clone();

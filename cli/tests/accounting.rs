@@ -481,6 +481,9 @@ fn check(
     // of a group behind the one cut go back unstarted, and on their last allowed receive SQS
     // moves them to the DLQ (a copy would lose their place in the group)
     let deadline_hit = runs.iter().any(|r| r.stderr.contains("at the shutdown deadline"));
+    // a heartbeat that landed after the visibility timeout (a loaded machine, a 2-s visibility)
+    // loses the lease: SQS hands the message out again, a cause to run it again
+    let lease_lost = runs.iter().any(|r| r.stderr.contains("lease lost"));
     // per message: positions of its starts and of its `end ok` lines
     let mut starts: HashMap<usize, Vec<usize>> = HashMap::new();
     let mut oks: HashMap<usize, Vec<usize>> = HashMap::new();
@@ -556,9 +559,10 @@ fn check(
                 if plan == Plan::Permanent {
                     problems.push(format!("message {id} (permanent) is not in the DLQ"));
                 }
-                if succeeded > 1 && !killed && !outage {
-                    problems
-                        .push(format!("message {id} ({plan:?}) succeeded {succeeded}× without a kill or an outage"));
+                if succeeded > 1 && !killed && !outage && !lease_lost {
+                    problems.push(format!(
+                        "message {id} ({plan:?}) succeeded {succeeded}× without a kill, an outage or a lost lease"
+                    ));
                 }
             }
         }

@@ -205,14 +205,14 @@ async fn exec_handlers_see_the_queue_each_message_came_from() {
     assert_eq!(seen, [("from-a".to_string(), a.name().to_string()), ("from-b".to_string(), b.name().to_string())]);
 }
 
-/// The reproduction: one slot, 5-s jobs, a 4-s visibility timeout, an extension cap of
-/// 12 s and `maxReceiveCount` 2. Prefetched messages wait up to 25 s for the slot: the wait is
-/// heart-beaten and does not count toward the cap, so every message runs once and nothing is
-/// dead-lettered (before: the waiting ones were cancelled or released past the cap and the
-/// DLQ got four, two of which never ran).
+/// The reproduction (its 4-s visibility timeout and 12-s cap made 6 and 18 s, so that a
+/// loaded machine's late heartbeat cannot lose a lease): one slot, 5-s jobs, `maxReceiveCount` 2.
+/// Prefetched messages wait up to 25 s for the slot: the wait is heart-beaten and does not count
+/// toward the cap, so every message runs once and nothing is dead-lettered (before: the waiting
+/// ones were cancelled or released past the cap and the DLQ got them, some never run).
 #[tokio::test]
 async fn waiting_for_a_slot_does_not_spend_a_message_lease() {
-    let (q, dlq) = queue_with_dlq("slot-wait", 2, false, 4).await;
+    let (q, dlq) = queue_with_dlq("slot-wait", 2, false, 6).await;
     send_bodies(&q, (0..6).map(|i| format!("slow {i}"))).await;
     let dir = temp_dir("slot-wait");
     let args = [
@@ -222,9 +222,9 @@ async fn waiting_for_a_slot_does_not_spend_a_message_lease() {
         "--concurrency",
         "1",
         "--visibility-timeout",
-        "4",
+        "6",
         "--max-visibility-extension",
-        "12",
+        "18",
         "--backoff-base",
         "1",
         "--backoff-max",
@@ -241,13 +241,13 @@ async fn waiting_for_a_slot_does_not_spend_a_message_lease() {
     assert_eq!(depth(&q).await, (0, 0, 0));
 }
 
-/// One start every 4 s, `maxReceiveCount` 1, a 2-s visibility timeout and a 4-s extension cap:
-/// a message waits up to 4 s for its rate turn, heart-beaten, without that wait counting toward
+/// One start every 5 s, `maxReceiveCount` 1, a 4-s visibility timeout and an 8-s extension cap:
+/// a message waits up to 5 s for its rate turn, heart-beaten, without that wait counting toward
 /// the cap (before: it was given back at the cap, and SQS dead-lettered it unrun on its next
 /// receive).
 #[tokio::test]
 async fn waiting_for_a_rate_turn_does_not_spend_a_message_lease() {
-    let (q, dlq) = queue_with_dlq("rate-wait", 1, false, 2).await;
+    let (q, dlq) = queue_with_dlq("rate-wait", 1, false, 4).await;
     send_bodies(&q, (0..4).map(|i| format!("quick {i}"))).await;
     let dir = temp_dir("rate-wait");
     let args = [
@@ -255,11 +255,11 @@ async fn waiting_for_a_rate_turn_does_not_spend_a_message_lease() {
         "--wait-time",
         "1",
         "--rate",
-        "0.25",
+        "0.2",
         "--visibility-timeout",
-        "2",
-        "--max-visibility-extension",
         "4",
+        "--max-visibility-extension",
+        "8",
     ];
     let mut p = spawn(poll(&q, &dir, &args));
     assert!(p.wait(EXIT_LIMIT).success(), "stderr:\n{}", tail(&p.stderr(), 30));

@@ -17,7 +17,6 @@ use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::handler::{failure_of, Handlers};
 use super::{Done, Drive, Processor};
 use crate::context::QueueContext;
 use crate::idempotency::{claim, finish, idem_key, Claimed, Identity, LocalHold, Record};
@@ -126,12 +125,14 @@ impl<T: Send + 'static> Processor<T> {
         cancel: Option<&CancellationToken>,
     ) -> Vec<Result<Done, Failure>> {
         let lease_kind = ctx.lease;
-        let Handlers::Batch(handler) = &self.handler else {
+        if !self.handler.is_batch() {
             let error = "not a batch handler".to_string();
             return vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); messages.len()];
-        };
+        }
         let mut results: Vec<Result<Done, Failure>> = vec![Ok(Done::Handled); messages.len()];
-        let mut batch: Vec<Option<Message<T>>> = Vec::with_capacity(messages.len());
+        // what each message gives the handler: usually one message, one per record of an S3
+        // notification, none for S3's test event
+        let mut batch: Vec<Option<Vec<Message<T>>>> = Vec::with_capacity(messages.len());
         // claim checks resolved first (concurrently); the handler and the claims see real bodies
         let resolved: Vec<Result<Arc<ReceivedMessage>, Failure>> =
             futures::stream::iter(messages.iter().cloned().map(|m| self.resolve(Some(ctx), m)))
@@ -154,10 +155,10 @@ impl<T: Send + 'static> Processor<T> {
                 batch.push(None);
                 continue;
             }
-            match (self.decode)(&raw.body, self.config.log_bodies) {
-                Ok(body) => batch.push(Some(Message::new(body, raw.clone()))),
-                Err(error) => {
-                    results[i] = Err(Failure { kind: FailureKind::Undecodable, error, retry_after: None });
+            match self.open(raw) {
+                Ok(msgs) => batch.push(Some(msgs)),
+                Err(failure) => {
+                    results[i] = Err(failure);
                     batch.push(None);
                 }
             }
@@ -170,7 +171,8 @@ impl<T: Send + 'static> Processor<T> {
         if let Some(idem) = &self.idempotency {
             let mut first: HashMap<String, (usize, String)> = HashMap::new();
             for i in 0..batch.len() {
-                let Some(msg) = &batch[i] else { continue };
+                // a message's key is its first payload's; nothing to run, no claim
+                let Some(msg) = batch[i].as_ref().and_then(|m| m.first()) else { continue };
                 match idem_key(idem, msg) {
                     Err(f) => {
                         results[i] = Err(f);
@@ -210,21 +212,28 @@ impl<T: Send + 'static> Processor<T> {
             }
         }
 
-        let (positions, batch): (Vec<usize>, Vec<Message<T>>) =
-            batch.into_iter().enumerate().filter_map(|(i, m)| m.map(|m| (i, m))).unzip();
+        let (positions, batch): (Vec<usize>, Vec<Message<T>>) = batch
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.map(|m| m.into_iter().map(move |m| (i, m))))
+            .flatten()
+            .unzip();
         let n = batch.len();
         if n > 0 {
             let outcome: Vec<Result<(), Failure>> =
-                match self.guarded("batch handler", handler.call(batch), cancel).await {
-                    Ok(list) if list.len() == n => list.into_iter().map(|r| r.map_err(failure_of)).collect(),
+                match self.guarded("batch handler", self.handler.call_batch(batch), cancel).await {
+                    Ok(list) if list.len() == n => list,
                     Ok(list) => {
                         let error = format!("the batch handler returned {} results for {n} messages", list.len());
                         vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); n]
                     }
                     Err(failure) => vec![Err(failure); n],
                 };
+            // a message's result is its first failure (S3: one payload per record), else done
             for (pos, r) in positions.into_iter().zip(outcome) {
-                results[pos] = r.map(|()| Done::Handled);
+                if let (Ok(_), Err(f)) = (&results[pos], r) {
+                    results[pos] = Err(f);
+                }
             }
         }
 

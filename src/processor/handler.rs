@@ -223,10 +223,27 @@ where
     }
 }
 
-/// The processor's handler: one message at a time, or whole batches.
+/// What the processor calls in place of a [`Handler`] when the call itself can fail in ways a
+/// handler cannot say (a router: a payload of the wrong type is `undecodable`, an unknown type
+/// `unrouted`): the result is a [`Failure`] already.
+pub(crate) trait Dispatch<T>: Send + Sync + 'static {
+    /// Handle one message.
+    fn call(&self, msg: Message<T>) -> BoxFuture<Result<(), Failure>>;
+}
+
+/// [`Dispatch`] for whole batches: one result per message, in order.
+pub(crate) trait DispatchBatch<T>: Send + Sync + 'static {
+    /// Handle a batch.
+    fn call(&self, batch: Vec<Message<T>>) -> BoxFuture<Vec<Result<(), Failure>>>;
+}
+
+/// The processor's handler: one message at a time, or whole batches; a user's handler, or a
+/// dispatcher (a router) over several.
 pub(super) enum Handlers<T> {
     One(Arc<dyn Handler<T>>),
     Batch(Arc<dyn BatchHandler<T>>),
+    Dispatch(Arc<dyn Dispatch<T>>),
+    DispatchBatch(Arc<dyn DispatchBatch<T>>),
 }
 
 impl<T> Clone for Handlers<T> {
@@ -234,12 +251,38 @@ impl<T> Clone for Handlers<T> {
         match self {
             Self::One(h) => Self::One(h.clone()),
             Self::Batch(h) => Self::Batch(h.clone()),
+            Self::Dispatch(h) => Self::Dispatch(h.clone()),
+            Self::DispatchBatch(h) => Self::DispatchBatch(h.clone()),
+        }
+    }
+}
+
+impl<T: Send + 'static> Handlers<T> {
+    /// Whether it takes whole batches.
+    pub(super) fn is_batch(&self) -> bool {
+        matches!(self, Self::Batch(_) | Self::DispatchBatch(_))
+    }
+
+    /// One call of a batch handler for `batch` (one result per message, in order; a
+    /// one-message handler fails them all: the processor never asks it).
+    pub(super) fn call_batch(&self, batch: Vec<Message<T>>) -> BoxFuture<Vec<Result<(), Failure>>> {
+        match self {
+            Self::Batch(h) => {
+                let fut = h.call(batch);
+                Box::pin(async move { fut.await.into_iter().map(|r| r.map_err(failure_of)).collect() })
+            }
+            Self::DispatchBatch(h) => h.call(batch),
+            Self::One(_) | Self::Dispatch(_) => {
+                let error = "not a batch handler".to_string();
+                let failed = vec![Err(Failure { kind: FailureKind::Retryable, error, retry_after: None }); batch.len()];
+                Box::pin(std::future::ready(failed))
+            }
         }
     }
 }
 
 /// The processor's failure for a handler's error.
-pub(super) fn failure_of(e: HandlerError) -> Failure {
+pub(crate) fn failure_of(e: HandlerError) -> Failure {
     match e {
         HandlerError::Retryable { message, retry_after, .. } => {
             Failure { kind: FailureKind::Retryable, error: message, retry_after }

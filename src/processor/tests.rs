@@ -695,9 +695,65 @@ fn failure_kind_all_lists_every_kind_once() {
         FailureKind::KeyReuse => 7,
         FailureKind::IdempotencyStore => 8,
         FailureKind::PayloadMissing => 9,
+        FailureKind::Unrouted => 10,
     };
     let positions: Vec<usize> = FailureKind::ALL.iter().map(|k| position(*k)).collect();
     assert_eq!(positions, (0..FailureKind::ALL.len()).collect::<Vec<_>>());
     let names: std::collections::HashSet<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
     assert_eq!(names.len(), FailureKind::ALL.len());
+}
+
+#[cfg(feature = "events")]
+mod envelopes {
+    use super::*;
+    use crate::envelope::EnvelopeKind;
+
+    fn sns(message: &str) -> String {
+        serde_json::json!({"Type": "Notification", "MessageId": "n1", "TopicArn": "arn:aws:sns:us-east-1:1:t",
+            "Message": message, "Timestamp": "2026-12-06T10:42:28.072Z", "SignatureVersion": "1",
+            "Signature": "s", "SigningCertURL": "https://c", "UnsubscribeURL": "https://u"})
+        .to_string()
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Order {
+        id: u64,
+    }
+
+    #[tokio::test]
+    async fn a_payload_that_does_not_decode_names_the_envelope_and_the_payload_not_its_value() {
+        let p =
+            Processor::json(|_m: Message<Order>| async { Ok::<_, HandlerError>(()) }).with_envelope(EnvelopeKind::Sns);
+        assert!(p.call_handler(Arc::new(msg("a", &sns(r#"{"id":1}"#), None, 1))).await.is_ok());
+        let f = p.call_handler(Arc::new(msg("b", &sns(r#"{"id":"4111-1111"}"#), None, 1))).await.unwrap_err();
+        assert_eq!(f.kind, FailureKind::Undecodable);
+        assert!(f.error.starts_with("sns envelope: Message is not a valid"), "{}", f.error);
+        assert!(!f.error.contains("4111"), "{}", f.error);
+    }
+
+    #[tokio::test]
+    async fn s3_records_run_in_order_up_to_the_first_failure() {
+        let record = |key: &str| {
+            serde_json::json!({"eventTime": "2026-12-06T10:00:00Z", "eventName": "ObjectCreated:Put", "userIdentity": {},
+                "requestParameters": {}, "s3": {"bucket": {"name": "b"}, "object": {"key": key}}})
+        };
+        let body = serde_json::json!({"Records": [record("1"), record("fail"), record("3")]}).to_string();
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let r = ran.clone();
+        let p = Processor::json(move |m: Message<crate::envelope::S3EventRecord>| {
+            let key = m.body.s3.object.key.clone().unwrap_or_default();
+            r.lock().unwrap().push(key.clone());
+            async move {
+                if key == "fail" {
+                    return Err(HandlerError::retryable("busy"));
+                }
+                Ok(())
+            }
+        })
+        .with_envelope(EnvelopeKind::S3);
+        let f = p.call_handler(Arc::new(msg("a", &body, None, 1))).await.unwrap_err();
+        assert_eq!((f.kind, f.error.as_str()), (FailureKind::Retryable, "busy"));
+        assert_eq!(*ran.lock().unwrap(), ["1", "fail"], "the record after the failure did not run");
+    }
 }

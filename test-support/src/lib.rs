@@ -134,6 +134,18 @@ pub async fn drain(queue: &Queue, idle: Duration) -> Vec<sqskit::ReceivedMessage
     }
 }
 
+/// Wait until `queue` holds at least `n` visible messages (producers such as SNS, S3 and
+/// EventBridge deliver asynchronously); panics after 30 s.
+pub async fn wait_visible(queue: &Queue, n: u64) {
+    for _ in 0..120 {
+        if depth(queue).await.0 >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{} never held {n} messages: {:?}", queue.name(), depth(queue).await);
+}
+
 /// Receive without deleting (messages become visible again after `visibility`).
 pub async fn peek_all(queue: &Queue, wait: Duration, visibility: Duration) -> Vec<sqskit::ReceivedMessage> {
     let mut all = Vec::new();
@@ -159,6 +171,7 @@ pub mod http;
 pub mod lambda_rt;
 pub mod lambda_rt_concurrent;
 pub mod proc;
+pub mod producers;
 pub mod proxy;
 pub mod stores;
 pub mod tls;
