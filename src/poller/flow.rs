@@ -41,13 +41,35 @@ pub(super) enum Gate {
     Wait,
 }
 
-/// A semaphore whose usable size follows a target: the permits above it are held by a
-/// controller task (acquired as they come free, so shrinking waits for running work).
+/// A semaphore whose usable size follows a target: the permits above it are held back, taken
+/// as they come free (so shrinking waits for running work). A controller task takes free
+/// permits; and since tokio's semaphore hands a returned permit to the oldest waiter, which is
+/// nearly always a prefetched unit rather than the controller, each unit that got its permits
+/// offers them back first ([`Pool::admit`]): without that a pool with units waiting shrank by
+/// about one permit per window, and an adaptive limit cut from 32 to 1 still had 25 handlers
+/// running.
 struct Pool {
     sem: Arc<Semaphore>,
     max: usize,
     target: watch::Sender<usize>,
-    held: Arc<AtomicUsize>,
+    held: Arc<Mutex<Vec<OwnedSemaphorePermit>>>,
+}
+
+fn count(held: &[OwnedSemaphorePermit]) -> usize {
+    held.iter().map(OwnedSemaphorePermit::num_permits).sum()
+}
+
+/// Let go of held permits beyond `hold`.
+fn trim(held: &mut Vec<OwnedSemaphorePermit>, hold: usize) {
+    while count(held) > hold {
+        let excess = count(held) - hold;
+        let Some(last) = held.last_mut() else { return };
+        if last.num_permits() <= excess {
+            held.pop();
+        } else {
+            drop(last.split(excess));
+        }
+    }
 }
 
 impl Pool {
@@ -61,23 +83,42 @@ impl Pool {
 
     /// Permits in use by work (not free, not held back).
     fn in_use(&self) -> usize {
-        self.max.saturating_sub(self.sem.available_permits() + self.held.load(Ordering::Relaxed))
+        self.max.saturating_sub(self.sem.available_permits() + count(&lock(&self.held)))
     }
 
-    async fn control(sem: Arc<Semaphore>, max: usize, mut target: watch::Receiver<usize>, held_n: Arc<AtomicUsize>) {
-        let mut held: Vec<OwnedSemaphorePermit> = Vec::new();
+    /// Permits just acquired by work: `None` when the pool is above its target, and they are
+    /// held back instead (the caller waits again); else the permits, to run with.
+    fn admit(&self, permits: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
+        let hold = self.max.saturating_sub(*self.target.borrow());
+        let mut held = lock(&self.held);
+        if count(&held) >= hold {
+            return Some(permits);
+        }
+        held.push(permits);
+        trim(&mut held, hold);
+        None
+    }
+
+    async fn control(
+        sem: Arc<Semaphore>,
+        max: usize,
+        mut target: watch::Receiver<usize>,
+        held: Arc<Mutex<Vec<OwnedSemaphorePermit>>>,
+    ) {
         loop {
             let hold = max.saturating_sub(*target.borrow_and_update());
-            if held.len() > hold {
-                held.truncate(hold);
-                held_n.store(held.len(), Ordering::Relaxed);
-            }
-            if held.len() < hold {
+            let short = {
+                let mut held = lock(&held);
+                trim(&mut held, hold);
+                count(&held) < hold
+            };
+            if short {
                 tokio::select! {
                     p = sem.clone().acquire_owned() => match p {
                         Ok(p) => {
+                            let mut held = lock(&held);
                             held.push(p);
-                            held_n.store(held.len(), Ordering::Relaxed);
+                            trim(&mut held, hold);
                         }
                         Err(_) => return,
                     },
@@ -275,6 +316,12 @@ impl Flow {
     }
 
     /// Handler slots flow control allows now (a unit never asks for more).
+    /// Handler slots a unit just acquired: `None` when flow control has cut the pool below
+    /// what is running, and they are held back (the unit waits again).
+    pub(super) fn admit(&self, slots: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
+        self.exec.admit(slots)
+    }
+
     pub(super) fn slots(&self) -> usize {
         *self.exec.target.borrow()
     }
@@ -504,5 +551,48 @@ impl Flow {
         self.changed.notify_waiters();
         self.pauses.notify_waiters();
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool cut from 4 to 1 while units wait for slots: each permit that comes free goes to
+    /// the oldest waiter (a unit, not the controller), and the unit's `admit` holds it back, so
+    /// what runs falls to the target at once instead of one permit per controller turn.
+    #[tokio::test]
+    async fn a_cut_pool_holds_back_the_permits_its_waiting_units_get() {
+        let sem = Arc::new(Semaphore::new(4));
+        let pool = Pool::new(sem.clone(), 4);
+        let running: Vec<_> = (0..4).map(|_| sem.clone().try_acquire_owned().unwrap()).collect();
+        // units queue first, then the controller
+        let waiters: Vec<_> = (0..3).map(|_| tokio::spawn(sem.clone().acquire_owned())).collect();
+        tokio::task::yield_now().await;
+        let control = tokio::spawn(Pool::control(sem.clone(), 4, pool.target.subscribe(), pool.held.clone()));
+        pool.set(1);
+        tokio::task::yield_now().await;
+        drop(running); // all four finish: the three waiting units get one each, the controller one
+        let mut admitted = 0;
+        for w in waiters {
+            let p = w.await.unwrap().unwrap();
+            if let Some(p) = pool.admit(p) {
+                admitted += 1;
+                std::mem::forget(p); // keeps running
+            }
+        }
+        // without admit all three would run (the controller's turn comes after them)
+        assert_eq!(admitted, 1, "one runs, the pool's target; two held back with the controller's one");
+        assert_eq!(count(&lock(&pool.held)), 3);
+        // grown again: held permits are let go
+        pool.set(4);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while count(&lock(&pool.held)) > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the controller lets the held permits go");
+        control.abort();
     }
 }

@@ -164,17 +164,28 @@ pub(super) async fn run_unit<T: Send + 'static>(
         let want = n.min(config.concurrency).min(source.flow.slots()).max(1) as u32;
         let never = CancellationToken::new();
         let stop_waiting = if run_through { &never } else { &stop };
-        let slots = match exec.clone().try_acquire_many_owned(want) {
-            Ok(p) => Some(p),
-            Err(_) => {
-                metrics::gauge!(names::PREFETCHED).increment(n as f64);
-                let p = tokio::select! {
-                    p = exec.clone().acquire_many_owned(want) => p.ok(),
-                    _ = stop_waiting.cancelled() => None,
-                    _ = lease.cancelled() => None,
-                };
-                metrics::gauge!(names::PREFETCHED).decrement(n as f64);
-                p
+        let slots = loop {
+            let slots = match exec.clone().try_acquire_many_owned(want) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    metrics::gauge!(names::PREFETCHED).increment(n as f64);
+                    let p = tokio::select! {
+                        p = exec.clone().acquire_many_owned(want) => p.ok(),
+                        _ = stop_waiting.cancelled() => None,
+                        _ = lease.cancelled() => None,
+                    };
+                    metrics::gauge!(names::PREFETCHED).decrement(n as f64);
+                    p
+                }
+            };
+            // flow control may have cut the pool below what runs: then the slots are held
+            // back and the unit waits again (the semaphore would hand them to the next unit)
+            match slots {
+                Some(p) => match source.flow.admit(p) {
+                    Some(p) => break Some(p),
+                    None => continue,
+                },
+                None => break None,
             }
         };
         if slots.is_none() {
