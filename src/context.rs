@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::client::Queue;
 use crate::error::Error;
 use crate::idempotency::Lease;
+use crate::message::ReceivedMessage;
 
 /// Where messages come from and where dead ones go: the source queue (when known), its DLQ,
 /// whether it is FIFO, and how many receives its redrive policy allows.
@@ -33,6 +34,43 @@ pub struct QueueContext {
     /// Start limits each message waits for before it is handled (this queue's, the
     /// process's; see [`crate::rate`]).
     pub rates: Vec<Arc<crate::rate::RateLimit>>,
+    /// Retryable failures on the last allowed receive that are not dead-lettered (flow control
+    /// sets it while its circuit breaker is open: the failure is the outage's).
+    pub exhaustion_hold: ExhaustionHold,
+}
+
+/// A predicate a runtime sets on a [`QueueContext`]: while it answers `true` for a message, a
+/// retryable failure on its last allowed receive is not dead-lettered as `retries-exhausted`
+/// but retried, and the runtime takes care of it (the poller carries it over while its
+/// circuit breaker is open). Answers `false` when not set.
+///
+/// # Example
+/// ```
+/// use sqskit::context::ExhaustionHold;
+/// let hold = ExhaustionHold::new(|_m| true);
+/// # let _ = hold;
+/// assert!(!format!("{:?}", ExhaustionHold::default()).is_empty());
+/// ```
+#[derive(Clone, Default)]
+pub struct ExhaustionHold(Option<Arc<HoldFn>>);
+
+type HoldFn = dyn Fn(&ReceivedMessage) -> bool + Send + Sync;
+
+impl ExhaustionHold {
+    /// A hold answering with `f`.
+    pub fn new(f: impl Fn(&ReceivedMessage) -> bool + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+    /// Whether a retryable failure of `m` on its last allowed receive is held.
+    pub fn holds(&self, m: &ReceivedMessage) -> bool {
+        self.0.as_ref().is_some_and(|f| f(m))
+    }
+}
+
+impl std::fmt::Debug for ExhaustionHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ExhaustionHold(set)" } else { "ExhaustionHold(none)" })
+    }
 }
 
 impl QueueContext {
@@ -51,7 +89,16 @@ impl QueueContext {
         };
         let lease =
             attrs.visibility_timeout.map(|v| Lease::Visibility(Duration::from_secs(v.into()))).unwrap_or_default();
-        Ok(Self { queue: Some(queue), dlq: None, fifo, max_receive_count, lease, rates: Vec::new() }.with_dlq(dlq))
+        Ok(Self {
+            queue: Some(queue),
+            dlq: None,
+            fifo,
+            max_receive_count,
+            lease,
+            rates: Vec::new(),
+            exhaustion_hold: ExhaustionHold::default(),
+        }
+        .with_dlq(dlq))
     }
 
     /// Context with an explicit DLQ (or none). FIFO-ness comes from the queue's name.
@@ -64,6 +111,7 @@ impl QueueContext {
             max_receive_count: None,
             lease: Lease::default(),
             rates: Vec::new(),
+            exhaustion_hold: ExhaustionHold::default(),
         }
         .with_dlq(dlq)
     }
@@ -105,6 +153,13 @@ impl QueueContext {
         if !self.rates.is_empty() {
             crate::rate::RateLimit::start_all(&self.rates).await;
         }
+    }
+
+    /// Hold retryable failures on the last allowed receive back from the DLQ while `hold`
+    /// answers `true` for the message (see [`ExhaustionHold`]).
+    pub fn with_exhaustion_hold(mut self, hold: ExhaustionHold) -> Self {
+        self.exhaustion_hold = hold;
+        self
     }
 
     /// Set `maxReceiveCount` (when the redrive policy is not read, e.g. a configured Lambda).

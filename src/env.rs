@@ -1,12 +1,13 @@
 //! The environment: the one place the library reads environment variables.
 //!
 //! It owns reading and parsing them: typed getters ([`env_secs`], [`env_count`], [`env_bool`],
-//! [`text`]) that treat unset and empty alike and return a [`ConfigError`] naming the variable
+//! [`env_switch`], [`text`]) that treat unset and empty alike and return a [`ConfigError`] naming the variable
 //! for a value they cannot use, the old names of renamed variables (still read for one release,
 //! with a warning naming the new one), and the AWS SDK's own chain ([`load_aws_config`]). It
 //! does not decide what a setting means or which settings a component takes: the modules that
 //! own a setting build their configuration from these getters
 //! ([`config::processor_from_env`](crate::config::processor_from_env),
+//! [`BreakerConfig::from_env`](crate::flow::BreakerConfig::from_env),
 //! [`ClaimCheck::from_env`](crate::payload::ClaimCheck::from_env), the DLQ monitor's
 //! `MonitorConfig::from_env`, the Lambda adapter).
 //!
@@ -79,6 +80,20 @@ pub fn env_bool(name: &'static str) -> Result<bool, ConfigError> {
     parse_bool(name, raw(name).as_deref())
 }
 
+/// A switch from `name`: `on`/`true`/`1`/`yes` or `off`/`false`/`0`/`no` (any case); unset or
+/// empty is `default` (for settings that are on unless turned off, e.g. `SQSKIT_BREAKER`).
+///
+/// # Errors
+/// [`ConfigError`] naming the variable for any other value.
+///
+/// # Example
+/// ```
+/// assert!(sqskit::env::env_switch("SQSKIT_EXAMPLE_UNSET_SWITCH", true).unwrap());
+/// ```
+pub fn env_switch(name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    parse_switch(name, raw(name).as_deref(), default)
+}
+
 /// The variable to read for a setting that was renamed: `new` when set (not empty), else `old`
 /// when set, with a warning naming the new variable (old names are read for one release).
 #[cfg_attr(not(feature = "dlq"), allow(dead_code))]
@@ -131,6 +146,15 @@ fn parse_bool(name: &'static str, value: Option<&str>) -> Result<bool, ConfigErr
     }
 }
 
+fn parse_switch(name: &'static str, value: Option<&str>, default: bool) -> Result<bool, ConfigError> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") => Ok(default),
+        Some("on") | Some("true") | Some("1") | Some("yes") => Ok(true),
+        Some("off") | Some("false") | Some("0") | Some("no") => Ok(false),
+        Some(other) => Err(ConfigError { name, value: other.to_string(), reason: "expected on or off".into() }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +175,16 @@ mod tests {
         assert_eq!(parse_bool("X", Some("0")), Ok(false));
         let e = parse_bool("SQSKIT_LOG_BODIES", Some("sometimes")).unwrap_err();
         assert!(e.to_string().contains("SQSKIT_LOG_BODIES"), "{e}");
+    }
+
+    #[test]
+    fn switches_default_when_unset_and_name_the_variable() {
+        assert_eq!(parse_switch("X", None, true), Ok(true));
+        assert_eq!(parse_switch("X", Some(" "), false), Ok(false));
+        assert_eq!(parse_switch("X", Some("OFF"), true), Ok(false));
+        assert_eq!(parse_switch("X", Some("on"), false), Ok(true));
+        let e = parse_switch("SQSKIT_BREAKER", Some("maybe"), true).unwrap_err();
+        assert!(e.to_string().contains("SQSKIT_BREAKER"), "{e}");
     }
 
     #[test]

@@ -485,6 +485,31 @@ impl HttpHandler {
     }
 }
 
+/// A health check for the circuit breaker's half-open state (`--probe-url`): `GET url`, healthy
+/// when it answers 2xx within `timeout` (a redirect is not followed and is not healthy).
+///
+/// # Errors
+/// As [`HttpHandler::new`], naming `probe-url`.
+///
+/// # Example
+/// ```
+/// use std::time::Duration;
+/// let probe = sqskit::handlers::http_probe("http://127.0.0.1:8080/healthz", Duration::from_secs(5)).unwrap();
+/// let config = sqskit::poller::PollerConfig::default().with_probe(Some(probe));
+/// # let _ = config;
+/// assert!(sqskit::handlers::http_probe("ftp://x", Duration::from_secs(5)).is_err());
+/// ```
+#[cfg(feature = "poller")]
+pub fn http_probe(url: impl Into<String>, timeout: Duration) -> Result<crate::poller::HealthProbe, crate::Error> {
+    let url = url.into();
+    check_http_url(&url).map_err(|reason| crate::Error::Invalid { what: "probe-url", reason })?;
+    let client = http_client(timeout)?;
+    Ok(crate::poller::HealthProbe::new(move || {
+        let request = client.get(&url).header("User-Agent", concat!("sqskit/", env!("CARGO_PKG_VERSION"))).send();
+        async move { request.await.is_ok_and(|r| r.status().is_success()) }
+    }))
+}
+
 /// Check that `url` is an `http://` or `https://` URL with a host, as [`HttpHandler`] needs.
 ///
 /// # Errors

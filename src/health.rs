@@ -11,9 +11,12 @@
 //!   moving (leaked: a message wedged outside its handler), or one of whose messages' tasks
 //!   ended in a panic the processor could not catch, is not live; an orchestrator then replaces
 //!   it.
+//!   Receivers held back by flow control (the circuit breaker open, every queue paused) count as
+//!   waiting, and slots that do not move then are expected (nothing may start).
 //! - **Ready**: the queues were resolved (the poller reached SQS and started), the last
 //!   `ReceiveMessage` call succeeded (or none returned yet: an idle long poll takes up to 20 s),
-//!   and the poller is not draining.
+//!   the poller is not draining, and its circuit breaker is closed (an open breaker means the
+//!   downstream is down: see [`crate::flow`]).
 //!
 //! Before the poller's first receive, the window counts from when the [`Health`] was made.
 //!
@@ -52,6 +55,9 @@ pub struct Health {
     slot_window_ms: AtomicU64,
     /// A message's task ended in a panic nobody caught: its accounting cannot be trusted.
     wedged: AtomicBool,
+    /// Receivers held back by flow control (breaker open, every queue paused).
+    gated: AtomicUsize,
+    breaker_open: AtomicBool,
 }
 
 /// A snapshot of [`Health`], as the health endpoints print it (JSON).
@@ -81,6 +87,10 @@ pub struct HealthReport {
     pub last_receive_ok: bool,
     /// Whether the poller is draining after a shutdown signal.
     pub draining: bool,
+    /// Receivers held back by flow control (the breaker open, every queue paused).
+    pub gated: usize,
+    /// Whether its circuit breaker is open or half-open (the downstream is down: not ready).
+    pub breaker_open: bool,
 }
 
 impl Default for Health {
@@ -106,6 +116,8 @@ impl Health {
             last_progress_ms: AtomicU64::new(0),
             slot_window_ms: AtomicU64::new(0),
             wedged: AtomicBool::new(false),
+            gated: AtomicUsize::new(0),
+            breaker_open: AtomicBool::new(false),
         }
     }
 
@@ -124,6 +136,21 @@ impl Health {
     /// A message's task ended in a panic that was not caught: the poller is no longer live.
     pub(crate) fn wedged(&self) {
         self.wedged.store(true, Ordering::Relaxed);
+    }
+
+    /// A receiver is held back by flow control (the breaker open, every queue paused), or
+    /// goes on.
+    pub(crate) fn gated(&self, on: bool) {
+        if on {
+            self.gated.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.gated.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The circuit breaker opened (`true`: not ready) or closed again.
+    pub fn breaker_open(&self, open: bool) {
+        self.breaker_open.store(open, Ordering::Relaxed);
     }
 
     /// A receiver parks (its queue is empty and another receiver long-polls it) or wakes.
@@ -211,10 +238,13 @@ impl Health {
         let since_progress = now.saturating_sub(self.last_progress_ms.load(Ordering::Relaxed));
         let slot_window = self.slot_window_ms.load(Ordering::Relaxed);
         let slots_moving = slot_window == 0 || since_progress <= slot_window;
-        let all_waiting = receivers > 0 && waiting + parked >= receivers && slots_moving;
+        let gated = self.gated.load(Ordering::Relaxed);
+        let breaker_open = self.breaker_open.load(Ordering::Relaxed);
+        // held back by flow control, nothing may start: slots that do not move are expected
+        let all_waiting = receivers > 0 && waiting + parked + gated >= receivers && (slots_moving || gated > 0);
         HealthReport {
             live: !wedged && (draining || all_waiting || since <= window),
-            ready: resolved && last_ok && !draining,
+            ready: resolved && last_ok && !draining && !breaker_open,
             since_last_receive_s: since as f64 / 1000.0,
             window_s: window as f64 / 1000.0,
             waiting_for_slots: waiting,
@@ -225,6 +255,8 @@ impl Health {
             queues_resolved: resolved,
             last_receive_ok: last_ok,
             draining,
+            gated,
+            breaker_open,
         }
     }
 }
@@ -281,5 +313,24 @@ mod tests {
         h.wedged();
         h.receive_succeeded();
         assert!(!h.live(), "an uncaught panic in a message's task");
+    }
+
+    #[test]
+    fn an_open_breaker_is_live_but_not_ready_however_long_it_lasts() {
+        let h = Health::new(Duration::from_millis(30));
+        h.set_slot_window(Duration::from_millis(30));
+        h.queues_resolved();
+        h.receive_succeeded();
+        h.receiver(true);
+        h.breaker_open(true);
+        h.gated(true);
+        std::thread::sleep(Duration::from_millis(80));
+        let r = h.report();
+        assert!(r.live, "held back by the breaker: no receive, no slot moves, still live: {r:?}");
+        assert!(!r.ready && r.breaker_open && r.gated == 1, "{r:?}");
+        h.gated(false);
+        h.breaker_open(false);
+        assert!(h.ready());
+        assert!(!h.live(), "going on again, a receiver must get answers");
     }
 }

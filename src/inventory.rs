@@ -1,8 +1,8 @@
 //! Inventory: which queues there are and how deep they are, read from queue attributes only.
 //!
 //! It owns listing queues by name prefix, one [`QueueStats`] row per queue (visible, in flight,
-//! delayed, its dead-letter queue and that queue's depth: what `sqskit stats` prints and the
-//! console's overview shows), a queue's [`QueueSettings`] (the attributes that matter when
+//! delayed, its dead-letter queue and that queue's depth, and whether it is paused: what
+//! `sqskit stats` prints and the console's overview shows), a queue's [`QueueSettings`] (the attributes that matter when
 //! operating it) and its tags (where a paused queue is marked, [`PAUSED_TAG`]). Nothing here
 //! receives a message, so nothing here changes a receive count; looking at messages is
 //! [`dlq::inspect`](crate::dlq::inspect)'s job (feature `dlq`).
@@ -96,6 +96,24 @@ pub struct QueueStats {
     pub dlq_visible: Option<u64>,
     /// The redrive policy's `maxReceiveCount`.
     pub max_receive_count: Option<u32>,
+    /// Why the queue is paused ([`PAUSED_TAG`]); `None` when it is not, or when its tags were
+    /// not read ([`stats_with_pauses`] reads them, [`stats`] does not).
+    pub paused: Option<String>,
+}
+
+/// As [`stats`], and each row's [`QueueStats::paused`] from the queue's tags (one more
+/// `ListQueueTags` call per queue).
+///
+/// # Errors
+/// The classified error of the first queue whose attributes or tags cannot be read.
+pub async fn stats_with_pauses(queues: &[Queue]) -> Result<Vec<QueueStats>, Error> {
+    let mut rows = stats(queues).await?;
+    let tags: Vec<Result<BTreeMap<String, String>, Error>> =
+        futures::stream::iter(queues.iter().map(tags)).buffered(CONCURRENCY).collect().await;
+    for (row, t) in rows.iter_mut().zip(tags) {
+        row.paused = paused(&t?).map(str::to_string);
+    }
+    Ok(rows)
 }
 
 /// [`QueueStats`] of each queue, in the given order: `GetQueueAttributes` of every queue, then of
@@ -125,6 +143,7 @@ pub async fn stats(queues: &[Queue]) -> Result<Vec<QueueStats>, Error> {
             dlq_url: redrive.and_then(|r| r.dead_letter_url.clone()),
             dlq_visible: None,
             max_receive_count: redrive.map(|r| r.max_receive_count),
+            paused: None,
         });
     }
     let mut known: HashMap<String, Option<u64>> = rows.iter().map(|r| (r.url.clone(), Some(r.visible))).collect();

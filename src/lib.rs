@@ -44,6 +44,8 @@
 //! - [`dlq`]: dead letters: look at a DLQ and delete chosen ones ([`dlq::inspect`]), archive to S3
 //!   with one aggregated SNS alert, browse the archive and replay it ([`dlq::replay`]), redrive,
 //!   move tasks.
+//! - [`flow`]: flow control as plain policies: the circuit breaker, the pause flag (a queue
+//!   tag), the adaptive concurrency limit.
 //! - [`config`]: processor and idempotency settings from the environment (for the Lambdas).
 //! - [`poller`]: the long-running consumer (concurrency, heartbeat, ack batching, shutdown).
 //! - [`status`]: a poller's state as one snapshot (`/status` next to `/metrics`).
@@ -65,6 +67,8 @@
 //! - [The sqskit command](guide::cli): every command, redrive, exit codes.
 //! - [The web console](guide::console): queues, dead letters, the archive and the pollers in a
 //!   browser; what a look costs; security.
+//! - [Flow control](guide::flow_control): the circuit breaker, pausing a fleet, adaptive
+//!   concurrency.
 //! - [Messages from other services](guide::events): SNS, EventBridge, S3 and CloudEvents
 //!   envelopes, routing by type, schemas at the edge, recurring jobs.
 //! - [Rate limits](guide::rate_limits), [Delays past 15 minutes](guide::delays),
@@ -80,7 +84,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (core) | always | [`client`], [`message`], [`limits`], [`outcome`], [`context`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`env`](mod@env), [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`], [`inventory`] |
+//! | (core) | always | [`client`], [`message`], [`limits`], [`outcome`], [`context`], [`processor`], [`rate`], [`delay`], [`retry`], [`settle`], [`flow`], [`env`](mod@env), [`config`], [`metrics`] (EMF lines, metric names), [`idempotency`] (with `MemoryStore`), [`trace`], [`inventory`] |
 //! | `poller` | yes | [`poller`], [`health`] (liveness / readiness), [`status`] and [`shutdown_signal`] |
 //! | `lambda` | no | [`lambda`]: the adapter and `lambda::run`; re-exports `lambda_runtime` and `aws_lambda_events` |
 //! | `handlers` | no | [`handlers`]: `--exec` / `--http` handlers (reqwest + rustls) |
@@ -109,6 +113,7 @@ macro_rules! guide_links {
             "[../src/dlq.rs]: crate::dlq\n",
             "[../src/dlq/inspect.rs]: crate::dlq::inspect\n",
             "[../src/dlq/replay.rs]: crate::dlq::replay\n",
+            "[../src/flow.rs]: crate::flow\n",
             "[../src/handlers.rs]: crate::handlers\n",
             "[../src/idempotency.rs]: crate::idempotency\n",
             "[../src/inventory.rs]: crate::inventory\n",
@@ -129,6 +134,8 @@ macro_rules! guide_links {
             "[exactly-once.md]: crate::guide::exactly_once\n",
             "[exactly-once.md#what-this-guarantees-and-what-it-does-not]: crate::guide::exactly_once#what-this-guarantees-and-what-it-does-not\n",
             "[fair-queues.md]: crate::guide::fair_queues\n",
+            "[flow-control.md]: crate::guide::flow_control\n",
+            "[flow-control.md#lambda]: crate::guide::flow_control#lambda\n",
             "[guarantees.md]: crate::guide::guarantees\n",
             "[guarantees.md#fifo-order-per-group]: crate::guide::guarantees#fifo-order-per-group\n",
             "[guarantees.md#leases]: crate::guide::guarantees#leases\n",
@@ -165,6 +172,7 @@ pub mod env;
 #[cfg(feature = "events")]
 pub mod envelope;
 pub mod error;
+pub mod flow;
 #[cfg(feature = "handlers")]
 pub mod handlers;
 #[cfg(feature = "poller")]
@@ -229,6 +237,9 @@ pub mod guide {
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/console.md")]
     pub mod console {}
+    #[doc = guide_links!()]
+    #[doc = include_str!("../docs/flow-control.md")]
+    pub mod flow_control {}
     #[doc = guide_links!()]
     #[doc = include_str!("../docs/events.md")]
     pub mod events {}

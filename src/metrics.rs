@@ -56,6 +56,18 @@ pub mod names {
     pub const DUPLICATES: &str = "sqskit_messages_duplicate_total";
     /// Gauge, labels `queue`, `state` (`visible`, `in_flight`, `delayed`): queue depth.
     pub const QUEUE_DEPTH: &str = "sqskit_queue_messages";
+    /// Gauge, label `queue`: the circuit breaker's state, 0 closed, 1 open, 2 half-open.
+    pub const BREAKER_STATE: &str = "sqskit_breaker_state";
+    /// Counter, labels `queue`, `to` (`open`, `half-open`, `closed`): breaker transitions.
+    pub const BREAKER_TRANSITIONS: &str = "sqskit_breaker_transitions_total";
+    /// Counter, label `queue`: messages whose retryable failure on their last allowed receive
+    /// came while the breaker was open, carried over instead of dead-lettered.
+    pub const BREAKER_HELD: &str = "sqskit_breaker_held_total";
+    /// Gauge, label `queue`: 1 while the queue is paused (`sqskit pause`), else 0.
+    pub const PAUSED: &str = "sqskit_queue_paused";
+    /// Gauge: handlers allowed to run at once now (the adaptive limit, or the fixed
+    /// concurrency; lower during the slow start after the breaker closes).
+    pub const CONCURRENCY_LIMIT: &str = "sqskit_concurrency_limit";
     /// Counter: claim-check objects whose cleanup (delete after the message's delete) failed.
     pub const PAYLOAD_CLEANUP_FAILURES: &str = "sqskit_payload_cleanup_failures_total";
 }

@@ -52,15 +52,16 @@ use tokio_util::task::TaskTracker;
 
 mod acker;
 mod config;
+mod flow;
 mod receive;
 mod stats;
 mod unit;
 
 use acker::{acker, Ack};
-pub use config::{PollerConfig, QueueSpec};
+pub use config::{HealthProbe, PollerConfig, QueueSpec};
 use receive::{receiver, Picker};
 use stats::depth_reporter;
-pub use stats::{PollStats, PollSummary};
+pub use stats::{BreakerStatus, FlowStatus, PauseStatus, PollStats, PollSummary};
 
 use crate::client::Queue;
 use crate::context::QueueContext;
@@ -108,6 +109,9 @@ struct Source {
     /// poller makes one receive per queue per `wait_time`, not one per receiver. A lead that
     /// receives messages gives up the role and wakes them all.
     idle_lead: AtomicBool,
+    /// Flow control (shared by the queues of a poller), and this queue's index in it.
+    flow: Arc<flow::Flow>,
+    index: usize,
 }
 
 /// The poller.
@@ -218,26 +222,58 @@ impl<T: Send + 'static> Poller<T> {
         let mut ackers = JoinSet::new();
         let tenants =
             (config.tenant_metrics > 0).then(|| Arc::new(crate::metrics::TenantLabels::new(config.tenant_metrics)));
-        let sources: Vec<Arc<Source>> = queues
-            .into_iter()
-            .filter_map(|(ctx, weight)| {
-                let (tx, rx) = mpsc::channel(config.concurrency.max(MAX_BATCH_ENTRIES));
-                let queue = ctx.queue.clone()?;
-                ackers.spawn(acker(queue.clone(), rx, config.clone(), stats.clone(), drain_acks.clone()));
-                let tenants = if ctx.fifo { None } else { tenants.clone() };
-                Some(Arc::new(Source { ctx, queue, weight, acker: tx, tenants, idle_lead: AtomicBool::new(false) }))
-            })
-            .collect();
-        let receivers = config.concurrency.div_ceil(MAX_BATCH_ENTRIES).clamp(1, 64).max(sources.len());
+        let receivers = config.concurrency.div_ceil(MAX_BATCH_ENTRIES).clamp(1, 64).max(queues.len());
         let prefetch = config.prefetch.unwrap_or(receivers * MAX_BATCH_ENTRIES);
         // receive permits: handler slots plus the prefetch buffer; handler slots: `exec`
         let sem = Arc::new(Semaphore::new(config.concurrency + prefetch));
         let exec = Arc::new(Semaphore::new(config.concurrency));
+        let names = queues.iter().map(|(ctx, _)| ctx.queue_name().to_string()).collect();
+        let flow = flow::Flow::new(
+            &config,
+            names,
+            exec.clone(),
+            (sem.clone(), config.concurrency + prefetch),
+            stats.clone(),
+            stop.clone(),
+        );
+        let sources: Vec<Arc<Source>> = queues
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, (ctx, weight))| {
+                let (tx, rx) = mpsc::channel(config.concurrency.max(MAX_BATCH_ENTRIES));
+                let queue = ctx.queue.clone()?;
+                ackers.spawn(acker(queue.clone(), rx, config.clone(), stats.clone(), drain_acks.clone()));
+                let tenants = if ctx.fifo { None } else { tenants.clone() };
+                let flow = flow.clone();
+                // a standard queue's failure on its last allowed receive while the breaker is
+                // open is the outage's: held from the DLQ and carried over (a FIFO message could
+                // not be: a copy loses its place in the group)
+                let ctx = if ctx.fifo {
+                    ctx
+                } else {
+                    let f = flow.clone();
+                    ctx.with_exhaustion_hold(crate::context::ExhaustionHold::new(move |m| f.hold(m)))
+                };
+                Some(Arc::new(Source {
+                    ctx,
+                    queue,
+                    weight,
+                    acker: tx,
+                    tenants,
+                    idle_lead: AtomicBool::new(false),
+                    flow,
+                    index,
+                }))
+            })
+            .collect();
         // Receivers wait for room for whole batches when the buffer holds a batch per receiver
         // and at least two: a receive then goes out while the buffer still holds a batch or
         // more for the handlers. With one batch of buffer, waiting for a whole one would let
         // it run dry first.
         let whole_batches = prefetch >= (receivers * MAX_BATCH_ENTRIES).max(2 * MAX_BATCH_ENTRIES);
+        // flow control: the pause flags read before the first receive, then its timers
+        let mut side = JoinSet::new();
+        flow.start(&sources, &mut side).await;
         let tracker = TaskTracker::new();
         let picker = Arc::new(Mutex::new(Picker::new(sources.iter().map(|s| s.weight).collect())));
         let wake = Arc::new(Notify::new());
@@ -260,7 +296,6 @@ impl<T: Send + 'static> Poller<T> {
                 whole_batches,
             ));
         }
-        let mut side = JoinSet::new();
         if !config.depth_interval.is_zero() {
             side.spawn(depth_reporter(sources.clone(), config.depth_interval, stop.clone()));
         }

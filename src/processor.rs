@@ -666,7 +666,8 @@ impl<T: Send + 'static> Processor<T> {
     ///
     /// A retryable failure on the last receive the redrive policy allows
     /// (`receive count ≥ maxReceiveCount`) is dead-lettered as
-    /// [`FailureKind::RetriesExhausted`] with the last error, so the DLQ sees why.
+    /// [`FailureKind::RetriesExhausted`] with the last error, so the DLQ sees why, unless the
+    /// context's [`ExhaustionHold`](crate::context::ExhaustionHold) holds it (a retry then).
     pub fn decide(&self, ctx: &QueueContext, raw: &ReceivedMessage, result: Result<(), Failure>) -> Verdict {
         let failure = match result {
             Ok(()) => return Verdict::Succeeded,
@@ -679,7 +680,10 @@ impl<T: Send + 'static> Processor<T> {
             }
             tracing::warn!(message_id = %raw.message_id, kind = failure.kind.as_str(),
                 "permanent failure but no dead-letter queue is known; retrying with backoff instead");
-        } else if has_dlq && ctx.max_receive_count.is_some_and(|max| raw.receive_count() >= max) {
+        } else if has_dlq
+            && ctx.max_receive_count.is_some_and(|max| raw.receive_count() >= max)
+            && !ctx.exhaustion_hold.holds(raw)
+        {
             let error = format!("{}: {}", failure.kind.as_str(), failure.error);
             return Verdict::DeadLetter {
                 failure: Failure { kind: FailureKind::RetriesExhausted, error, retry_after: None },

@@ -5,8 +5,9 @@
 //!
 //! It owns the snapshot and the [`StatusBoard`] it is read from; it computes nothing of the
 //! poller's own: counts come from [`PollStats`], liveness from [`Health`], failures by kind from
-//! the `sqskit_messages_failed_total{kind}` counter the processor records. Flow control (the
-//! breaker, pauses) is not built yet: its fields are `null` until it feeds them.
+//! the `sqskit_messages_failed_total{kind}` counter the processor records, flow control's state
+//! (the breaker, the paused queues, the adaptive limit) from the poller's
+//! [`FlowStatus`](crate::poller::FlowStatus).
 //!
 //! # Example
 //! ```
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::health::{Health, HealthReport};
+pub use crate::poller::{BreakerStatus, PauseStatus};
 use crate::poller::{PollStats, PollSummary};
 
 /// The state of one poller process.
@@ -52,28 +54,12 @@ pub struct PollerStatus {
     pub failures_by_kind: BTreeMap<String, u64>,
     /// Liveness and readiness.
     pub health: HealthReport,
-    /// The circuit breaker's state; `None` until flow control exists.
+    /// The circuit breaker's state; `None` before the poller started, or with the breaker off.
     pub breaker: Option<BreakerStatus>,
-    /// The queues paused and why; `None` until flow control exists.
+    /// The queues paused and why; `None` before the poller started.
     pub paused: Option<Vec<PauseStatus>>,
-}
-
-/// A circuit breaker's state (filled by flow control once it exists).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct BreakerStatus {
-    /// `closed`, `open` or `half-open`.
-    pub state: String,
-}
-
-/// A paused queue (filled by flow control once it exists).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[non_exhaustive]
-pub struct PauseStatus {
-    /// The queue's name.
-    pub queue: String,
-    /// Why it is paused.
-    pub reason: String,
+    /// Handlers allowed to run at once now with `--concurrency auto`; `None` otherwise.
+    pub concurrency_limit: Option<usize>,
 }
 
 /// Where a [`PollerStatus`] is read from: made before the poller (so the endpoint answers while
@@ -117,10 +103,11 @@ impl StatusBoard {
     /// [`failures_by_kind`]).
     pub fn snapshot(&self, failures_by_kind: BTreeMap<String, u64>) -> PollerStatus {
         let now = Instant::now();
-        let (counts, queues, started) = match self.poller.get() {
-            Some((stats, queues)) => (stats.snapshot(), queues.clone(), true),
-            None => (PollSummary::default(), Vec::new(), false),
+        let (counts, queues, flow) = match self.poller.get() {
+            Some((stats, queues)) => (stats.snapshot(), queues.clone(), Some(stats.flow())),
+            None => (PollSummary::default(), Vec::new(), None),
         };
+        let started = flow.is_some();
         let finished = counts
             .succeeded
             .saturating_add(counts.retried)
@@ -152,8 +139,9 @@ impl StatusBoard {
             counts,
             failures_by_kind,
             health: self.health.report(),
-            breaker: None,
-            paused: None,
+            breaker: flow.as_ref().and_then(|f| f.breaker.clone()),
+            paused: flow.as_ref().map(|f| f.paused.clone()),
+            concurrency_limit: flow.and_then(|f| f.concurrency_limit),
         }
     }
 }

@@ -279,7 +279,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 /// Set `key` in the JSON object at `path` (created when missing), keeping what is there.
-fn merge_into(path: &Path, key: &str, value: serde_json::Value) -> anyhow::Result<()> {
+pub fn merge_into(path: &Path, key: &str, value: serde_json::Value) -> anyhow::Result<()> {
     let mut doc: serde_json::Value = match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?,
         Err(_) => serde_json::json!({}),

@@ -8,9 +8,11 @@
 //!
 //! `sqskit-bench [--messages N] [--size BYTES] [--max-secs S] [--quick] [--node-peer JS]
 //! [--python PY --boto3-peer PY]` prints Markdown tables and writes `target/bench/results.json`. `sqskit-bench idempotency` measures the idempotency
-//! claim's cost per message instead (no SQS; see `idempotency.rs`) and adds it to that file.
+//! claim's cost per message instead (no SQS; see `idempotency.rs`) and adds it to that file;
+//! `sqskit-bench adaptive` flow control's figures (`adaptive.rs`).
 //! Run both through `scripts/bench`.
 
+mod adaptive;
 mod idempotency;
 mod proxy;
 
@@ -97,6 +99,16 @@ enum Child {
         concurrency: usize,
         #[arg(long, default_value_t = 60)]
         max_secs: u64,
+    },
+    /// Flow control: `--concurrency auto` against fixed settings in front of a downstream of
+    /// limited capacity, and the breaker's cost at 10 % random 503s (see `adaptive.rs`).
+    Adaptive {
+        /// 4 s per setting instead of 20: proves the harness works.
+        #[arg(long)]
+        quick: bool,
+        /// The JSON results to add an `adaptive` entry to.
+        #[arg(long, default_value = "target/bench/results.json")]
+        out: std::path::PathBuf,
     },
     /// The idempotency claim's cost per message: in-memory, DynamoDB (moto) and Redis stores
     /// against no idempotency, no SQS involved.
@@ -432,6 +444,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&m)?);
             return Ok(());
         }
+        Some(Child::Adaptive { quick, out }) => return adaptive::main(adaptive::Options { quick, out }).await,
         Some(Child::Idempotency { messages, quick, dynamodb_url, redis_server, out }) => {
             let messages = if quick { 200 } else { messages };
             return idempotency::run(idempotency::Options { messages, dynamodb_url, redis_server, out }).await;

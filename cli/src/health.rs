@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 /// `--addr` as the `HOST:PORT` to connect to.
-fn parse_addr(s: &str) -> Result<String, String> {
+pub fn parse_addr(s: &str) -> Result<String, String> {
     let s = s.trim();
     let (authority, url) = match s.split_once("://") {
         Some(("http", rest)) => (rest.strip_suffix('/').unwrap_or(rest), true),
@@ -64,7 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// One `GET` over HTTP/1.0 (the listener closes after answering): (status, body).
-async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+pub async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let mut stream =
         tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr} (--addr)"))?;
     let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");

@@ -7,6 +7,7 @@ mod common;
 mod console;
 mod dlq;
 mod health;
+mod pause;
 mod peek;
 mod poll;
 mod purge;
@@ -30,7 +31,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the worker: receive, handle (via --exec or --http), settle, until SIGTERM.
-    Poll(poll::Args),
+    Poll(Box<poll::Args>),
     /// Send one message, or many from JSON Lines (batched, with progress).
     Send(send::Args),
     /// Show messages without consuming them (each peek counts as a receive).
@@ -42,6 +43,13 @@ enum Command {
     Dlq(dlq::Command),
     /// Delete every message in a queue (asks first unless --yes).
     Purge(purge::Args),
+    /// Stop every poller of a queue from receiving, in any number of processes, within 30 s
+    /// (a queue tag they read; in-flight messages finish); --function also disables a Lambda
+    /// function's event source mapping from it.
+    Pause(pause::PauseArgs),
+    /// Undo `sqskit pause`: the pollers receive again within 30 s; --function enables the
+    /// mapping again.
+    Resume(pause::ResumeArgs),
     /// Queue depth (visible, in flight, delayed) and the DLQ; --watch refreshes in place.
     Stats(stats::Args),
     /// Create a queue (optionally with a dead-letter queue and redrive policy); prints its URL.
@@ -61,6 +69,7 @@ fn main() -> std::process::ExitCode {
     let invalid = match &cli.command {
         Command::Redrive(args) => args.validate().err().map(|e| ("redrive", e)),
         Command::Send(args) => args.validate().err().map(|e| ("send", e)),
+        Command::Poll(args) => args.validate().err().map(|e| ("poll", e)),
         #[cfg(feature = "console")]
         Command::Console(args) => args.validate().err().map(|e| ("console", e)),
         _ => None,
@@ -84,7 +93,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Poll(args) => poll::run(&cli.global, args).await,
+            Command::Poll(args) => poll::run(&cli.global, *args).await,
             Command::CreateQueue(args) => queue::create(&cli.global, args).await,
             Command::Send(args) => send::run(&cli.global, args).await,
             Command::Stats(args) => stats::run(&cli.global, args).await,
@@ -92,6 +101,8 @@ fn main() -> std::process::ExitCode {
             Command::Redrive(args) => redrive::run(&cli.global, args).await,
             Command::Dlq(cmd) => dlq::run(&cli.global, cmd).await,
             Command::Purge(args) => purge::run(&cli.global, args).await,
+            Command::Pause(args) => pause::pause(&cli.global, args).await,
+            Command::Resume(args) => pause::resume(&cli.global, args).await,
             Command::Health(args) => health::run(args).await,
             #[cfg(feature = "console")]
             Command::Console(args) => console::run(&cli.global, args).await,

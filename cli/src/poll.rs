@@ -27,9 +27,60 @@ pub struct Args {
     /// (in the env var: comma-separated).
     #[arg(long = "queue-url", env = "SQSKIT_QUEUE_URL", value_delimiter = ',', required = true, value_parser = parse_spec)]
     pub queue_urls: Vec<QueueArg>,
-    /// Messages in flight at most, 1–100000 (independent of the receive batch size of 10).
-    #[arg(long, env = "SQSKIT_CONCURRENCY", default_value_t = 32, value_parser = args::count(1..=100_000))]
-    pub concurrency: usize,
+    /// Handlers running at once at most, 1–100000 (independent of the receive batch size of
+    /// 10), or `auto`: found between --min-concurrency and --max-concurrency from the handlers'
+    /// latency and retryable failures (see docs/flow-control.md).
+    #[arg(long, env = "SQSKIT_CONCURRENCY", default_value = "32", value_parser = parse_concurrency)]
+    pub concurrency: Concurrency,
+    /// With --concurrency auto: the floor (1–100000); the limit starts there.
+    #[arg(long, env = "SQSKIT_MIN_CONCURRENCY", default_value_t = 1, value_parser = args::count(1..=100_000),
+          help_heading = "Flow control")]
+    pub min_concurrency: usize,
+    /// With --concurrency auto: the ceiling (1–100000).
+    #[arg(long, env = "SQSKIT_MAX_CONCURRENCY", default_value_t = 100, value_parser = args::count(1..=100_000),
+          help_heading = "Flow control")]
+    pub max_concurrency: usize,
+    /// The circuit breaker, `on` (default) or `off`: when most recent messages fail retryably
+    /// (HTTP 5xx / 429 / timeouts, retryable exits), stop receiving, probe, and start again
+    /// slowly once the downstream answers; failures seen meanwhile are not dead-lettered.
+    #[arg(long, env = sqskit::flow::breaker_env::SWITCH, default_value = "on", value_parser = on_off, action = clap::ArgAction::Set,
+          value_name = "on|off", help_heading = "Flow control")]
+    pub breaker: bool,
+    /// Breaker: outcomes looked at (the last N), 2–1000.
+    #[arg(long, env = sqskit::flow::breaker_env::WINDOW, default_value_t = 20, value_name = "N",
+          value_parser = args::count(2..=1000), help_heading = "Flow control")]
+    pub breaker_window: usize,
+    /// Breaker: percentage of them failing retryably that opens it, 1–100 (80: 16 of 20; a
+    /// 10 % random failure rate never gets there).
+    #[arg(long, env = sqskit::flow::breaker_env::FAILURE_RATE, default_value_t = 80, value_name = "PCT",
+          value_parser = clap::value_parser!(u8).range(1..=100), help_heading = "Flow control")]
+    pub breaker_failure_rate: u8,
+    /// Breaker: seconds before the first probe (1–3600); each failed probe doubles it.
+    #[arg(long, env = sqskit::flow::breaker_env::PROBE_INTERVAL, default_value_t = 1, value_name = "SECONDS",
+          value_parser = args::secs(1..=3600), help_heading = "Flow control")]
+    pub breaker_probe_interval: u64,
+    /// Breaker: longest time between probes in seconds (1–3600, at least the first interval).
+    #[arg(long, env = sqskit::flow::breaker_env::PROBE_MAX, default_value_t = 30, value_name = "SECONDS",
+          value_parser = args::secs(1..=3600), help_heading = "Flow control")]
+    pub breaker_probe_max: u64,
+    /// Breaker: successful probes in a row that close it (1–100).
+    #[arg(long, env = sqskit::flow::breaker_env::CLOSE_AFTER, default_value_t = 3, value_name = "N",
+          value_parser = args::count(1..=100), help_heading = "Flow control")]
+    pub breaker_close_after: usize,
+    /// Breaker: the longest outage it holds messages back for, in seconds (1–1209600, 14 days;
+    /// default 86400, a day); after it, messages follow the normal rules (retries, then the DLQ).
+    #[arg(long, env = sqskit::flow::breaker_env::MAX_OUTAGE, default_value_t = 86_400, value_name = "SECONDS",
+          value_parser = args::secs(1..=1_209_600), help_heading = "Flow control")]
+    pub breaker_max_outage: u64,
+    /// Breaker: probe the downstream with `GET URL` (healthy: 2xx) while half-open, instead of
+    /// with one message at a time. With --http.
+    #[arg(long, env = "SQSKIT_PROBE_URL", value_parser = args::http_url, help_heading = "Flow control")]
+    pub probe_url: Option<String>,
+    /// Seconds between reads of each queue's pause flag (`sqskit pause`), 0–3600; 0 = never.
+    /// Every read is one ListQueueTags call: 120 an hour per queue at the default 30.
+    #[arg(long, env = "SQSKIT_PAUSE_CHECK", default_value_t = 30, value_name = "SECONDS",
+          value_parser = args::secs(0..=3600), help_heading = "Flow control")]
+    pub pause_check: u64,
     /// Visibility timeout requested on receive, in seconds (1–43200); the heartbeat extends it while a handler runs.
     #[arg(long, env = "SQSKIT_VISIBILITY_TIMEOUT", default_value_t = 30, value_parser = args::secs(1..=TWELVE_HOURS))]
     pub visibility_timeout: u64,
@@ -166,6 +217,76 @@ pub struct Args {
     pub progress_interval: u64,
 }
 
+/// `--concurrency`: a fixed number of handlers, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    Fixed(usize),
+    Auto,
+}
+
+fn parse_concurrency(s: &str) -> Result<Concurrency, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(Concurrency::Auto);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (1..=100_000).contains(&n) => Ok(Concurrency::Fixed(n)),
+        _ => Err(format!("{s:?}: expected a whole number from 1 to 100000, or auto")),
+    }
+}
+
+fn on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
+    }
+}
+
+impl Args {
+    /// What clap cannot check alone (a usage error, exit 2).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.probe_url.is_some() && self.http.is_none() {
+            return Err("--probe-url needs --http (it probes the --http downstream)".into());
+        }
+        if self.breaker_probe_max < self.breaker_probe_interval {
+            return Err(format!(
+                "--breaker-probe-max {} is below --breaker-probe-interval {}",
+                self.breaker_probe_max, self.breaker_probe_interval
+            ));
+        }
+        if self.concurrency == Concurrency::Auto && self.min_concurrency > self.max_concurrency {
+            return Err(format!(
+                "--min-concurrency {} is above --max-concurrency {}",
+                self.min_concurrency, self.max_concurrency
+            ));
+        }
+        Ok(())
+    }
+
+    /// The handler slots: the fixed number, or auto's ceiling.
+    fn slots(&self) -> usize {
+        match self.concurrency {
+            Concurrency::Fixed(n) => n,
+            Concurrency::Auto => self.max_concurrency,
+        }
+    }
+
+    fn breaker(&self) -> Option<sqskit::flow::BreakerConfig> {
+        self.breaker.then(|| {
+            sqskit::flow::BreakerConfig::default()
+                .with_window(self.breaker_window)
+                .with_failure_rate(self.breaker_failure_rate)
+                .with_probe_intervals(
+                    Duration::from_secs(self.breaker_probe_interval),
+                    Duration::from_secs(self.breaker_probe_max),
+                )
+                .with_close_after(self.breaker_close_after)
+                .with_max_outage(Duration::from_secs(self.breaker_max_outage))
+        })
+    }
+}
+
 fn parse_key(s: &str) -> Result<String, String> {
     sqskit::idempotency::KeySource::<()>::parse(s).map(|_| s.to_string())
 }
@@ -190,10 +311,17 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
                 .with_max(Duration::from_secs(args.backoff_max)),
         )
         .with_timeout(args.handler_timeout.map(Duration::from_secs))
-        .with_concurrency(args.concurrency)
+        .with_concurrency(args.slots())
         .with_log_bodies(args.log_bodies);
-    let poller_config = PollerConfig::default()
-        .with_concurrency(args.concurrency)
+    let probe = match &args.probe_url {
+        Some(url) => Some(sqskit::handlers::http_probe(url.clone(), Duration::from_secs(args.http_timeout))?),
+        None => None,
+    };
+    let mut poller_config = PollerConfig::default()
+        .with_concurrency(args.slots())
+        .with_breaker(args.breaker())
+        .with_probe(probe)
+        .with_pause_check(Duration::from_secs(args.pause_check))
         .with_visibility_timeout(Duration::from_secs(args.visibility_timeout))
         .with_max_visibility_extension(Duration::from_secs(args.max_visibility_extension))
         .with_wait_time(Duration::from_secs(args.wait_time))
@@ -205,6 +333,9 @@ pub async fn run(global: &Global, args: Args) -> anyhow::Result<()> {
         .with_shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .with_until_empty(args.until_empty)
         .with_dead_letter_url(args.dlq_url.clone());
+    if args.concurrency == Concurrency::Auto {
+        poller_config = poller_config.with_adaptive_concurrency(args.min_concurrency, args.max_concurrency);
+    }
     let s3 = sqskit::payload::s3_client(&config);
     let claim_check = args
         .payload_bucket

@@ -7,17 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use sqskit::processor::{dead_letter_attributes as dl, dead_letter_message, Failure, FailureKind};
 use sqskit::{AttributeValue, OutgoingMessage, Queue, ReceivedMessage};
-use support::proc::{spawn, sqskit, temp_dir, wait_until};
+use support::proc::{run, spawn, sqskit, temp_dir, wait_until};
 use support::*;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = sqskit(None).args(args).stdin(std::process::Stdio::null()).output().expect("run sqskit");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
 
 #[tokio::test]
 async fn send_jsonl_of_10000_lines_reports_invalid_lines_and_sends_the_rest() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::client::Queue;
 use crate::error::Error;
+use crate::flow::{AdaptiveConfig, BreakerConfig};
 use crate::health::Health;
 use crate::limits::MAX_VISIBILITY_SECONDS;
 use crate::rate::RateLimit;
@@ -127,6 +128,47 @@ pub struct PollerConfig {
     /// Health state to update (e.g. one a metrics server already serves); else the poller
     /// makes its own ([`Poller::health`](super::Poller::health)).
     pub health: Option<Arc<Health>>,
+    /// The circuit breaker (on by default; `None`: off). See [`crate::flow::Breaker`].
+    pub breaker: Option<BreakerConfig>,
+    /// A health check the breaker probes with while half-open instead of one message at a time
+    /// (`--probe-url` for `--http`): `true` when the downstream is healthy.
+    pub probe: Option<HealthProbe>,
+    /// Find the concurrency between a floor and [`PollerConfig::concurrency`] (the ceiling)
+    /// from handler latency and retryable failures (`--concurrency auto`; see
+    /// [`crate::flow::AdaptiveLimit`]). `None`: `concurrency` handlers at most, always.
+    pub adaptive: Option<AdaptiveConfig>,
+    /// How often each queue's pause flag (a queue tag, see [`crate::flow::pause`]) is read:
+    /// 30 s by default, 120 `ListQueueTags` calls an hour per queue; zero: never (the flag is
+    /// not honoured).
+    pub pause_check: Duration,
+}
+
+/// A health check for the breaker's half-open state: `true` when the downstream is healthy.
+///
+/// # Example
+/// ```
+/// let probe = sqskit::poller::HealthProbe::new(|| async { true });
+/// let c = sqskit::poller::PollerConfig::default().with_probe(Some(probe));
+/// assert!(c.probe.is_some());
+/// ```
+#[derive(Clone)]
+pub struct HealthProbe(pub(super) Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync>);
+
+impl HealthProbe {
+    /// A probe from an async closure.
+    pub fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = bool> + Send + 'static,
+    {
+        Self(Arc::new(move || Box::pin(f())))
+    }
+}
+
+impl std::fmt::Debug for HealthProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HealthProbe")
+    }
 }
 
 impl Default for PollerConfig {
@@ -147,6 +189,10 @@ impl Default for PollerConfig {
             prefetch: None,
             tenant_metrics: 0,
             health: None,
+            breaker: Some(BreakerConfig::default()),
+            probe: None,
+            adaptive: None,
+            pause_check: crate::flow::PAUSE_CHECK_INTERVAL,
         }
     }
 }
@@ -222,6 +268,30 @@ impl PollerConfig {
         self
     }
 
+    /// The circuit breaker's settings (`None`: off; it is on by default).
+    pub fn with_breaker(mut self, breaker: Option<BreakerConfig>) -> Self {
+        self.breaker = breaker;
+        self
+    }
+    /// Probe the downstream with this health check while the breaker is half-open, instead of
+    /// with one message at a time.
+    pub fn with_probe(mut self, probe: Option<HealthProbe>) -> Self {
+        self.probe = probe;
+        self
+    }
+    /// Adaptive concurrency between `min` and `max` handlers (sets
+    /// [`PollerConfig::concurrency`] to `max`); `--concurrency auto`.
+    pub fn with_adaptive_concurrency(mut self, min: usize, max: usize) -> Self {
+        self.adaptive = Some(AdaptiveConfig::default().with_range(min, max));
+        self.concurrency = max;
+        self
+    }
+    /// How often each queue's pause flag is read (zero: never).
+    pub fn with_pause_check(mut self, every: Duration) -> Self {
+        self.pause_check = every;
+        self
+    }
+
     /// Check the settings against SQS limits, naming the field at fault.
     ///
     /// # Errors
@@ -245,6 +315,19 @@ impl PollerConfig {
         if let Some(r) = self.rate {
             RateLimit::per_second(r)?;
         }
+        if let Some(b) = &self.breaker {
+            b.validate()?;
+        }
+        if let Some(a) = &self.adaptive {
+            a.validate()?;
+            if a.max != self.concurrency {
+                return Err(Error::Invalid {
+                    what: "max_concurrency",
+                    reason: format!("the adaptive ceiling {} differs from concurrency {}", a.max, self.concurrency),
+                });
+            }
+        }
+        check_range("pause_check", self.pause_check.as_secs(), 0, 3600u64)?;
         Ok(())
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::flow::Gate;
 use super::stats::PollStats;
 use super::unit::run_unit;
 use super::{lock, Defer, PollerConfig, Source};
@@ -134,9 +135,37 @@ pub(super) async fn receiver<T: Send + 'static>(
             None => lock(&picker).next(),
         };
         let source = sources[idx].clone();
+        // Flow control: a paused queue is skipped, an open breaker stops every receive, a
+        // half-open one lets one message through (its probe).
+        let gate = source.flow.gate(idx);
+        if gate == Gate::Wait {
+            drop(permits);
+            if lead.take().is_some() {
+                source.idle_lead.store(false, Ordering::Release);
+                wake.notify_waiters();
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+            if !source.flow.all_gated() {
+                lock(&picker).empty(idx);
+                continue;
+            }
+            health.gated(true);
+            source.flow.changed(&stop).await;
+            health.gated(false);
+            if stop.is_cancelled() {
+                return;
+            }
+            continue;
+        }
+        let want = if gate == Gate::Probe { 1 } else { permits.num_permits() };
         // Under a rate limit, receive only what can start within about a second.
-        let max = reserve(&source.ctx.rates, permits.num_permits());
+        let max = reserve(&source.ctx.rates, want);
         if max == 0 {
+            if gate == Gate::Probe {
+                source.flow.probe_received(&[]);
+            }
             drop(permits);
             let pause =
                 source.ctx.rates.iter().map(|r| Duration::from_secs_f64(1.0 / r.rate())).min().unwrap_or_default();
@@ -168,11 +197,17 @@ pub(super) async fn receiver<T: Send + 'static>(
         PollStats::add(&stats.receive_calls, 1);
         let messages = match received {
             Ok(m) => {
+                if gate == Gate::Probe {
+                    source.flow.probe_received(&m);
+                }
                 health.receive_succeeded();
                 failures = 0;
                 m
             }
             Err(e) => {
+                if gate == Gate::Probe {
+                    source.flow.probe_received(&[]);
+                }
                 health.receive_failed();
                 failures += 1;
                 let pause = retry.ceiling(failures).max(Duration::from_millis(100));
@@ -199,7 +234,7 @@ pub(super) async fn receiver<T: Send + 'static>(
                 lead = Some(idx);
                 continue;
             }
-            if !sources.iter().all(|s| s.idle_lead.load(Ordering::Acquire)) {
+            if !sources.iter().all(|s| s.idle_lead.load(Ordering::Acquire) || s.flow.paused(s.index)) {
                 // another queue has nobody long-polling it: go there (the picker skips this
                 // one for a second)
                 continue;
@@ -211,6 +246,8 @@ pub(super) async fn receiver<T: Send + 'static>(
             health.parked(true);
             let stopped = tokio::select! {
                 _ = woken => false,
+                // a queue paused or resumed (nobody long-polls a paused one)
+                _ = source.flow.pauses_changed() => false,
                 _ = stop.cancelled() => true,
             };
             health.parked(false);
@@ -228,9 +265,12 @@ pub(super) async fn receiver<T: Send + 'static>(
         lock(&picker).busy(idx);
         PollStats::add(&stats.received, messages.len());
         metrics::counter!(names::RECEIVED, "queue" => source.queue.name().to_string()).increment(messages.len() as u64);
-        if stop.is_cancelled() {
-            // Received as the shutdown began: give them back unstarted, but a FIFO group holding
-            // a message on its last allowed receive runs through it (see `unit.rs`).
+        // received after the breaker opened (a receive already open then): not to be started
+        let halted = !stop.is_cancelled() && gate != Gate::Probe && source.flow.halted();
+        if stop.is_cancelled() || halted {
+            // Received as the shutdown began, or after the breaker opened: give them back
+            // unstarted, but a FIFO group holding a message on its last allowed receive runs
+            // through it (see `unit.rs`).
             let (run, back): (Vec<_>, Vec<_>) = if source.ctx.fifo && !processor.is_batch() {
                 fifo_groups(messages).into_iter().partition(|g| {
                     source.ctx.max_receive_count.is_some_and(|max| g.iter().any(|m| m.receive_count() >= max))
@@ -240,9 +280,15 @@ pub(super) async fn receiver<T: Send + 'static>(
             };
             let back: Vec<ReceivedMessage> = back.into_iter().flatten().collect();
             unreserve(back.len());
-            // given back once every open receive has returned (`Poller::run`): a message given
-            // back now would be taken by another receive still open
-            lock(&returned).extend(back.into_iter().map(|m| (idx, m)));
+            if halted {
+                // at once: the breaker may stay open for long (released, or carried over on
+                // their last allowed receive)
+                super::unit::give_back(&source, &stats, back).await;
+            } else {
+                // given back once every open receive has returned (`Poller::run`): a message
+                // given back now would be taken by another receive still open
+                lock(&returned).extend(back.into_iter().map(|m| (idx, m)));
+            }
             for unit in run {
                 let Some(permit) = permits.split(unit.len()) else {
                     unreserve(unit.len());

@@ -1,12 +1,12 @@
 //! The poller's numbers: counters of a run ([`PollStats`], [`PollSummary`]) and the queue-depth
 //! gauges.
 //!
-//! It owns what is counted and how a snapshot is taken; the receivers, units and ackers count
-//! as they go. It does not serve anything (the metrics server does, see [`crate::metrics`]).
+//! It owns what is counted and how a snapshot is taken, and flow control's state as the
+//! poller publishes it ([`FlowStatus`]); the receivers, units and ackers count as they go. It does not serve anything (the metrics server does, see [`crate::metrics`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +27,56 @@ pub struct PollStats {
     pub(super) in_flight: AtomicU64,
     pub(super) receive_calls: AtomicU64,
     pub(super) parked: AtomicU64,
+    /// Flow control's state, as flow control last set it.
+    pub(super) flow: Mutex<FlowBoard>,
+}
+
+/// Flow control's state as the poller publishes it (read through [`PollStats::flow`]).
+#[derive(Debug, Default)]
+pub(super) struct FlowBoard {
+    /// `(state, since, reason of the last transition, transitions)`; `None`: no breaker.
+    pub(super) breaker: Option<(crate::flow::BreakerState, Instant, String, u64)>,
+    /// `(queue, reason)` of each paused queue.
+    pub(super) paused: Vec<(String, String)>,
+    /// The adaptive limit (`None`: a fixed concurrency).
+    pub(super) limit: Option<usize>,
+}
+
+/// A circuit breaker's state (see [`crate::flow::Breaker`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct BreakerStatus {
+    /// `closed`, `open` or `half-open`.
+    pub state: String,
+    /// Seconds in this state.
+    pub for_s: f64,
+    /// Why it is in this state (the last transition's reason; empty before any).
+    pub reason: String,
+    /// Transitions since start.
+    pub transitions: u64,
+}
+
+/// A paused queue (see [`crate::flow::pause`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct PauseStatus {
+    /// The queue's name.
+    pub queue: String,
+    /// Why it is paused.
+    pub reason: String,
+}
+
+/// Flow control's state: the breaker (`None` when it is off), the paused queues, the adaptive
+/// concurrency limit (`None`: fixed).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct FlowStatus {
+    /// The circuit breaker.
+    pub breaker: Option<BreakerStatus>,
+    /// The queues paused now.
+    pub paused: Vec<PauseStatus>,
+    /// Handlers allowed to run at once now, with `--concurrency auto`.
+    pub concurrency_limit: Option<usize>,
 }
 
 /// A snapshot of [`PollStats`].
@@ -76,6 +126,24 @@ impl PollStats {
             in_flight: g(&self.in_flight),
             receive_calls: g(&self.receive_calls),
             parked: g(&self.parked),
+        }
+    }
+    /// Flow control's state now.
+    pub fn flow(&self) -> FlowStatus {
+        let board = self.flow.lock().unwrap_or_else(|p| p.into_inner());
+        FlowStatus {
+            breaker: board.breaker.as_ref().map(|(state, since, reason, transitions)| BreakerStatus {
+                state: state.as_str().to_string(),
+                for_s: since.elapsed().as_secs_f64(),
+                reason: reason.clone(),
+                transitions: *transitions,
+            }),
+            paused: board
+                .paused
+                .iter()
+                .map(|(queue, reason)| PauseStatus { queue: queue.clone(), reason: reason.clone() })
+                .collect(),
+            concurrency_limit: board.limit,
         }
     }
     pub(super) fn add(a: &AtomicU64, n: usize) {

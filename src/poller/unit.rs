@@ -6,7 +6,8 @@
 //! handing each message's delete to the acker as soon as its outcome is known, the unit's
 //! visibility changes in one piece at the end (a FIFO failure first, the messages held behind
 //! it after), what goes back unstarted (released, or carried over when it is on its last allowed
-//! receive), and the heartbeat that extends the lease while the message waits and runs.
+//! receive, or when its failure there came while the circuit breaker was open), feeding flow
+//! control each outcome, and the heartbeat that extends the lease while the message waits and runs.
 //!
 //! A message's lease budget is spent only on running it: waiting for a slot or a rate turn is
 //! heart-beaten without counting toward `max_visibility_extension`, which counts from the
@@ -84,10 +85,13 @@ pub(super) async fn run_unit<T: Send + 'static>(
     source: Arc<Source>,
     config: Arc<PollerConfig>,
     stats: Arc<PollStats>,
-    stop: CancellationToken,
+    _stop: CancellationToken,
     cut: CancellationToken,
 ) {
     let n = unit.len();
+    // what the unit starts, it starts under flow control's halt, a child of the poller's stop:
+    // the breaker opening stops it as the shutdown does (the rest goes back unstarted)
+    let stop = source.flow.halt();
     let health = config.health.clone().unwrap_or_default();
     let _in_flight = InFlight::new(&stats, &health, n);
     let state = Arc::new(Mutex::new(Lease { pending: unit.clone(), running_since: None }));
@@ -106,11 +110,13 @@ pub(super) async fn run_unit<T: Send + 'static>(
     };
     // each decided message: out of the heartbeat, its delete to the acker at once
     let hand_over = |d: &Decision| {
-        {
+        let ran_from = {
             let mut s = lock(&state);
             s.pending.retain(|m| m.message_id != d.message.message_id);
-            s.running_since = None;
-        }
+            s.running_since.take()
+        };
+        // flow control sees each outcome as it is settled (the breaker, the adaptive limit)
+        source.flow.settled(&source, d, ran_from);
         let delete = match &d.outcome {
             Outcome::Succeeded => Some(Deletion::Succeeded),
             Outcome::Duplicate => Some(Deletion::Duplicate),
@@ -154,20 +160,32 @@ pub(super) async fn run_unit<T: Send + 'static>(
         // a handler slot (prefetched messages wait here, heart-beaten; at shutdown or when the
         // lease ends first they go back below without running); a unit takes as many as it has
         // messages, up to all
-        let want = n.min(config.concurrency).max(1) as u32;
+        // (never more than flow control allows now: a slow start or an adaptive limit below it)
+        let want = n.min(config.concurrency).min(source.flow.slots()).max(1) as u32;
         let never = CancellationToken::new();
         let stop_waiting = if run_through { &never } else { &stop };
-        let slots = match exec.clone().try_acquire_many_owned(want) {
-            Ok(p) => Some(p),
-            Err(_) => {
-                metrics::gauge!(names::PREFETCHED).increment(n as f64);
-                let p = tokio::select! {
-                    p = exec.clone().acquire_many_owned(want) => p.ok(),
-                    _ = stop_waiting.cancelled() => None,
-                    _ = lease.cancelled() => None,
-                };
-                metrics::gauge!(names::PREFETCHED).decrement(n as f64);
-                p
+        let slots = loop {
+            let slots = match exec.clone().try_acquire_many_owned(want) {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    metrics::gauge!(names::PREFETCHED).increment(n as f64);
+                    let p = tokio::select! {
+                        p = exec.clone().acquire_many_owned(want) => p.ok(),
+                        _ = stop_waiting.cancelled() => None,
+                        _ = lease.cancelled() => None,
+                    };
+                    metrics::gauge!(names::PREFETCHED).decrement(n as f64);
+                    p
+                }
+            };
+            // flow control may have cut the pool below what runs: then the slots are held
+            // back and the unit waits again (the semaphore would hand them to the next unit)
+            match slots {
+                Some(p) => match source.flow.admit(p) {
+                    Some(p) => break Some(p),
+                    None => continue,
+                },
+                None => break None,
             }
         };
         if slots.is_none() {
@@ -210,9 +228,15 @@ pub(super) async fn run_unit<T: Send + 'static>(
         d = work => d,
         never = beat => match never {},
     };
-    let actions = Actions::plan_for(&source.ctx, &decisions);
+    let mut actions = Actions::plan_for(&source.ctx, &decisions);
+    // failures on their last allowed receive that came while the breaker was open (the
+    // outage's, not the message's; see `flow.rs`): carried over too, not left to SQS's DLQ move
+    let (held, visibility): (Vec<_>, Vec<_>) =
+        std::mem::take(&mut actions.visibility).into_iter().partition(|(m, _)| source.flow.take_held(m));
+    source.flow.held_carried(&source, held.len());
+    actions.carry.extend(held.into_iter().map(|(m, _)| m));
     let released = decisions.iter().filter(|d| d.outcome == Outcome::Released).count();
-    let mut visibility = actions.visibility;
+    let mut visibility = visibility;
     back_unstarted(&source, &stats, actions.carry, &mut visibility).await;
     PollStats::add(&stats.released, released);
     if !visibility.is_empty() {

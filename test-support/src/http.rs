@@ -48,6 +48,37 @@ pub fn serve_with(reply: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> 
     (format!("http://{addr}/work"), seen)
 }
 
+/// Read one HTTP/1.1 request (request line, headers, a `Content-Length` body) from `r`; `None`
+/// at the end of the connection or on a short body.
+pub async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Option<Request> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or_default().to_string();
+    let path = words.next().unwrap_or_default().to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut raw = vec![0u8; len];
+    r.read_exact(&mut raw).await.ok()?;
+    let body = String::from_utf8_lossy(&raw).to_string();
+    Some(Request { method, path, headers, body, raw })
+}
+
 async fn run(
     status: impl Fn(&Request) -> Reply + Send + Sync + 'static,
     s2: Arc<Mutex<Vec<Request>>>,
@@ -64,35 +95,7 @@ async fn run(
                 let (r, mut w) = sock.into_split();
                 let mut r = BufReader::new(r);
                 loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut words = line.split_whitespace();
-                    let method = words.next().unwrap_or_default().to_string();
-                    let path = words.next().unwrap_or_default().to_string();
-                    let mut headers = HashMap::new();
-                    loop {
-                        let mut h = String::new();
-                        if r.read_line(&mut h).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let h = h.trim_end();
-                        if h.is_empty() {
-                            break;
-                        }
-                        if let Some((k, v)) = h.split_once(':') {
-                            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                        }
-                    }
-                    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-                    let mut body = vec![0u8; len];
-                    if r.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    let raw = body;
-                    let body = String::from_utf8_lossy(&raw).to_string();
-                    let req = Request { method, path, headers, body, raw };
+                    let Some(req) = read_request(&mut r).await else { return };
                     let reply = status(&req);
                     seen.lock().unwrap().push(req);
                     let extra: String = reply.headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();

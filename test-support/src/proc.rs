@@ -41,6 +41,16 @@ pub fn cargo_bin(name: &str) -> PathBuf {
     bin
 }
 
+/// Run `sqskit ARGS` against LocalStack to its end: (exit code, stdout, stderr).
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let out = sqskit(None).args(args).stdin(Stdio::null()).output().expect("run sqskit");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn spawn(mut cmd: Command) -> Running {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
     let mut child = cmd.spawn().expect("spawn sqskit");

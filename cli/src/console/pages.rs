@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
-use maud::{html, Markup, PreEscaped, DOCTYPE};
+use maud::{html, Markup, DOCTYPE};
 use sqskit::dlq::inspect::{DeadLetter, DeadLetterCounts};
 use sqskit::inventory::{QueueSettings, QueueStats};
 
@@ -263,6 +263,23 @@ pub fn queue(ctx: &Ctx, p: &QueuePage) -> Markup {
                             label { "Message group id (tenant, optional) " input type="text" name="group_id"; }
                         }
                         button type="submit" { "Send" }
+                    }
+                }
+                section {
+                    h2 { "Pause" }
+                    @if sqskit::inventory::paused(p.tags).is_some() {
+                        p { "Paused: its pollers (" code { "sqskit poll" } ") receive nothing from it until it is resumed." }
+                        form method="post" action=(format!("/queues/{}/resume", p.name)) {
+                            (csrf(ctx))
+                            button type="submit" { "Resume" }
+                        }
+                    } @else {
+                        p { "Every poller of this queue stops receiving from it within 30 s (in-flight messages finish), in any number of processes; the same as " code { "sqskit pause" } "." }
+                        form method="post" action=(format!("/queues/{}/pause", p.name)) {
+                            (csrf(ctx))
+                            label { "Reason " input type="text" name="reason" maxlength="256" placeholder="e.g. deploy of the billing service"; }
+                            button type="submit" { "Pause" }
+                        }
                     }
                 }
                 section.danger {
@@ -621,8 +638,18 @@ pub fn pollers_fragment(statuses: &[(String, Result<serde_json::Value, String>)]
                         tr { th { "Failures by kind" } td data-col="failures" {
                             @for (k, n) in s["failures_by_kind"].as_object().into_iter().flatten() { span.tag data-kind=(k) { (k) ": " (num(n)) } " " }
                         } }
-                        tr { th { "Breaker" } td data-col="breaker" { @if s["breaker"].is_null() { "— (no flow control yet)" } @else { (num(&s["breaker"]["state"])) } } }
-                        tr { th { "Paused" } td data-col="paused" { @if s["paused"].is_null() { "— (no flow control yet)" } @else { (PreEscaped("")) @for p in s["paused"].as_array().into_iter().flatten() { (num(&p["queue"])) ": " (num(&p["reason"])) " " } } } }
+                        tr { th { "Breaker" } td data-col="breaker" {
+                            @if s["breaker"].is_null() { "off" }
+                            @else {
+                                (num(&s["breaker"]["state"]))
+                                @if let Some(r) = s["breaker"]["reason"].as_str().filter(|r| !r.is_empty()) { " (" (r) ")" }
+                            }
+                        } }
+                        tr { th { "Paused" } td data-col="paused" {
+                            @if s["paused"].as_array().is_none_or(|p| p.is_empty()) { "—" }
+                            @else { @for p in s["paused"].as_array().into_iter().flatten() { (num(&p["queue"])) ": " (num(&p["reason"])) " " } }
+                        } }
+                        @if !s["concurrency_limit"].is_null() { tr { th { "Concurrency limit" } td data-col="concurrency_limit" { (num(&s["concurrency_limit"])) " (auto)" } } }
                         tr { th { "Up" } td { (humantime::format_duration(Duration::from_secs(s["uptime_s"].as_f64().unwrap_or(0.0) as u64))) } }
                     } },
                 }

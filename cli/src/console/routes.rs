@@ -37,6 +37,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/fragment/queues/{name}", get(queue_fragment))
         .route("/queues/{name}/send", axum::routing::post(send))
         .route("/queues/{name}/purge", axum::routing::post(purge))
+        .route("/queues/{name}/pause", axum::routing::post(pause))
+        .route("/queues/{name}/resume", axum::routing::post(resume))
         .route("/dlq/{name}", get(dlq_page))
         .route("/dlq/{name}/redrive", axum::routing::post(redrive))
         .route("/dlq/{name}/move-task", axum::routing::post(move_task))
@@ -140,8 +142,12 @@ fn bad(app: &App, why: &str) -> Response {
 
 async fn queue_page(State(app): AppState, Path(name): Path<String>, Query(q): Params) -> Page {
     let queue = queue(&app, &name).await?;
-    let flash =
-        q.get("sent").map(|id| format!("Sent message {id}.")).or_else(|| q.get("purged").map(|_| "Purged.".into()));
+    let flash = q
+        .get("sent")
+        .map(|id| format!("Sent message {id}."))
+        .or_else(|| q.get("purged").map(|_| "Purged.".into()))
+        .or_else(|| q.get("paused").map(|_| "Paused: its pollers stop receiving within 30 s.".into()))
+        .or_else(|| q.get("resumed").map(|_| "Resumed: its pollers receive again within 30 s.".into()));
     render_queue(&app, &queue, flash, None, "").await
 }
 
@@ -215,6 +221,26 @@ async fn purge(State(app): AppState, Path(name): Path<String>, body: Bytes) -> P
     queue.purge().await.map_err(|e| failed(&app, e))?;
     tracing::warn!(queue = %name, messages, "console: purged the queue");
     Ok(Redirect::to(&format!("/queues/{name}?purged=1")).into_response())
+}
+
+/// Pause the queue for its pollers (the same library call as `sqskit pause`).
+async fn pause(State(app): AppState, Path(name): Path<String>, body: Bytes) -> Page {
+    let queue = queue(&app, &name).await?;
+    let f = form(&body);
+    let reason = field(&f, "reason").unwrap_or_default();
+    if let Err(e) = sqskit::flow::pause(&queue, reason).await {
+        return render_queue(&app, &queue, None, Some(format!("Not paused: {e}")), "").await;
+    }
+    tracing::warn!(queue = %name, reason, "console: paused the queue");
+    Ok(Redirect::to(&format!("/queues/{name}?paused=1")).into_response())
+}
+
+/// Resume the queue (`sqskit resume`).
+async fn resume(State(app): AppState, Path(name): Path<String>) -> Page {
+    let queue = queue(&app, &name).await?;
+    sqskit::flow::resume(&queue).await.map_err(|e| failed(&app, e))?;
+    tracing::info!(queue = %name, "console: resumed the queue");
+    Ok(Redirect::to(&format!("/queues/{name}?resumed=1")).into_response())
 }
 
 /// `(field, value)` pairs of a form or query.

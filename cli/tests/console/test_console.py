@@ -196,6 +196,26 @@ def test_purge_asks_for_the_queue_name_first(page, aws, console):
     wait_for("the queue to be empty", lambda: aws.depth(url)["visible"] == 0)
 
 
+def test_pause_and_resume_buttons_tag_the_queue_like_sqskit_pause(page, aws, console):
+    url, _ = aws.create("pausable", dlq=False)
+    name = aws.prefix + "pausable"
+    tags = lambda: aws.sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+    page.goto(f"{console.url}/queues/{name}")
+    page.get_by_label("Reason").fill("deploy #1")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("alert")).to_contain_text("Not paused")
+    assert "sqskit:paused" not in tags(), "a reason that cannot be a tag value pauses nothing"
+    page.get_by_label("Reason").fill("deploy of the billing service")
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("status")).to_contain_text("Paused")
+    assert tags().get("sqskit:paused") == "deploy of the billing service"
+    expect(page.locator(".badge.paused")).to_have_text("paused: deploy of the billing service")
+    page.get_by_role("button", name="Resume").click()
+    expect(page.get_by_role("status")).to_contain_text("Resumed")
+    assert "sqskit:paused" not in tags()
+    expect(page.get_by_role("button", name="Pause")).to_be_visible()
+
+
 def test_read_only_console_refuses_the_browsers_redrive_request_and_moves_nothing(page, aws, console,
                                                                                   readonly_console):
     url, dlq, _, _ = mixed_dlq(aws, "frozen", poison=1, good=0, raw=1)
@@ -322,12 +342,14 @@ def test_pollers_page_shows_each_pollers_status(page, aws, console, pollers):
         expect(section.locator('td[data-col="succeeded"]')).to_have_text(str(ok))
         expect(section.locator('td[data-col="dead_lettered"]')).to_have_text(str(dead))
         expect(section.locator('td[data-col="health"]')).to_contain_text("yes / yes")
-        expect(section.locator('td[data-col="breaker"]')).to_contain_text("no flow control yet")
+        expect(section.locator('td[data-col="breaker"]')).to_have_text("closed")
+        expect(section.locator('td[data-col="paused"]')).to_have_text("—")
         if dead:
             expect(section.locator('td[data-col="failures"] [data-kind="permanent"]')).to_have_text(f"permanent: {dead}")
         status = json.loads(get(p.metrics, "/status")[1])
         assert status["failures_by_kind"].get("permanent", 0) == dead and status["queues"] == [p.queue]
-        assert status["breaker"] is None and status["paused"] is None and status["version"]
+        assert status["breaker"]["state"] == "closed" and status["breaker"]["transitions"] == 0
+        assert status["paused"] == [] and status["version"]
 
 
 def test_every_page_renders_without_script_errors(page, aws, console):
