@@ -473,6 +473,22 @@ impl<T: Send + 'static> Processor<T> {
         self.attempt(None, Lease::default(), raw, cancel).await.map(|_| ())
     }
 
+    /// The old name of [`Processor::call_handler`], kept so code written against it builds.
+    #[deprecated(since = "0.1.0", note = "renamed `call_handler`: it only calls the handler (no verdict, no SQS call)")]
+    pub async fn run(&self, raw: Arc<ReceivedMessage>) -> Result<(), Failure> {
+        self.call_handler(raw).await
+    }
+
+    /// The old name of [`Processor::call_handler_until`], kept so code written against it builds.
+    #[deprecated(since = "0.1.0", note = "renamed `call_handler_until`")]
+    pub async fn run_until(
+        &self,
+        raw: Arc<ReceivedMessage>,
+        cancel: Option<&CancellationToken>,
+    ) -> Result<(), Failure> {
+        self.call_handler_until(raw, cancel).await
+    }
+
     /// Resolve a claim check, decode, claim the idempotency key (when configured), run the
     /// handler, record the result.
     async fn attempt(

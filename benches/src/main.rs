@@ -166,6 +166,10 @@ struct Measured {
     /// Receivers the poller ran (most seen while it ran); the poller only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     receivers: Option<usize>,
+    /// The poller's graceful stop after the last message (its open long polls return first, up
+    /// to the receive wait time); not part of `secs` or `cpu_secs`. The poller only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shutdown_secs: Option<f64>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -233,6 +237,10 @@ async fn child(
     let recv_latencies = Arc::new(Mutex::new(Vec::with_capacity(target)));
     let done = Arc::new(AtomicUsize::new(0));
     let mut receivers = None;
+    // the poller's figures are taken when its last message succeeded, before its stop (which
+    // waits for open long polls to return: up to 20 s of an idle wait that is no one's throughput)
+    let mut at_finish: Option<(f64, f64, f64)> = None;
+    let mut shutdown_secs = None;
     let deadline = Instant::now() + Duration::from_secs(max_secs);
     let delay = Duration::from_millis(delay_ms);
     let started = Instant::now();
@@ -299,6 +307,8 @@ async fn child(
             let health = poller.health();
             let most = Arc::new(AtomicUsize::new(0));
             let seen = most.clone();
+            let finish = Arc::new(Mutex::new(None));
+            let finish_at = finish.clone();
             let finished = async move {
                 while stats.snapshot().succeeded < target as u64 && Instant::now() < deadline {
                     seen.fetch_max(health.report().receivers, Ordering::Relaxed);
@@ -306,15 +316,27 @@ async fn child(
                     // loop alone was ~5 % of the poller run's CPU samples (perf)
                     tokio::time::sleep(Duration::from_millis(25)).await;
                 }
+                let (cpu, rss) = usage();
+                *finish_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((started.elapsed().as_secs_f64(), cpu, rss));
             };
             let summary = poller.run(finished).await;
             done.store(summary.succeeded as usize, Ordering::Relaxed);
             receivers = Some(most.load(Ordering::Relaxed));
+            at_finish = *finish.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((secs, _, _)) = at_finish {
+                shutdown_secs = Some(started.elapsed().as_secs_f64() - secs);
+            }
         }
         Mode::SqsConsumer | Mode::Boto3 => anyhow::bail!("{mode:?} is a peer: the driver runs it"),
     }
-    let secs = started.elapsed().as_secs_f64();
-    let (cpu_secs, peak_rss_mb) = usage();
+    let (secs, cpu_secs, peak_rss_mb) = match at_finish {
+        Some(figures) => figures,
+        None => {
+            let (cpu, rss) = usage();
+            (started.elapsed().as_secs_f64(), cpu, rss)
+        }
+    };
     let sorted = |v: &Mutex<Vec<u64>>| {
         let mut l = v.lock().unwrap_or_else(|p| p.into_inner()).clone();
         l.sort_unstable();
@@ -333,6 +355,7 @@ async fn child(
         recv_p50_ms: poller.then(|| percentile(&r, 0.5)),
         recv_p99_ms: poller.then(|| percentile(&r, 0.99)),
         receivers,
+        shutdown_secs,
     })
 }
 

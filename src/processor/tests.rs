@@ -114,6 +114,19 @@ async fn permanent_failure_is_decided_for_the_dlq_when_there_is_one() {
     }
 }
 
+/// Code written before the rename still builds and does the same: `run` and `run_until` are
+/// deprecated names of `call_handler` and `call_handler_until`.
+#[tokio::test]
+#[allow(deprecated)]
+async fn the_old_names_of_call_handler_still_work() {
+    let p = scripted(Default::default());
+    let f = p.run(Arc::new(msg("a", "perm", None, 1))).await.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Permanent);
+    let f = p.run_until(Arc::new(msg("a", "perm", None, 1)), None).await.unwrap_err();
+    assert_eq!(f.kind, FailureKind::Permanent);
+    assert!(p.run(Arc::new(msg("a", "ok", None, 1))).await.is_ok());
+}
+
 #[test]
 fn retryable_failure_on_the_last_allowed_receive_is_dead_lettered_with_its_error() {
     let p = scripted(Default::default());
