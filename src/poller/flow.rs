@@ -315,13 +315,13 @@ impl Flow {
         h.clone()
     }
 
-    /// Handler slots flow control allows now (a unit never asks for more).
     /// Handler slots a unit just acquired: `None` when flow control has cut the pool below
     /// what is running, and they are held back (the unit waits again).
     pub(super) fn admit(&self, slots: OwnedSemaphorePermit) -> Option<OwnedSemaphorePermit> {
         self.exec.admit(slots)
     }
 
+    /// Handler slots flow control allows now (a unit never asks for more).
     pub(super) fn slots(&self) -> usize {
         *self.exec.target.borrow()
     }
